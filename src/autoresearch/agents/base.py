@@ -1,0 +1,43 @@
+"""The agent interface: given what the researcher sees, propose the next experiment.
+
+An agent never runs anything. It reads the context (program.md, the editable files at the
+current best, the ledger history, open ideas) and returns whole-file edits plus a one-line
+description. The harness validates, commits, runs and judges the proposal.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from autoresearch.config import TaskConfig
+from autoresearch.ledger import Experiment, Idea
+
+
+@dataclass
+class Context:
+    config: TaskConfig
+    program: str  # the text of program.md
+    files: dict[str, str]  # editable files at the current best: path -> content
+    history: list[Experiment]  # every finished experiment of this research run, oldest first
+    ideas: list[Idea]  # open ideas from humans, oldest first
+    best: Experiment | None  # the experiment the branch is at (None before the baseline)
+
+
+@dataclass
+class Proposal:
+    description: str  # one line, shown in the log and results.tsv
+    edits: dict[str, str]  # path -> full new content (only changed files)
+    idea_id: int | None = None  # the idea this proposal tries, if any
+    params: dict[str, Any] = field(default_factory=dict)  # settings tried (search agents)
+    info: dict[str, Any] = field(default_factory=dict)  # agent bookkeeping (model, tokens, ...)
+
+
+class NoProposal(Exception):
+    """The agent has nothing (more) to propose; the loop stops or waits."""
+
+
+@runtime_checkable
+class Agent(Protocol):
+    name: str
+
+    def propose(self, ctx: Context) -> Proposal: ...

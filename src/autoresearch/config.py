@@ -1,0 +1,312 @@
+"""Task configuration: `autoresearch.toml` at the root of a task repository.
+
+A task is a git repository with a run command that prints a number. The config names what the
+agents may edit, what is frozen, how to run an experiment and how to read its metric. Every
+mistake is reported before any run, naming the file, the key and the fix.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+CONFIG_NAME = "autoresearch.toml"
+DEFAULT_BUDGET_S = 300.0
+DEFAULT_LOG_CAP_MB = 16.0
+METRIC_SOURCES = ("line", "regex", "json")
+DIRECTIONS = ("minimize", "maximize")
+GUARD_KEYS = ("max", "min", "max_ratio", "min_ratio")
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased as: where it is, what is wrong, how to fix it."""
+
+    def __init__(self, file: Path | str, key: str, problem: str, fix: str):
+        self.file, self.key, self.problem, self.fix = str(file), key, problem, fix
+        super().__init__(f"{file}: [{key}] {problem}\n  fix: {fix}")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    direction: Literal["minimize", "maximize"] = "minimize"
+    source: Literal["line", "regex", "json"] = "line"
+    pattern: str | None = None  # regex with one group (source = "regex")
+    file: str | None = None  # JSON file written by the run, relative to the worktree (source = "json")
+
+    def better(self, a: float, b: float) -> bool:
+        """True if value `a` is strictly better than `b`."""
+        return a < b if self.direction == "minimize" else a > b
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A limit on a secondary metric, absolute or relative to the baseline experiment."""
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+    max_ratio: float | None = None
+    min_ratio: float | None = None
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """The range of one UPPER_CASE constant for the non-LLM agents."""
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: tuple[Any, ...] | None = None
+
+
+@dataclass
+class TaskConfig:
+    root: Path
+    name: str
+    run: str
+    editable: list[str]
+    frozen: list[str] = field(default_factory=list)
+    setup: str | None = None
+    program: str = "program.md"
+    metric: MetricSpec = field(default_factory=lambda: MetricSpec("score"))
+    budget_s: float = DEFAULT_BUDGET_S
+    timeout_s: float = 2 * DEFAULT_BUDGET_S + 60
+    guards: list[Guard] = field(default_factory=list)
+    search: dict[str, SearchParam] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    log_cap_bytes: int = int(DEFAULT_LOG_CAP_MB * 1024 * 1024)
+
+    @property
+    def path(self) -> Path:
+        return self.root / CONFIG_NAME
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the ledger, logs and worktrees live (ignored by git)."""
+        return self.root / ".autoresearch"
+
+
+def load_config(root: Path | str) -> TaskConfig:
+    """Read and validate `<root>/autoresearch.toml`."""
+    root = Path(root).resolve()
+    path = root / CONFIG_NAME
+    if not path.is_file():
+        raise ConfigError(path, "-", "no config file here",
+                          f"run `autoresearch init {root}` to write one, then review it")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, "-", f"not valid TOML: {e}", "fix the syntax at that line") from e
+    return parse_config(data, root, path)
+
+
+def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
+    known = {"task", "budget", "metric", "guards", "search", "env", "logs"}
+    for k in data:
+        if k not in known:
+            raise ConfigError(path, k, "unknown section", f"use one of: {', '.join(sorted(known))}")
+    task = _table(data, "task", path, required=True)
+    _only(task, "task", {"name", "run", "setup", "editable", "frozen", "program"}, path)
+    run = _str(task, "task.run", path, required=True)
+    editable = _globs(task, "task.editable", path, required=True)
+    frozen = _globs(task, "task.frozen", path)
+    program = _str(task, "task.program", path) or "program.md"
+    cfg = TaskConfig(
+        root=root,
+        name=_str(task, "task.name", path) or root.name,
+        run=run,
+        editable=editable,
+        frozen=frozen,
+        setup=_str(task, "task.setup", path),
+        program=program,
+    )
+    for pattern in editable:
+        if not any(root.glob(pattern)):
+            raise ConfigError(path, "task.editable", f"pattern {pattern!r} matches no file",
+                              "list files that exist in the repository, e.g. editable = [\"train.py\"]")
+    for pattern in frozen:
+        if not any(root.glob(pattern)):
+            raise ConfigError(path, "task.frozen", f"pattern {pattern!r} matches no file",
+                              "list files that exist, or remove the pattern")
+    clash = set(editable_files(cfg)) & set(frozen_files(cfg))
+    if clash:
+        raise ConfigError(path, "task.frozen", f"{sorted(clash)} are both editable and frozen",
+                          "a file is either editable or frozen: remove it from one list")
+
+    budget = _table(data, "budget", path)
+    _only(budget, "budget", {"seconds", "timeout"}, path)
+    cfg.budget_s = _num(budget, "budget.seconds", path, default=DEFAULT_BUDGET_S, positive=True)
+    cfg.timeout_s = _num(budget, "budget.timeout", path, default=2 * cfg.budget_s + 60, positive=True)
+    if cfg.timeout_s < cfg.budget_s:
+        raise ConfigError(path, "budget.timeout", f"timeout {cfg.timeout_s:g}s is below the budget "
+                          f"{cfg.budget_s:g}s", "set timeout above the budget (start-up and evaluation take time too)")
+
+    metric = _table(data, "metric", path, required=True)
+    _only(metric, "metric", {"name", "direction", "source", "pattern", "file"}, path)
+    name = _str(metric, "metric.name", path, required=True)
+    direction = _str(metric, "metric.direction", path) or "minimize"
+    if direction not in DIRECTIONS:
+        raise ConfigError(path, "metric.direction", f"{direction!r} is not a direction",
+                          "use \"minimize\" (lower is better) or \"maximize\"")
+    source = _str(metric, "metric.source", path) or "line"
+    if source not in METRIC_SOURCES:
+        raise ConfigError(path, "metric.source", f"{source!r} is not a metric source",
+                          "use \"line\" (a `name: value` line), \"regex\" or \"json\"")
+    pattern = _str(metric, "metric.pattern", path)
+    file = _str(metric, "metric.file", path)
+    if source == "regex":
+        if not pattern:
+            raise ConfigError(path, "metric.pattern", "source is \"regex\" but no pattern is given",
+                              "add pattern = 'val_loss=([0-9.]+)' with one capturing group")
+        try:
+            if re.compile(pattern).groups < 1:
+                raise ConfigError(path, "metric.pattern", "the regex has no capturing group",
+                                  "wrap the number in parentheses, e.g. 'loss=([0-9.eE+-]+)'")
+        except re.error as e:
+            raise ConfigError(path, "metric.pattern", f"invalid regex: {e}", "fix the regex") from e
+    if source == "json" and not file:
+        raise ConfigError(path, "metric.file", "source is \"json\" but no file is given",
+                          "add file = \"metrics.json\" (written by the run, relative to the repo)")
+    cfg.metric = MetricSpec(name, direction, source, pattern, file)  # type: ignore[arg-type]
+
+    guards = _table(data, "guards", path)
+    for gname, spec in guards.items():
+        if not isinstance(spec, dict) or not spec or set(spec) - set(GUARD_KEYS):
+            raise ConfigError(path, f"guards.{gname}", "a guard is a table of limits",
+                              f"e.g. {gname} = {{ max_ratio = 1.25 }}; keys: {', '.join(GUARD_KEYS)}")
+        for k, v in spec.items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise ConfigError(path, f"guards.{gname}.{k}", f"{v!r} is not a number", "give a number")
+        cfg.guards.append(Guard(gname, **{k: float(v) for k, v in spec.items()}))
+
+    search = _table(data, "search", path)
+    for pname, spec in search.items():
+        cfg.search[pname] = _search_param(pname, spec, path)
+
+    env = _table(data, "env", path)
+    for k, v in env.items():
+        if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+            raise ConfigError(path, f"env.{k}", f"{v!r} is not a string or number", "quote the value")
+    cfg.env = {k: str(v) for k, v in env.items()}
+
+    logs = _table(data, "logs", path)
+    _only(logs, "logs", {"cap_mb"}, path)
+    cfg.log_cap_bytes = int(_num(logs, "logs.cap_mb", path, default=DEFAULT_LOG_CAP_MB, positive=True) * 1024 * 1024)
+    return cfg
+
+
+def editable_files(cfg: TaskConfig) -> list[str]:
+    """Repository-relative paths of the editable files, sorted."""
+    return _expand(cfg.root, cfg.editable)
+
+
+def frozen_files(cfg: TaskConfig) -> list[str]:
+    return _expand(cfg.root, cfg.frozen)
+
+
+def is_editable(cfg: TaskConfig, relpath: str) -> bool:
+    """Whether an agent may write `relpath` (existing or new) under the editable globs."""
+    from fnmatch import fnmatch
+
+    relpath = relpath.replace("\\", "/")
+    if relpath.startswith("/") or ".." in Path(relpath).parts:
+        return False
+    return any(fnmatch(relpath, g) for g in cfg.editable) and not any(fnmatch(relpath, g) for g in cfg.frozen)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+def _expand(root: Path, patterns: list[str]) -> list[str]:
+    out: set[str] = set()
+    for pattern in patterns:
+        for p in root.glob(pattern):
+            if p.is_file() and ".git" not in p.relative_to(root).parts:
+                out.add(p.relative_to(root).as_posix())
+    return sorted(out)
+
+
+def _search_param(name: str, spec: Any, path: Path) -> SearchParam:
+    key = f"search.{name}"
+    if isinstance(spec, list):
+        spec = {"choices": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(path, key, "a search range is a table",
+                          f"e.g. {name} = {{ low = 1e-4, high = 1e-2, log = true }} or {{ choices = [2, 4, 8] }}")
+    if set(spec) - {"low", "high", "log", "int", "choices"}:
+        raise ConfigError(path, key, f"unknown keys {sorted(set(spec) - {'low', 'high', 'log', 'int', 'choices'})}",
+                          "use low, high, log, int or choices")
+    if "choices" in spec:
+        if not isinstance(spec["choices"], list) or not spec["choices"]:
+            raise ConfigError(path, f"{key}.choices", "choices must be a non-empty list", "e.g. choices = [64, 128, 256]")
+        return SearchParam(name, choices=tuple(spec["choices"]))
+    low, high = spec.get("low"), spec.get("high")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+        raise ConfigError(path, key, "needs numeric low and high (or choices)", f"e.g. {name} = {{ low = 1, high = 8 }}")
+    if low >= high:
+        raise ConfigError(path, key, f"low {low} is not below high {high}", "swap or widen the range")
+    log = bool(spec.get("log", False))
+    if log and low <= 0:
+        raise ConfigError(path, f"{key}.log", "a log range needs low > 0", "raise low or set log = false")
+    integer = bool(spec.get("int", isinstance(low, int) and isinstance(high, int)))
+    return SearchParam(name, float(low), float(high), log, integer)
+
+
+def _table(data: dict, key: str, path: Path, required: bool = False) -> dict:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(path, key, "section is missing", f"add a [{key}] section (see `autoresearch init`)")
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(path, key, "must be a table", f"write it as [{key}] followed by key = value lines")
+    return value
+
+
+def _only(table: dict, section: str, allowed: set[str], path: Path) -> None:
+    for k in table:
+        if k not in allowed:
+            raise ConfigError(path, f"{section}.{k}", "unknown key", f"use one of: {', '.join(sorted(allowed))}")
+
+
+def _str(table: dict, key: str, path: Path, required: bool = False) -> str | None:
+    value = table.get(key.rsplit(".", 1)[-1])
+    if value is None:
+        if required:
+            raise ConfigError(path, key, "is missing", f"add {key.rsplit('.', 1)[-1]} = \"...\"")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(path, key, f"{value!r} is not a non-empty string", "quote the value")
+    return value
+
+
+def _globs(table: dict, key: str, path: Path, required: bool = False) -> list[str]:
+    value = table.get(key.rsplit(".", 1)[-1])
+    if value is None:
+        if required:
+            raise ConfigError(path, key, "is missing", "add e.g. editable = [\"train.py\"]")
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(path, key, f"{value!r} is not a list of paths or globs", "e.g. [\"train.py\", \"model/*.py\"]")
+    if required and not value:
+        raise ConfigError(path, key, "is empty", "name at least one file the agents may edit")
+    return value
+
+
+def _num(table: dict, key: str, path: Path, default: float, positive: bool = False) -> float:
+    value = table.get(key.rsplit(".", 1)[-1], default)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ConfigError(path, key, f"{value!r} is not a number", "write a number without quotes")
+    if positive and value <= 0:
+        raise ConfigError(path, key, f"{value} must be positive", "give a value above zero")
+    return float(value)

@@ -1,0 +1,236 @@
+"""The ledger: every experiment and idea, durably, in SQLite (WAL) in the task's state folder.
+
+A row is written when an experiment starts (status `running`) and updated when it ends; each
+write is committed before the result is reported anywhere else. `results.tsv` (the original
+autoresearch's format) is regenerated from the ledger after every change, atomically.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA_VERSION = 1
+STATUSES = ("running", "keep", "discard", "crash", "timeout", "rejected", "interrupted")
+FINISHED = ("keep", "discard", "crash", "timeout")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS experiments (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    tag           TEXT NOT NULL,
+    parent_commit TEXT NOT NULL,
+    commit_sha    TEXT,
+    agent         TEXT NOT NULL,
+    description   TEXT NOT NULL,
+    idea_id       INTEGER,
+    params        TEXT NOT NULL DEFAULT '{}',
+    info          TEXT NOT NULL DEFAULT '{}',
+    files_changed INTEGER NOT NULL DEFAULT 0,
+    insertions    INTEGER NOT NULL DEFAULT 0,
+    deletions     INTEGER NOT NULL DEFAULT 0,
+    status        TEXT NOT NULL,
+    reason        TEXT NOT NULL DEFAULT '',
+    metric        REAL,
+    metrics       TEXT NOT NULL DEFAULT '{}',
+    exit_code     INTEGER,
+    wall_s        REAL,
+    peak_mem_mb   REAL,
+    log_path      TEXT,
+    log_tail      TEXT NOT NULL DEFAULT '',
+    created_at    REAL NOT NULL,
+    finished_at   REAL
+);
+CREATE INDEX IF NOT EXISTS experiments_tag ON experiments(tag, id);
+CREATE TABLE IF NOT EXISTS ideas (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    text          TEXT NOT NULL,
+    source        TEXT NOT NULL DEFAULT 'human',
+    status        TEXT NOT NULL DEFAULT 'open',
+    experiment_id INTEGER,
+    outcome       TEXT,
+    created_at    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass
+class Experiment:
+    id: int
+    tag: str
+    parent_commit: str
+    commit: str | None
+    agent: str
+    description: str
+    status: str
+    idea_id: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    files_changed: int = 0
+    insertions: int = 0
+    deletions: int = 0
+    reason: str = ""
+    metric: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    exit_code: int | None = None
+    wall_s: float | None = None
+    peak_mem_mb: float | None = None
+    log_path: str | None = None
+    log_tail: str = ""
+    created_at: float = 0.0
+    finished_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Idea:
+    id: int
+    text: str
+    status: str = "open"  # open | tried
+    source: str = "human"
+    experiment_id: int | None = None
+    outcome: str | None = None
+    created_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Ledger:
+    """One SQLite database per task; safe for one writer process and many readers."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")  # a reported result survives power loss
+        self.db.executescript(SCHEMA)
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- experiments --------------------------------------------------------------------------
+
+    def start_experiment(self, *, tag: str, parent_commit: str, agent: str, description: str,
+                         idea_id: int | None = None, params: dict | None = None,
+                         info: dict | None = None) -> int:
+        cur = self.db.execute(
+            "INSERT INTO experiments (tag, parent_commit, agent, description, idea_id, params, info,"
+            " status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+            (tag, parent_commit, agent, description, idea_id, json.dumps(params or {}),
+             json.dumps(info or {}), time.time()))
+        return int(cur.lastrowid)
+
+    def update(self, exp_id: int, **fields: Any) -> None:
+        """Set columns of one experiment (dicts are stored as JSON)."""
+        if not fields:
+            return
+        if "commit" in fields:
+            fields["commit_sha"] = fields.pop("commit")
+        for k in ("params", "info", "metrics"):
+            if k in fields:
+                fields[k] = json.dumps(fields[k])
+        if fields.get("status") and fields["status"] not in STATUSES:
+            raise ValueError(f"unknown status {fields['status']!r}")
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        self.db.execute(f"UPDATE experiments SET {cols} WHERE id = ?", (*fields.values(), exp_id))
+
+    def finish(self, exp_id: int, status: str, **fields: Any) -> None:
+        self.update(exp_id, status=status, finished_at=time.time(), **fields)
+
+    def get(self, exp_id: int) -> Experiment | None:
+        row = self.db.execute("SELECT * FROM experiments WHERE id = ?", (exp_id,)).fetchone()
+        return _experiment(row) if row else None
+
+    def experiments(self, tag: str | None = None, statuses: tuple[str, ...] | None = None) -> list[Experiment]:
+        sql, args = "SELECT * FROM experiments", []
+        where = []
+        if tag is not None:
+            where.append("tag = ?")
+            args.append(tag)
+        if statuses:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            args.extend(statuses)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [_experiment(r) for r in self.db.execute(sql + " ORDER BY id", args)]
+
+    def best(self, tag: str) -> Experiment | None:
+        """The latest kept experiment: the one the research branch points at."""
+        row = self.db.execute("SELECT * FROM experiments WHERE tag = ? AND status = 'keep' "
+                              "ORDER BY id DESC LIMIT 1", (tag,)).fetchone()
+        return _experiment(row) if row else None
+
+    def tags(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT tag FROM experiments GROUP BY tag ORDER BY MIN(id)")]
+
+    # -- ideas --------------------------------------------------------------------------------
+
+    def add_idea(self, text: str, source: str = "human") -> int:
+        text = text.strip()
+        if not text:
+            raise ValueError("an idea needs some text")
+        cur = self.db.execute("INSERT INTO ideas (text, source, created_at) VALUES (?, ?, ?)",
+                              (text, source, time.time()))
+        return int(cur.lastrowid)
+
+    def ideas(self, status: str | None = None) -> list[Idea]:
+        sql = "SELECT * FROM ideas" + (" WHERE status = ?" if status else "") + " ORDER BY id"
+        return [Idea(**dict(r)) for r in self.db.execute(sql, (status,) if status else ())]
+
+    def mark_idea(self, idea_id: int, experiment_id: int, outcome: str) -> None:
+        self.db.execute("UPDATE ideas SET status = 'tried', experiment_id = ?, outcome = ? WHERE id = ?",
+                        (experiment_id, outcome, idea_id))
+
+    # -- meta ---------------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- results.tsv --------------------------------------------------------------------------
+
+    def write_results_tsv(self, path: Path, tag: str, metric_name: str) -> None:
+        """The original autoresearch's format: commit, metric, memory_gb, status, description."""
+        lines = [f"commit\t{metric_name}\tmemory_gb\tstatus\tdescription"]
+        for e in self.experiments(tag, FINISHED):
+            value = f"{e.metric:.6f}" if e.metric is not None else "0.000000"
+            mem = f"{(e.peak_mem_mb or 0.0) / 1024:.1f}"
+            desc = " ".join(e.description.replace("\t", " ").split())
+            lines.append(f"{(e.commit or e.parent_commit)[:7]}\t{value}\t{mem}\t{e.status}\t{desc}")
+        _atomic_write(path, "\n".join(lines) + "\n")
+
+
+def _experiment(row: sqlite3.Row) -> Experiment:
+    d = dict(row)
+    d["commit"] = d.pop("commit_sha")
+    for k in ("params", "info", "metrics"):
+        d[k] = json.loads(d[k] or "{}")
+    return Experiment(**d)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def iter_rows(ledger: Ledger, tag: str) -> Iterator[dict[str, Any]]:
+    """Plain dicts for export (JSON/CSV)."""
+    for e in ledger.experiments(tag):
+        yield e.to_dict()

@@ -1,0 +1,34 @@
+"""Agents by name. LLM agents register themselves with `register_agent` when their module loads."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from autoresearch.agents.base import Agent, Context, NoProposal, Proposal
+from autoresearch.agents.random_agent import RandomAgent
+from autoresearch.agents.search import SearchAgent
+from autoresearch.config import TaskConfig
+
+AgentFactory = Callable[..., Agent]  # factory(config, **options) -> Agent
+
+AGENTS: dict[str, AgentFactory] = {"random": RandomAgent, "search": SearchAgent}
+
+
+def register_agent(name: str, factory: AgentFactory, *, replace: bool = False) -> None:
+    """Make `make_agent(name, config, **options)` call `factory(config, **options)`."""
+    if not name or not name.strip():
+        raise ValueError("an agent needs a name")
+    if name in AGENTS and not replace and AGENTS[name] is not factory:
+        raise ValueError(f"an agent named {name!r} is already registered (pass replace=True)")
+    AGENTS[name] = factory
+
+
+def make_agent(name: str, config: TaskConfig, **options: Any) -> Agent:
+    try:
+        factory = AGENTS[name]
+    except KeyError:
+        raise ValueError(f"unknown agent {name!r}; known agents: {', '.join(sorted(AGENTS))}") from None
+    return factory(config, **options)
+
+
+__all__ = ["AGENTS", "Agent", "AgentFactory", "Context", "NoProposal", "Proposal", "RandomAgent",
+           "SearchAgent", "make_agent", "register_agent"]

@@ -1,0 +1,351 @@
+"""The `autoresearch` command line. Every command that prints data takes `--json`."""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from autoresearch import __version__, gitops
+from autoresearch.config import CONFIG_NAME, ConfigError, load_config
+from autoresearch.ledger import FINISHED, Experiment, Ledger
+from autoresearch.tasks import TaskError, guess_config, list_examples, new_task, research_home, resolve_task
+
+console = Console()
+DEFAULT_AGENT = "search"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not getattr(args, "func", None):
+        build_parser().print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except (ConfigError, TaskError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="autoresearch", description=__doc__)
+    p.add_argument("--version", action="version", version=f"autoresearch {__version__}")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    c = sub.add_parser("run", help="run experiments forever (or until a limit)")
+    c.add_argument("task", nargs="?", default=".", help="task repository, or a shipped example name")
+    c.add_argument("--agent", help=f"agent name (default: an LLM if configured, else {DEFAULT_AGENT})")
+    c.add_argument("--tag", help="research run name; branch autoresearch/<tag> (default: resume the last)")
+    c.add_argument("--max-experiments", type=int, help="stop after this many runs")
+    c.add_argument("--max-hours", type=float, help="stop after this many hours")
+    c.add_argument("--budget", type=float, help="override the time budget in seconds (AUTORESEARCH_TIME_BUDGET)")
+    c.add_argument("--seed", type=int, help="seed for the non-LLM agents")
+    c.add_argument("--json", action="store_true", help="one JSON event per line instead of the live view")
+    c.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("new", help="create a research repository from an example or a task folder")
+    c.add_argument("source", help="example name (see `autoresearch examples`) or folder")
+    c.add_argument("dest", help="new folder")
+    c.set_defaults(func=cmd_new)
+
+    c = sub.add_parser("init", help="write a commented autoresearch.toml for an existing repository")
+    c.add_argument("task", nargs="?", default=".")
+    c.add_argument("--force", action="store_true", help="overwrite an existing config")
+    c.set_defaults(func=cmd_init)
+
+    c = sub.add_parser("examples", help="list the shipped example tasks")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_examples)
+
+    for name, func, text in (("status", cmd_status, "summary of a research run"),
+                             ("log", cmd_log, "every experiment, one line each")):
+        c = sub.add_parser(name, help=text)
+        _task_args(c)
+        c.set_defaults(func=func)
+
+    c = sub.add_parser("show", help="one experiment: diff, metrics, log tail")
+    c.add_argument("id", type=int)
+    _task_args(c)
+    c.set_defaults(func=cmd_show)
+
+    c = sub.add_parser("plot", help="write progress.png")
+    _task_args(c, json_flag=False)
+    c.add_argument("-o", "--output", help="image path (default: <task>/progress.png)")
+    c.set_defaults(func=cmd_plot)
+
+    c = sub.add_parser("export", help="export the ledger as JSON, CSV or TSV")
+    _task_args(c, json_flag=False)
+    c.add_argument("--format", choices=("json", "csv", "tsv"), default="json")
+    c.add_argument("-o", "--output", help="file (default: stdout)")
+    c.set_defaults(func=cmd_export)
+
+    idea = sub.add_parser("idea", help="the idea queue that agents draw from")
+    isub = idea.add_subparsers(metavar="ACTION")
+    c = isub.add_parser("add", help="queue an idea (free text, or a setting like LEARNING_RATE=0.01)")
+    c.add_argument("text")
+    _task_args(c, tag=False)
+    c.set_defaults(func=cmd_idea_add)
+    c = isub.add_parser("list", help="list ideas and their outcomes")
+    c.add_argument("--all", action="store_true", help="include tried ideas")
+    _task_args(c, tag=False)
+    c.set_defaults(func=cmd_idea_list)
+    return p
+
+
+def _task_args(c: argparse.ArgumentParser, json_flag: bool = True, tag: bool = True) -> None:
+    c.add_argument("--task", "-C", dest="task", default=".", help="task repository or example name (default: .)")
+    if tag:
+        c.add_argument("--tag", help="research run (default: the last one)")
+    if json_flag:
+        c.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+# -- run ---------------------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from autoresearch.agents import make_agent
+    from autoresearch.loop import Limits, Research, ResearchError
+    from autoresearch.ui import LiveView, PlainView
+
+    root, note = resolve_task(args.task)
+    config = load_config(root)
+    say = (lambda m: print(json.dumps({"event": "message", "text": m}), flush=True)) if args.json \
+        else (lambda m: console.print(f"[dim]{m}[/dim]", highlight=False))
+    if note:
+        say(note)
+    agent_name = args.agent or DEFAULT_AGENT
+    if not args.agent:
+        say(f"no LLM agent configured: using the offline `{DEFAULT_AGENT}` agent "
+            "(Optuna TPE over the numeric UPPER_CASE constants of the editable files)")
+    agent = make_agent(agent_name, config, **({"seed": args.seed} if args.seed is not None else {}))
+    ledger = Ledger(config.state_dir / "ledger.db")
+    tag = args.tag or ledger.get_meta("last_tag") or time.strftime("%b%d").lower()
+    ledger.set_meta("last_tag", tag)
+    interactive = console.is_terminal and not args.json
+    view = LiveView(f"autoresearch · {config.name} · {tag} · agent {agent_name}", config.metric.name) \
+        if interactive else PlainView(as_json=args.json)
+    research = Research(config, agent, tag=tag, budget_s=args.budget, observer=view, ledger=ledger)
+
+    def on_sigint(signum, frame):
+        if research.stop_event.is_set():
+            raise KeyboardInterrupt
+        research.stop_event.set()
+        view.message("stopping: the current experiment is recorded as interrupted (Ctrl-C again to force)")
+
+    signal.signal(signal.SIGINT, on_sigint)
+    signal.signal(signal.SIGTERM, on_sigint)
+    try:
+        research.open()
+        if interactive:
+            with view:
+                runs = research.run(Limits(args.max_experiments, args.max_hours))
+        else:
+            runs = research.run(Limits(args.max_experiments, args.max_hours))
+    except ResearchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        research.close()
+    best = Ledger(config.state_dir / "ledger.db").best(tag)
+    summary = {"event": "done", "runs": runs, "tag": tag, "branch": f"autoresearch/{tag}",
+               "best_id": best.id if best else None, "best_metric": best.metric if best else None,
+               "task": str(root)}
+    if args.json:
+        print(json.dumps(summary), flush=True)
+    else:
+        console.print(f"done: {runs} experiments; best {config.metric.name} = "
+                      f"{best.metric if best else '—'} on branch autoresearch/{tag} in {root}", highlight=False)
+    return 0
+
+
+# -- setup commands ----------------------------------------------------------------------------
+
+def cmd_new(args) -> int:
+    dest = new_task(args.source, Path(args.dest))
+    console.print(f"created {dest}; next: autoresearch run {dest}", highlight=False)
+    return 0
+
+
+def cmd_init(args) -> int:
+    root = Path(args.task).resolve()
+    path = root / CONFIG_NAME
+    if path.exists() and not args.force:
+        raise TaskError(f"{path} exists; use --force to overwrite")
+    path.write_text(guess_config(root))
+    load_config(root)  # what init writes must load as it is
+    console.print(f"wrote {path}: review it, then `autoresearch run {args.task}`", highlight=False)
+    return 0
+
+
+def cmd_examples(args) -> int:
+    examples = list_examples()
+    if args.json:
+        print(json.dumps({k: str(v) for k, v in examples.items()}))
+    else:
+        for name, path in examples.items():
+            console.print(f"{name:12} {path}", highlight=False)
+    return 0
+
+
+# -- read commands -----------------------------------------------------------------------------
+
+def _open(args) -> tuple[Path, Ledger, str | None]:
+    path = Path(args.task).expanduser()
+    if not path.exists() and args.task in list_examples():
+        path = research_home() / args.task
+    root = path.resolve()
+    db = root / ".autoresearch" / "ledger.db"
+    if not db.exists():
+        raise TaskError(f"no research recorded in {root} yet; start with `autoresearch run {args.task}`")
+    ledger = Ledger(db)
+    tag = getattr(args, "tag", None) or ledger.get_meta("last_tag")
+    return root, ledger, tag
+
+
+def cmd_status(args) -> int:
+    root, ledger, tag = _open(args)
+    exps = ledger.experiments(tag)
+    counts = {s: sum(1 for e in exps if e.status == s) for s in ("keep", "discard", "crash", "timeout",
+                                                                   "rejected", "interrupted", "running")}
+    best = ledger.best(tag)
+    runs = [e for e in exps if e.status in FINISHED]
+    baseline = next((e for e in exps if e.status == "keep"), None)
+    data = {"task": str(root), "tag": tag, "branch": f"autoresearch/{tag}", "experiments": len(exps),
+            "counts": counts, "best": best.to_dict() if best else None,
+            "baseline_metric": baseline.metric if baseline else None,
+            "improvement": (best.metric - baseline.metric) if best and baseline and best.metric is not None
+            and baseline.metric is not None else None,
+            "run_hours": sum(e.wall_s or 0 for e in runs) / 3600,
+            "open_ideas": len(ledger.ideas("open"))}
+    if args.json:
+        print(json.dumps(data, default=str))
+        return 0
+    console.print(f"[bold]{root}[/bold]  branch autoresearch/{tag}", highlight=False)
+    console.print("  " + "  ".join(f"{k}: {v}" for k, v in counts.items() if v), highlight=False)
+    if best:
+        console.print(f"  best: #{best.id} {best.metric:.6g}  ({best.description})  baseline "
+                      f"{baseline.metric:.6g}" if baseline and baseline.metric is not None else "", highlight=False)
+    console.print(f"  compute: {data['run_hours']:.2f} h in runs; open ideas: {data['open_ideas']}", highlight=False)
+    return 0
+
+
+def cmd_log(args) -> int:
+    _, ledger, tag = _open(args)
+    exps = ledger.experiments(tag)
+    if args.json:
+        print(json.dumps([e.to_dict() for e in exps], default=str))
+        return 0
+    table = Table(show_edge=False)
+    for col in ("id", "status", "metric", "Δ lines", "agent", "description", "reason"):
+        table.add_column(col, overflow="fold")
+    from autoresearch.ui import STATUS_STYLE, fmt_metric
+    for e in exps:
+        table.add_row(str(e.id), f"[{STATUS_STYLE.get(e.status, '')}]{e.status}", fmt_metric(e.metric),
+                      f"+{e.insertions}/-{e.deletions}", e.agent, e.description[:60], e.reason[:70])
+    console.print(table)
+    return 0
+
+
+def cmd_show(args) -> int:
+    root, ledger, _ = _open(args)
+    exp = ledger.get(args.id)
+    if exp is None:
+        raise TaskError(f"no experiment #{args.id} in {root}")
+    diff = gitops.diff(root, exp.parent_commit, exp.commit) if exp.commit and exp.commit != exp.parent_commit else ""
+    if args.json:
+        print(json.dumps({**exp.to_dict(), "diff": diff}, default=str))
+        return 0
+    console.print(f"[bold]#{exp.id}[/bold] {exp.status} — {exp.description}", highlight=False)
+    console.print(f"  {exp.reason}\n  agent {exp.agent}; commit {exp.commit}; parent {exp.parent_commit}",
+                  highlight=False)
+    if exp.metrics:
+        console.print("  metrics: " + ", ".join(f"{k}={v:g}" for k, v in exp.metrics.items()), highlight=False)
+    if exp.wall_s is not None:
+        console.print(f"  wall {exp.wall_s:.1f}s, peak memory {exp.peak_mem_mb or 0:.0f} MB, log {exp.log_path}",
+                      highlight=False)
+    if diff:
+        from rich.syntax import Syntax
+        console.print(Syntax(diff, "diff", theme="ansi_dark"))
+    if exp.log_tail:
+        console.print("[dim]--- log tail ---[/dim]")
+        console.print(exp.log_tail, markup=False, highlight=False)
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from autoresearch.plot import plot_progress
+
+    root, ledger, tag = _open(args)
+    config = load_config(root)
+    out = Path(args.output) if args.output else root / "progress.png"
+    plot_progress(ledger.experiments(tag), config.metric, out, title=f"{config.name} · autoresearch/{tag}")
+    console.print(f"wrote {out}", highlight=False)
+    return 0
+
+
+def cmd_export(args) -> int:
+    import csv
+    import io
+
+    _, ledger, tag = _open(args)
+    rows = [e.to_dict() for e in ledger.experiments(tag)]
+    if args.format == "json":
+        text = json.dumps(rows, default=str, indent=1)
+    else:
+        buf = io.StringIO()
+        fields = list(Experiment.__dataclass_fields__)
+        writer = csv.DictWriter(buf, fieldnames=fields, delimiter="," if args.format == "csv" else "\t")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.items()})
+        text = buf.getvalue()
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def cmd_idea_add(args) -> int:
+    root = _idea_root(args)
+    ledger = Ledger(root / ".autoresearch" / "ledger.db")
+    idea_id = ledger.add_idea(args.text)
+    if args.json:
+        print(json.dumps({"id": idea_id, "text": args.text}))
+    else:
+        console.print(f"queued idea #{idea_id}", highlight=False)
+    return 0
+
+
+def cmd_idea_list(args) -> int:
+    root = _idea_root(args)
+    ledger = Ledger(root / ".autoresearch" / "ledger.db")
+    ideas = ledger.ideas(None if args.all else "open")
+    if args.json:
+        print(json.dumps([i.to_dict() for i in ideas]))
+        return 0
+    for i in ideas:
+        outcome = f" → #{i.experiment_id}: {i.outcome}" if i.status == "tried" else ""
+        console.print(f"#{i.id} [{i.status}] {i.text}{outcome}", highlight=False)
+    return 0
+
+
+def _idea_root(args) -> Path:
+    path = Path(args.task).expanduser()
+    if not path.exists() and args.task in list_examples():
+        path = research_home() / args.task
+    root = path.resolve()
+    if not (root / CONFIG_NAME).is_file():
+        raise TaskError(f"{root} is not a task repository (no {CONFIG_NAME})")
+    return root
+
+
+if __name__ == "__main__":
+    sys.exit(main())

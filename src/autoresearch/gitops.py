@@ -1,0 +1,172 @@
+"""Git plumbing for research: branches, archive refs, one worktree and one commit per experiment.
+
+The user's checkout is never touched: no checkout, no reset, no stash in the main worktree. All
+research state lives in refs (`refs/heads/autoresearch/<tag>`, `refs/autoresearch/<tag>/<id>`)
+and in worktrees under the task's state folder.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+AUTHOR = {"GIT_AUTHOR_NAME": "autoresearch", "GIT_AUTHOR_EMAIL": "autoresearch@localhost",
+          "GIT_COMMITTER_NAME": "autoresearch", "GIT_COMMITTER_EMAIL": "autoresearch@localhost"}
+BRANCH_PREFIX = "autoresearch/"
+ARCHIVE_PREFIX = "refs/autoresearch/"
+
+
+class GitError(RuntimeError):
+    pass
+
+
+@dataclass
+class DiffStat:
+    files_changed: int = 0
+    insertions: int = 0
+    deletions: int = 0
+
+
+def git(repo: Path | str, *args: str, input: str | None = None, check: bool = True,
+        env: dict[str, str] | None = None) -> str:
+    full_env = {**os.environ, **AUTHOR, "GIT_TERMINAL_PROMPT": "0", **(env or {})}
+    proc = subprocess.run(["git", "-C", str(repo), *args], input=input, capture_output=True,
+                          text=True, env=full_env)
+    if check and proc.returncode != 0:
+        raise GitError(f"git {' '.join(args)} failed in {repo}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout.strip()
+
+
+def toplevel(path: Path) -> Path | None:
+    """The root of the git repository containing `path`, or None."""
+    proc = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"],
+                          capture_output=True, text=True)
+    return Path(proc.stdout.strip()).resolve() if proc.returncode == 0 else None
+
+
+def init_repo(path: Path, message: str = "Initial task import") -> str:
+    """Turn a folder into a git repository with everything committed; returns the commit."""
+    git(path, "init", "-q", "-b", "main")
+    exclude_state(path)
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "--allow-empty", "-m", message)
+    return rev_parse(path, "HEAD")
+
+
+def exclude_state(repo: Path, names: tuple[str, ...] = (".autoresearch/", "results.tsv", "progress.png")) -> None:
+    """Keep autoresearch's files out of `git status` without touching tracked files."""
+    exclude = Path(git(repo, "rev-parse", "--git-path", "info/exclude"))
+    exclude = exclude if exclude.is_absolute() else repo / exclude
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    lines = exclude.read_text().splitlines() if exclude.exists() else []
+    missing = [n for n in names if n not in lines]
+    if missing:
+        exclude.write_text("\n".join(lines + missing) + "\n")
+
+
+def rev_parse(repo: Path, ref: str) -> str:
+    return git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+
+
+def ref_exists(repo: Path, ref: str) -> bool:
+    return bool(git(repo, "rev-parse", "--verify", "--quiet", ref, check=False))
+
+
+def branch_ref(tag: str) -> str:
+    return f"refs/heads/{BRANCH_PREFIX}{tag}"
+
+
+def archive_ref(tag: str, exp_id: int) -> str:
+    return f"{ARCHIVE_PREFIX}{tag}/{exp_id}"
+
+
+def update_ref(repo: Path, ref: str, new: str, old: str | None = None) -> None:
+    """Point `ref` at `new`; with `old`, only if it still points there (compare-and-swap)."""
+    git(repo, "update-ref", "-m", "autoresearch", ref, new, *([old] if old else []))
+
+
+def has_uncommitted(repo: Path, paths: list[str]) -> bool:
+    return bool(git(repo, "status", "--porcelain", "--", *paths)) if paths else False
+
+
+def read_file(repo: Path, commit: str, path: str) -> str | None:
+    proc = subprocess.run(["git", "-C", str(repo), "show", f"{commit}:{path}"], capture_output=True)
+    return proc.stdout.decode("utf-8", errors="replace") if proc.returncode == 0 else None
+
+
+def read_files(repo: Path, commit: str, paths: list[str]) -> dict[str, str]:
+    out = {}
+    for p in paths:
+        text = read_file(repo, commit, p)
+        if text is not None:
+            out[p] = text
+    return out
+
+
+def list_files(repo: Path, commit: str) -> list[str]:
+    return git(repo, "ls-tree", "-r", "--name-only", commit).splitlines()
+
+
+def add_worktree(repo: Path, path: Path, commit: str) -> Path:
+    if path.exists():
+        remove_worktree(repo, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    git(repo, "worktree", "add", "-q", "--detach", str(path), commit)
+    return path
+
+
+def remove_worktree(repo: Path, path: Path) -> None:
+    git(repo, "worktree", "remove", "--force", "--force", str(path), check=False)
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+    git(repo, "worktree", "prune", check=False)
+
+
+def commit_edits(worktree: Path, edits: dict[str, str], message: str) -> str:
+    """Write whole-file edits into the worktree and commit them; returns the new commit."""
+    for rel, content in edits.items():
+        target = worktree / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    git(worktree, "add", "--", *edits)
+    git(worktree, "commit", "-q", "--allow-empty", "--no-verify", "-m", message)
+    return rev_parse(worktree, "HEAD")
+
+
+def diff_stat(repo: Path, a: str, b: str) -> DiffStat:
+    stat = DiffStat()
+    for line in git(repo, "diff", "--numstat", a, b).splitlines():
+        added, deleted, _ = line.split("\t", 2)
+        stat.files_changed += 1
+        stat.insertions += int(added) if added.isdigit() else 0
+        stat.deletions += int(deleted) if deleted.isdigit() else 0
+    return stat
+
+
+def diff(repo: Path, a: str, b: str) -> str:
+    return git(repo, "diff", a, b)
+
+
+def clear_stale_state(repo: Path, worktrees: Path) -> None:
+    """Undo what a killed process may have left: our worktrees and lock files on our refs.
+
+    Only called while holding the task's lock, so no other autoresearch process is using them.
+    """
+    if worktrees.exists():
+        for path in worktrees.iterdir():
+            remove_worktree(repo, path)
+    common = Path(git(repo, "rev-parse", "--git-common-dir"))
+    common = common if common.is_absolute() else (repo / common)
+    admin = common / "worktrees"
+    if admin.is_dir():  # half-registered worktrees (still "locked" by an interrupted `worktree add`)
+        for entry in admin.iterdir():
+            gitdir = entry / "gitdir"
+            target = Path(gitdir.read_text().strip()) if gitdir.is_file() else None
+            if target is None or str(target).startswith(str(worktrees.resolve())):
+                shutil.rmtree(entry, ignore_errors=True)
+    for pattern in ("refs/heads/autoresearch/**/*.lock", "refs/autoresearch/**/*.lock"):
+        for lock in common.glob(pattern):
+            lock.unlink(missing_ok=True)
+    git(repo, "worktree", "prune", check=False)

@@ -1,0 +1,148 @@
+"""Finding tasks: shipped examples, fresh research repositories, and `init` for existing repos.
+
+Research never writes branches into a repository that is not the task's own. A shipped example
+(or any folder inside another repository) is first copied into a research repository of its
+own: `autoresearch new nanogpt DIR`, or automatically by `autoresearch run nanogpt`.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from autoresearch import gitops
+from autoresearch.config import CONFIG_NAME
+
+HOME_ENV = "AUTORESEARCH_HOME"
+COPY_IGNORE = shutil.ignore_patterns(".git", ".autoresearch", "__pycache__", "*.pyc", "results.tsv", "progress.png")
+
+
+class TaskError(RuntimeError):
+    pass
+
+
+def examples_dir() -> Path:
+    """Shipped examples: inside the installed package, or the source checkout's `examples/`."""
+    packaged = Path(__file__).parent / "_examples"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "examples"
+
+
+def list_examples() -> dict[str, Path]:
+    root = examples_dir()
+    if not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir()) if (p / CONFIG_NAME).is_file()}
+
+
+def research_home() -> Path:
+    return Path(os.environ.get(HOME_ENV) or Path.home() / "autoresearch").expanduser()
+
+
+def new_task(source: str | Path, dest: Path) -> Path:
+    """Copy an example (by name) or a task folder into `dest` as a fresh git repository."""
+    examples = list_examples()
+    src = examples[str(source)] if str(source) in examples else Path(source)
+    if not (src / CONFIG_NAME).is_file():
+        known = ", ".join(examples) or "none"
+        raise TaskError(f"{source!s} is neither a shipped example (known: {known}) nor a folder with {CONFIG_NAME}")
+    dest = Path(dest).resolve()
+    if dest.exists() and any(dest.iterdir()):
+        raise TaskError(f"{dest} already exists and is not empty; choose another folder")
+    shutil.copytree(src, dest, ignore=COPY_IGNORE, dirs_exist_ok=True)
+    gitops.init_repo(dest, f"Import task {src.name} for autoresearch")
+    return dest
+
+
+def resolve_task(target: str) -> tuple[Path, str | None]:
+    """The task repository to research for a CLI argument, creating one from an example if needed.
+
+    Returns (repo root, a message for the user or None).
+    """
+    path = Path(target).expanduser()
+    examples = list_examples()
+    if not path.exists() and target in examples:
+        return _research_copy(target, examples[target])
+    if not path.is_dir():
+        raise TaskError(f"{target}: no such folder, and not a shipped example (known: {', '.join(examples) or 'none'})")
+    path = path.resolve()
+    top = gitops.toplevel(path)
+    if top == path:
+        return path, None
+    if top is None:
+        if not (path / CONFIG_NAME).is_file():
+            raise TaskError(f"{path} has no {CONFIG_NAME}; run `autoresearch init {target}` first")
+        gitops.init_repo(path)
+        return path, f"{path} was not a git repository: initialised one with everything committed"
+    for name, ex in examples.items():  # `run examples/nanogpt` from a clone of autoresearch
+        if ex.resolve() == path:
+            return _research_copy(name, ex)
+    raise TaskError(f"{path} is inside the git repository {top}, not its own: research branches would land there.\n"
+                    f"  fix: copy it into a research repository with `autoresearch new {target} DIR`, "
+                    f"or run on {top}")
+
+
+def _research_copy(name: str, example: Path) -> tuple[Path, str | None]:
+    dest = research_home() / name
+    if (dest / CONFIG_NAME).is_file() and gitops.toplevel(dest) == dest.resolve():
+        return dest.resolve(), f"using the research repository {dest}"
+    new_task(example, dest)
+    return dest.resolve(), f"created the research repository {dest} from the {name} example"
+
+
+# -- init ------------------------------------------------------------------------------------
+
+def guess_config(root: Path) -> str:
+    """A commented autoresearch.toml for an existing repository, with what can be guessed."""
+    root = Path(root)
+    py = sorted(p.name for p in root.glob("*.py"))
+    editable = "train.py" if "train.py" in py else (py[0] if py else "main.py")
+    frozen = [p for p in ("prepare.py",) if p in py]
+    setup = "python prepare.py" if "prepare.py" in py else None
+    metric, direction = "val_bpb", "minimize"
+    source = (root / editable).read_text(errors="replace") if (root / editable).is_file() else ""
+    printed = re.findall(r"""print\(\s*f?["']([A-Za-z_][A-Za-z0-9_]*):""", source)
+    if "val_bpb" not in printed and printed:
+        metric = next((m for m in printed if re.search(r"loss|bpb|err|acc|score", m)), printed[-1])
+        direction = "maximize" if re.search(r"acc|score|reward|auc", metric) else "minimize"
+    program = "program.md" if (root / "program.md").is_file() else None
+    budget = 300
+    m = re.search(r"^TIME_BUDGET\s*=\s*([0-9.]+)", (root / "prepare.py").read_text(errors="replace"), re.M) \
+        if "prepare.py" in py else None
+    if m:
+        budget = float(m.group(1))
+    lines = [
+        "# autoresearch task config. Docs: docs/config.md in the autoresearch repository.",
+        "[task]",
+        f'name = "{root.resolve().name}"',
+        *([f'program = "{program}"  # instructions the agents read'] if program else
+          ['# program = "program.md"  # instructions for LLM agents (write one!)']),
+        f'editable = ["{editable}"]  # files the agents may change (globs allowed)',
+        f"frozen = {_toml_list(frozen)}  # files nobody may change (hash-checked before every run)",
+        *([f'setup = "{setup}"  # run once before the first experiment'] if setup else
+          ['# setup = "python prepare.py"  # one-time preparation']),
+        f'run = "python {editable}"  # one experiment; must print the metric',
+        "",
+        "[budget]",
+        f"seconds = {budget:g}  # training budget, passed to the run as AUTORESEARCH_TIME_BUDGET",
+        f"timeout = {budget * 2 + 60:g}  # hard limit: the whole process tree is killed past it",
+        "",
+        "[metric]",
+        f'name = "{metric}"  # read from a `{metric}: <number>` line of the output',
+        f'direction = "{direction}"',
+        '# source = "regex"; pattern = "loss=([0-9.]+)"   or   source = "json"; file = "metrics.json"',
+        "",
+        "# [guards]  # limits on secondary metrics, relative to the baseline",
+        "# peak_memory_mb = { max_ratio = 1.25 }",
+        "",
+        "# [search]  # ranges of UPPER_CASE constants for the `search` and `random` agents",
+        "# LEARNING_RATE = { low = 1e-4, high = 1e-2, log = true }",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(f'"{i}"' for i in items) + "]"

@@ -1,0 +1,37 @@
+"""The ledger: durable rows, ideas, results.tsv in the original format."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from autoresearch.ledger import Ledger
+
+
+def test_rows_ideas_and_results_tsv(tmp_path: Path):
+    ledger = Ledger(tmp_path / "state" / "ledger.db")
+    assert ledger.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    a = ledger.start_experiment(tag="t", parent_commit="a" * 40, agent="baseline", description="baseline")
+    ledger.update(a, commit="b" * 40)
+    ledger.finish(a, "keep", metric=1.5, metrics={"val_bpb": 1.5, "peak_memory_mb": 2048.0}, peak_mem_mb=2048.0)
+    idea = ledger.add_idea("try a bigger model")
+    b = ledger.start_experiment(tag="t", parent_commit="b" * 40, agent="search", description="tab\there",
+                                idea_id=idea, params={"LR": 0.1})
+    ledger.update(b, commit="c" * 40)
+    ledger.finish(b, "discard", metric=1.6)
+    ledger.mark_idea(idea, b, "discard: worse")
+    ledger.start_experiment(tag="t", parent_commit="b" * 40, agent="search", description="still running")
+    ledger.close()
+
+    # A new connection (another process) sees everything.
+    again = Ledger(tmp_path / "state" / "ledger.db")
+    exps = again.experiments("t")
+    assert [e.status for e in exps] == ["keep", "discard", "running"]
+    assert exps[1].params == {"LR": 0.1} and exps[0].metrics["val_bpb"] == 1.5
+    assert again.best("t").id == a
+    assert again.ideas("tried")[0].outcome == "discard: worse"
+    again.write_results_tsv(tmp_path / "results.tsv", "t", "val_bpb")
+    lines = (tmp_path / "results.tsv").read_text().splitlines()
+    assert lines == ["commit\tval_bpb\tmemory_gb\tstatus\tdescription",
+                     "bbbbbbb\t1.500000\t2.0\tkeep\tbaseline",
+                     "ccccccc\t1.600000\t0.0\tdiscard\ttab here"]
+    assert sqlite3.connect(tmp_path / "state" / "ledger.db").execute("SELECT COUNT(*) FROM experiments").fetchone()[0] == 3

@@ -319,3 +319,48 @@ def test_registry(tmp_path):
             register_agent("echo", lambda config: Echo(config))
     finally:
         AGENTS.pop("echo", None)
+
+
+# -- through the real loop -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["search", "random"])
+def test_agents_drive_the_research_loop(toy_task: Path, name: str):
+    from autoresearch.config import load_config
+    from autoresearch.ledger import Ledger
+    from autoresearch.loop import Limits, Research
+
+    r = Research(load_config(toy_task), make_agent(name, load_config(toy_task), seed=0), tag="t")
+    r.open()
+    r.ledger.add_idea("X=2.0, WIDTH=6")
+    r.ledger.add_idea("try a transformer")
+    try:
+        assert r.run(Limits(max_experiments=6)) == 6
+    finally:
+        r.close()
+    ledger = Ledger(toy_task / ".autoresearch" / "ledger.db")
+    exps = ledger.experiments("t")
+    assert [e.status for e in exps].count("rejected") == 0
+    assert exps[0].params == {"X": 5.0, "WIDTH": 3}  # the baseline's params come from current_params
+    assert exps[1].idea_id == 1 and exps[1].params == {"X": 2.0, "WIDTH": 6} and exps[1].status == "keep"
+    assert [i.status for i in ledger.ideas()] == ["tried", "open"]
+    settings = [tuple(e.params.values()) for e in exps]
+    assert len(set(settings)) == len(settings)
+    for e in exps[2:]:
+        assert e.agent == name and e.description.startswith(f"{name}: ")
+        assert -5.0 <= e.params["X"] <= 10.0 and 1 <= e.params["WIDTH"] <= 12
+    ledger.close()
+
+
+def test_failures_and_guard_violations_count_as_the_worst_result(tmp_path):
+    from autoresearch.agents.search import distribution
+    from autoresearch.agents.random_agent import SearchState
+
+    cfg = make_config(tmp_path, guards=[Guard("mem", max=100.0)])
+    history = [baseline(cfg),
+               exp(2, {"LEARNING_RATE": 0.01, "DEPTH": 6}, 0.0, metrics={"score": 0.0, "mem": 500.0}),
+               exp(3, {"LEARNING_RATE": 0.02, "DEPTH": 6}, None, status="timeout"),
+               exp(4, {"LEARNING_RATE": 0.001, "DEPTH": 2}, 3.0)]
+    c = ctx(cfg, {"train.py": TRAIN}, history)
+    state = SearchState.build(c)
+    study, n = SearchAgent(cfg, seed=0)._study(c, {k: distribution(state.space[k][1]) for k in state.names})
+    assert n == 4 and [t.value for t in study.trials] == [pytest.approx(toy(history[0].params)), 3.0, 3.0, 3.0]

@@ -152,3 +152,14 @@ def test_frozen_file_tampered_during_run_is_not_kept(toy_task: Path):
     r.close()
     exps = Ledger(toy_task / ".autoresearch" / "ledger.db").experiments("t")
     assert exps[1].status == "discard" and "frozen" in exps[1].reason
+
+
+def test_search_name_that_is_no_constant_fails_at_start(tmp_path: Path):
+    from autoresearch.config import ConfigError
+    from tests.conftest import TOY_CONFIG, make_task
+
+    task = make_task(tmp_path / "t", config=TOY_CONFIG + "NOPE = { low = 1, high = 2 }\n")
+    r = Research(load_config(task), ScriptedAgent([]), tag="t")
+    with pytest.raises(ConfigError, match="NOPE"):
+        r.open()
+    r.close()

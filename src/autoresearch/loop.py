@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from autoresearch import gitops
 from autoresearch.agents.base import Agent, Context, NoProposal, Proposal
-from autoresearch.config import TaskConfig, frozen_files, is_editable
+from autoresearch.config import ConfigError, TaskConfig, frozen_files, is_editable
 from autoresearch.judge import judge
 from autoresearch.ledger import FINISHED, Experiment, Ledger
 from autoresearch.metrics import MetricError, read_metrics
@@ -92,6 +92,13 @@ class Research:
         if recorded is None:
             self.ledger.set_meta(f"frozen:{self.tag}", repr(sorted(frozen.items())))
         self.frozen = frozen
+        if self.config.search:  # a [search] name that is no constant fails now, not mid-run
+            from autoresearch.agents.constants import search_space
+            try:
+                search_space(self.config, self.editable_at(base))
+            except ValueError as e:
+                raise ConfigError(self.config.path, "search", str(e),
+                                  "name only UPPER_CASE constants assigned once to a number") from e
         if self.config.setup:
             self._setup()
 
@@ -185,7 +192,7 @@ class Research:
         program_text = gitops.read_file(self.repo, best.commit or self.base, self.config.program) or ""
         return Context(config=self.config, program=program_text, files=self.editable_at(best.commit or self.base),
                        history=self.ledger.experiments(self.tag, FINISHED), ideas=self.ledger.ideas("open"),
-                       best=best)
+                       best=best, tag=self.tag, notebook=self.state / "notebooks" / f"{self.tag}.md")
 
     def editable_at(self, commit: str) -> dict[str, str]:
         paths = [p for p in gitops.list_files(self.repo, commit) if is_editable(self.config, p)]
@@ -205,6 +212,10 @@ class Research:
 
     def try_proposal(self, proposal: Proposal, best: Experiment, files: dict[str, str]) -> Experiment:
         parent = best.commit or self.base
+        if proposal.parent_id is not None:  # e.g. a fix for a crashed experiment, built on its commit
+            base_exp = self.ledger.get(proposal.parent_id)
+            if base_exp and base_exp.tag == self.tag and base_exp.commit:
+                parent, files = base_exp.commit, self.editable_at(base_exp.commit)
         edits = {p: c for p, c in proposal.edits.items() if files.get(p) != c}
         new_files = {**files, **edits}
         params = proposal.params or _params(self.config, new_files)

@@ -7,6 +7,7 @@ description. The harness validates, commits, runs and judges the proposal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from autoresearch.config import TaskConfig
@@ -21,6 +22,8 @@ class Context:
     history: list[Experiment]  # every finished experiment of this research run, oldest first
     ideas: list[Idea]  # open ideas from humans, oldest first
     best: Experiment | None  # the experiment the branch is at (None before the baseline)
+    tag: str = ""  # the research run
+    notebook: Path | None = None  # the lab notebook of this research run (agents may append to it)
 
 
 @dataclass
@@ -30,6 +33,7 @@ class Proposal:
     idea_id: int | None = None  # the idea this proposal tries, if any
     params: dict[str, Any] = field(default_factory=dict)  # settings tried (search agents)
     info: dict[str, Any] = field(default_factory=dict)  # agent bookkeeping (model, tokens, ...)
+    parent_id: int | None = None  # build on this experiment (e.g. fixing a crash) instead of the best
 
 
 class NoProposal(Exception):

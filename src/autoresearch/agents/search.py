@@ -31,11 +31,13 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState, create_trial
 
 from autoresearch.agents.base import Context, NoProposal, Proposal
-from autoresearch.agents.constants import (Number, current_params, describe_changes,  # noqa: F401
-                                           parse_setting_idea, written_value, normalize)
+from autoresearch.agents.constants import (Number, current_params, describe_changes, normalize,
+                                           parse_setting_idea, written_value)
 from autoresearch.agents.random_agent import SearchState, sample_value
 from autoresearch.config import SearchParam, TaskConfig
 from autoresearch.judge import check_guards
+
+__all__ = ["SearchAgent", "current_params", "distribution", "in_distribution", "parse_setting_idea"]
 
 MAX_ASKS = 20  # TPE asks before falling back to a random untried setting
 MAX_RANDOM = 200  # random draws in that fallback (continuous spaces)
@@ -114,9 +116,10 @@ class SearchAgent:
 
     def _study(self, ctx: Context, dists: dict[str, BaseDistribution]) -> tuple[optuna.Study, int]:
         """A fresh in-memory study holding every usable experiment; and how many were told."""
+        config = ctx.config
         sampler = optuna.samplers.TPESampler(seed=self._seed(len(ctx.history)),
                                              n_startup_trials=self.n_startup_trials)
-        study = optuna.create_study(direction=self.config.metric.direction, sampler=sampler)
+        study = optuna.create_study(direction=config.metric.direction, sampler=sampler)
         baseline = next((e.metrics for e in ctx.history if e.status == "keep"), None)
         rows: list[tuple[dict[str, Any], float | None]] = []
         for exp in ctx.history:
@@ -124,10 +127,10 @@ class SearchAgent:
             if any(v is None for v in params.values()):
                 continue
             ok = (exp.status in ("keep", "discard") and exp.metric is not None and math.isfinite(exp.metric)
-                  and not check_guards(self.config.guards, exp.metrics, baseline))
+                  and not check_guards(config.guards, exp.metrics, baseline))
             rows.append((params, exp.metric if ok else None))
         values = [v for _, v in rows if v is not None]
-        worst = (max(values) if self.config.metric.direction == "minimize" else min(values)) if values else None
+        worst = (max(values) if config.metric.direction == "minimize" else min(values)) if values else None
         for params, value in rows:
             if value is None and worst is None:
                 study.add_trial(create_trial(state=TrialState.FAIL, params=params, distributions=dists))

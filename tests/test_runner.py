@@ -126,9 +126,11 @@ def test_log_cap_keeps_head_tail_and_summary(tmp_path: Path):
     assert len(marker) == 1 and marker[0].startswith("[... ") and marker[0].endswith(" bytes truncated by autoresearch ...]")
     dropped = int(marker[0].split()[1])
     total = sum(len(f"line {i:06d} " + "x" * 40) + 1 for i in range(20000)) + len("score: 1.5\n")
-    assert len(text.encode()) - len(marker[0]) - 1 + dropped == total  # nothing lost but the dropped
-    after = text.split(marker[0] + "\n", 1)[1]
-    assert after.startswith("line ")  # the tail starts on a whole line
+    head, tail = text.split(marker[0] + "\n")
+    assert len(head) == cap // 2 + 1 and head.endswith("\n")  # the head, cut mid-line, then a newline
+    assert cap // 2 + dropped + len(tail) == total  # nothing lost but what the marker counts
+    assert tail.startswith("line ")  # the tail starts on a whole line
+    assert len(tail) <= cap - cap // 2
 
 
 def test_log_under_cap_is_whole(tmp_path: Path):
@@ -147,7 +149,7 @@ def test_on_output_gets_lines_and_survives_errors(tmp_path: Path):
     r = run("echo one; printf 'two\\r\\nthree\\rfour\\n'; printf 'no newline'", tmp_path, on_output=view)
     assert r.status == "ok"
     assert seen == ["one", "two", "three", "four", "no newline"]
-    assert r.log_path.read_text() == "one\ntwo\r\nthree\rfour\nno newline"
+    assert r.log_path.read_bytes() == b"one\ntwo\r\nthree\rfour\nno newline"
 
 
 def test_on_output_is_live(tmp_path: Path):
@@ -206,3 +208,38 @@ def test_clean_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch):
 def test_python_is_our_interpreter(tmp_path: Path):
     r = run("python -c 'import sys, os; print(sys.prefix); print(os.environ[\"PYTHONUNBUFFERED\"])'", tmp_path)
     assert r.status == "ok" and r.log_tail == f"{sys.prefix}\n1"
+
+
+def test_log_one_write_bigger_than_cap(tmp_path: Path):
+    r = run("head -c 100000 /dev/zero | tr '\\0' a; echo; echo 'score: 1'", tmp_path, log_cap_bytes=100)
+    assert r.truncated
+    data = r.log_path.read_bytes()
+    assert data.startswith(b"a" * 50 + b"\n[... ") and data.endswith(b" truncated by autoresearch ...]\nscore: 1\n")
+
+
+@pytest.mark.parametrize("cap", [2, 7, 64, 1000])
+def test_capped_log_matches_reference(tmp_path: Path, cap: int):
+    import random
+
+    rng = random.Random(cap)
+    data = b"".join(b"%d %s\n" % (i, b"y" * rng.randrange(0, 30)) for i in range(300))
+    out = runner._Output(tmp_path / "x.log", cap, None)
+    pos = 0
+    while pos < len(data):
+        n = rng.randrange(1, 200)
+        out.feed(data[pos:pos + n])
+        pos += n
+    out.finish()
+    got = (tmp_path / "x.log").read_bytes()
+    head = data[:cap // 2]
+    assert got.startswith(head)
+    rest = got[len(head):]
+    if not head.endswith(b"\n") and head:
+        assert rest.startswith(b"\n")
+        rest = rest[1:]
+    marker, tail = rest.split(b"\n", 1)
+    dropped = int(marker.split()[1])
+    assert marker == b"[... %d bytes truncated by autoresearch ...]" % dropped
+    assert data.endswith(tail) and len(head) + dropped + len(tail) == len(data)
+    assert len(tail) <= cap - cap // 2
+    assert out.ring_len <= cap  # bounded memory

@@ -120,11 +120,19 @@ def cmd_run(args) -> int:
         else (lambda m: console.print(f"[dim]{m}[/dim]", highlight=False))
     if note:
         say(note)
-    agent_name = args.agent or DEFAULT_AGENT
-    if not args.agent:
+    options = {k: v for k, v in config.agent.items() if k != "name"}
+    agent_name = args.agent or config.agent.get("name") or DEFAULT_AGENT
+    if not args.agent and not config.agent.get("name"):
         say(f"no LLM agent configured: using the offline `{DEFAULT_AGENT}` agent "
             "(Optuna TPE over the numeric UPPER_CASE constants of the editable files)")
-    agent = make_agent(agent_name, config, **({"seed": args.seed} if args.seed is not None else {}))
+    if args.agent and config.agent.get("name") not in (None, args.agent):
+        options = {}  # the [agent] options belong to another agent
+    if args.seed is not None:
+        options["seed"] = args.seed
+    try:
+        agent = make_agent(agent_name, config, **options)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(config.path, "agent", str(e), "check the agent name and its options") from e
     ledger = Ledger(config.state_dir / "ledger.db")
     tag = args.tag or ledger.get_meta("last_tag") or time.strftime("%b%d").lower()
     ledger.set_meta("last_tag", tag)

@@ -68,6 +68,21 @@ class SearchParam:
     choices: tuple[Any, ...] | None = None
 
 
+@dataclass(frozen=True)
+class JudgeConfig:
+    """Noise-aware acceptance (see judge.py). Defaults calibrated in benchmarks/judge_noise.py."""
+
+    noise_runs: int = 3  # runs of the best to estimate the noise at the start (1 = naive rule)
+    z: float = 2.0  # required improvement in standard errors (t-corrected for few runs)
+    confirm_from: float = 0.0  # candidates better by more than this many standard errors, but not
+    #                            by enough, are re-run (the uncertain band)
+    max_confirm: int = 3  # at most this many confirmation re-runs per candidate
+    min_effect: float = 0.0  # smallest improvement worth keeping, in metric units
+    complexity_cost: float = 0.0  # metric units per added non-blank, non-comment source line
+    keep_simplifications: bool = True  # equal metric with fewer lines is kept
+    reestimate_every: int = 10  # re-measure the noise after this many keeps (0 = never)
+
+
 @dataclass
 class TaskConfig:
     root: Path
@@ -84,6 +99,8 @@ class TaskConfig:
     search: dict[str, SearchParam] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     log_cap_bytes: int = int(DEFAULT_LOG_CAP_MB * 1024 * 1024)
+    agent: dict[str, Any] = field(default_factory=dict)  # [agent]: name + options for its factory
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
 
     @property
     def path(self) -> Path:
@@ -110,7 +127,7 @@ def load_config(root: Path | str) -> TaskConfig:
 
 
 def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
-    known = {"task", "budget", "metric", "guards", "search", "env", "logs"}
+    known = {"task", "budget", "metric", "guards", "search", "env", "logs", "agent", "judge"}
     for k in data:
         if k not in known:
             raise ConfigError(path, k, "unknown section", f"use one of: {', '.join(sorted(known))}")
@@ -197,6 +214,31 @@ def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
         if not isinstance(v, (str, int, float)) or isinstance(v, bool):
             raise ConfigError(path, f"env.{k}", f"{v!r} is not a string or number", "quote the value")
     cfg.env = {k: str(v) for k, v in env.items()}
+
+    cfg.agent = dict(_table(data, "agent", path))
+    if "name" in cfg.agent and not isinstance(cfg.agent["name"], str):
+        raise ConfigError(path, "agent.name", f"{cfg.agent['name']!r} is not an agent name",
+                          "e.g. name = \"openai\" (see `autoresearch run --help` for agents)")
+
+    judge = _table(data, "judge", path)
+    fields = JudgeConfig.__dataclass_fields__
+    _only(judge, "judge", set(fields), path)
+    values: dict[str, Any] = {}
+    for k, v in judge.items():
+        default = fields[k].default
+        if isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise ConfigError(path, f"judge.{k}", f"{v!r} is not true/false", "write true or false")
+            values[k] = v
+            continue
+        number = _num(judge, f"judge.{k}", path, default=default)
+        if number < 0 or (isinstance(default, int) and number != int(number)):
+            raise ConfigError(path, f"judge.{k}", f"{v!r} must be a non-negative "
+                              f"{'integer' if isinstance(default, int) else 'number'}", f"e.g. {k} = {default}")
+        values[k] = int(number) if isinstance(default, int) else number
+    cfg.judge = JudgeConfig(**values)
+    if cfg.judge.noise_runs < 1:
+        raise ConfigError(path, "judge.noise_runs", "must be at least 1", "1 turns noise estimation off")
 
     logs = _table(data, "logs", path)
     _only(logs, "logs", {"cap_mb"}, path)

@@ -41,9 +41,23 @@ CREATE TABLE IF NOT EXISTS experiments (
     peak_mem_mb   REAL,
     log_path      TEXT,
     log_tail      TEXT NOT NULL DEFAULT '',
+    lines_delta   INTEGER NOT NULL DEFAULT 0,
     created_at    REAL NOT NULL,
     finished_at   REAL
 );
+CREATE TABLE IF NOT EXISTS runs (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+    kind          TEXT NOT NULL,            -- primary | noise | confirm
+    status        TEXT NOT NULL,            -- ok | crash | timeout | stopped
+    metric        REAL,
+    metrics       TEXT NOT NULL DEFAULT '{}',
+    wall_s        REAL,
+    peak_mem_mb   REAL,
+    log_path      TEXT,
+    created_at    REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_experiment ON runs(experiment_id);
 CREATE INDEX IF NOT EXISTS experiments_tag ON experiments(tag, id);
 CREATE TABLE IF NOT EXISTS ideas (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -81,11 +95,28 @@ class Experiment:
     peak_mem_mb: float | None = None
     log_path: str | None = None
     log_tail: str = ""
+    lines_delta: int = 0
     created_at: float = 0.0
     finished_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass
+class Run:
+    """One execution of an experiment's commit; an experiment has one or more (noise, confirmation)."""
+
+    id: int
+    experiment_id: int
+    kind: str
+    status: str
+    metric: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    wall_s: float | None = None
+    peak_mem_mb: float | None = None
+    log_path: str | None = None
+    created_at: float = 0.0
 
 
 @dataclass
@@ -172,6 +203,36 @@ class Ledger:
 
     def tags(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT tag FROM experiments GROUP BY tag ORDER BY MIN(id)")]
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def add_run(self, experiment_id: int, kind: str, status: str, metric: float | None = None,
+                metrics: dict | None = None, wall_s: float | None = None, peak_mem_mb: float | None = None,
+                log_path: str | None = None) -> int:
+        cur = self.db.execute(
+            "INSERT INTO runs (experiment_id, kind, status, metric, metrics, wall_s, peak_mem_mb, log_path,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (experiment_id, kind, status, metric, json.dumps(metrics or {}), wall_s, peak_mem_mb, log_path,
+             time.time()))
+        return int(cur.lastrowid)
+
+    def runs(self, experiment_id: int) -> list[Run]:
+        rows = self.db.execute("SELECT * FROM runs WHERE experiment_id = ? ORDER BY id", (experiment_id,))
+        return [Run(**{**dict(r), "metrics": json.loads(r["metrics"])}) for r in rows]
+
+    def run_values(self, experiment_id: int) -> list[float]:
+        """The metric of every successful run of one experiment."""
+        return [r[0] for r in self.db.execute("SELECT metric FROM runs WHERE experiment_id = ? AND status = 'ok' "
+                                              "AND metric IS NOT NULL ORDER BY id", (experiment_id,))]
+
+    def run_groups(self, tag: str) -> list[list[float]]:
+        """Metric values of repeated runs, grouped by experiment: the raw material of the noise estimate."""
+        groups: dict[int, list[float]] = {}
+        for exp_id, metric in self.db.execute(
+                "SELECT r.experiment_id, r.metric FROM runs r JOIN experiments e ON e.id = r.experiment_id "
+                "WHERE e.tag = ? AND r.status = 'ok' AND r.metric IS NOT NULL ORDER BY r.id", (tag,)):
+            groups.setdefault(exp_id, []).append(metric)
+        return [g for g in groups.values() if len(g) > 1]
 
     # -- ideas --------------------------------------------------------------------------------
 

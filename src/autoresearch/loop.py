@@ -13,14 +13,14 @@ import hashlib
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from autoresearch import gitops
 from autoresearch.agents.base import Agent, Context, NoProposal, Proposal
 from autoresearch.config import ConfigError, TaskConfig, frozen_files, is_editable
-from autoresearch.judge import judge
+from autoresearch.judge import check_guards, complexity, decide, pooled_sigma
 from autoresearch.ledger import FINISHED, Experiment, Ledger
 from autoresearch.metrics import MetricError, read_metrics
 from autoresearch.runner import RunResult, clean_env, run_command
@@ -237,7 +237,9 @@ class Research:
             stat = gitops.diff_stat(self.repo, parent, commit)
             self.ledger.update(exp_id, commit=commit, files_changed=stat.files_changed,
                                insertions=stat.insertions, deletions=stat.deletions)
-            return self._run(exp_id, commit, best, worktree=worktree)
+            lines_delta = sum(complexity(c) for c in edits.values()) - sum(complexity(files.get(p, "")) for p in edits)
+            self.ledger.update(exp_id, lines_delta=lines_delta)
+            return self._run(exp_id, commit, best, worktree=worktree, lines_delta=lines_delta)
         finally:
             gitops.remove_worktree(self.repo, worktree)
 
@@ -258,66 +260,123 @@ class Research:
                     return f"syntax error in {path} line {e.lineno}: {e.msg}"
         return None
 
-    def _run(self, exp_id: int, commit: str, best: Experiment | None, worktree: Path | None = None) -> Experiment:
-        own_worktree = worktree is None
-        worktree = worktree or gitops.add_worktree(self.repo, self.state / "worktrees" / f"exp-{exp_id}", commit)
-        try:
-            tampered = self._check_frozen(worktree)
-            if tampered:
-                raise ResearchError(f"frozen file {tampered} differs from the research base in {commit[:9]}")
-            self.observer.started(self.ledger.get(exp_id), self.budget_s)
-            result = run_command(self.config.run, worktree, env=self._env(exp_id), timeout_s=self.timeout_s,
-                                 log_path=self.state / "logs" / self.tag / f"{exp_id}.log",
-                                 log_cap_bytes=self.config.log_cap_bytes, on_output=self.observer.output,
-                                 should_stop=self.stop_event.is_set)
-            fields = self._judge(result, worktree, best)
-            modified = self._check_frozen(worktree)
-            if modified and fields["status"] == "keep":
-                fields.update(status="discard", reason=f"discard: the run modified frozen file {modified}")
-        finally:
-            if own_worktree:
-                gitops.remove_worktree(self.repo, worktree)
-        status = fields.pop("status")
-        self.ledger.finish(exp_id, status, **fields)  # durable before the branch moves or anyone hears
+    def _run(self, exp_id: int, commit: str, best: Experiment | None, worktree: Path | None = None,
+             lines_delta: int = 0) -> Experiment:
+        """Run an experiment as often as the judge needs, decide, and record the decision durably."""
+        first = self._execute(exp_id, commit, "primary", worktree)
+        fields: dict[str, Any] = dict(first.fields)
+        values = [first.metric] if first.status == "ok" else []
+        if first.status != "ok":
+            status, reason = first.failure
+        elif best is None or best.metric is None:
+            values += self._repeat(exp_id, commit, "noise", self.config.judge.noise_runs - 1)
+            status, reason = "keep", f"baseline: {self.config.metric.name} {_mean(values):.6g}" + _spread(values)
+        else:
+            status, reason, values = self._decide(exp_id, commit, best, first, lines_delta)
+        if values:
+            fields["metric"] = _mean(values)
+        self.ledger.finish(exp_id, status, reason=reason, **fields)  # durable before the branch moves
         if status == "keep":
-            old = best.commit if best else None
-            gitops.update_ref(self.repo, gitops.branch_ref(self.tag), commit, old)
+            gitops.update_ref(self.repo, gitops.branch_ref(self.tag), commit, best.commit if best else None)
         exp = self.ledger.get(exp_id)
         if exp.idea_id is not None and status in FINISHED:
             self.ledger.mark_idea(exp.idea_id, exp_id, exp.reason)
         self.write_results()
         self.observer.finished(exp, self.ledger.best(self.tag))
+        keeps = len(self.ledger.experiments(self.tag, ("keep",)))
+        every = self.config.judge.reestimate_every
+        if status == "keep" and best is not None and every and keeps > 1 and (keeps - 1) % every == 0:
+            self.observer.message(f"re-measuring the noise on the best (#{exp_id})")
+            more = self._repeat(exp_id, commit, "noise", self.config.judge.noise_runs - 1)
+            if more:
+                self.ledger.update(exp_id, metric=_mean(self.ledger.run_values(exp_id)))
+                exp = self.ledger.get(exp_id)
         return exp
 
-    def _judge(self, result: RunResult, worktree: Path, best: Experiment | None) -> dict[str, Any]:
+    def _decide(self, exp_id: int, commit: str, best: Experiment, first: "_Outcome",
+                lines_delta: int) -> tuple[str, str, list[float]]:
+        """Keep/discard with noise-aware statistics, re-running candidate and best when uncertain."""
+        violation = check_guards(self.config.guards, first.metrics, self._baseline_metrics())
+        if violation:
+            return "discard", f"discard: {violation}", [first.metric]
+        cfg, values = self.config.judge, [first.metric]
+        best_values = self.ledger.run_values(best.id) or [best.metric]
+        while True:
+            sigma, dof = pooled_sigma(self.ledger.run_groups(self.tag))
+            decision = decide(self.config.metric, cfg, values, best_values, sigma, dof, lines_delta,
+                              confirmations_left=cfg.max_confirm - (len(values) - 1))
+            if decision.action != "confirm":
+                return decision.status, decision.reason, values
+            self.observer.message(f"#{exp_id} {decision.reason}")
+            more = self._repeat(exp_id, commit, "confirm", 1)
+            if not more:
+                return "discard", f"discard: a confirmation run failed or was stopped; {decision.reason}", values
+            values += more
+            if len(best_values) < len(values) + 2:  # the best's mean gets sharper too
+                best_values += self._repeat(best.id, best.commit or self.base, "confirm", 1)
+                self.ledger.update(best.id, metric=_mean(best_values))
+
+    def _repeat(self, exp_id: int, commit: str, kind: str, times: int) -> list[float]:
+        values = []
+        for _ in range(max(0, times)):
+            if self.stop_event.is_set():
+                break
+            outcome = self._execute(exp_id, commit, kind)
+            if outcome.status != "ok":
+                break
+            values.append(outcome.metric)
+        return values
+
+    def _execute(self, exp_id: int, commit: str, kind: str, worktree: Path | None = None) -> "_Outcome":
+        """One run of a commit in a clean worktree, recorded in the ledger's runs table."""
+        n = len(self.ledger.runs(exp_id))
+        own_worktree = worktree is None
+        worktree = worktree or gitops.add_worktree(self.repo, self.state / "worktrees" / f"exp-{exp_id}-{n}", commit)
+        try:
+            tampered = self._check_frozen(worktree)
+            if tampered:
+                raise ResearchError(f"frozen file {tampered} differs from the research base in {commit[:9]}")
+            exp = self.ledger.get(exp_id)
+            if kind != "primary":
+                exp.description = f"{exp.description} ({kind} run {n + 1})"
+            self.observer.started(exp, self.budget_s)
+            suffix = "" if n == 0 else f".{n}"
+            result = run_command(self.config.run, worktree, env=self._env(exp_id), timeout_s=self.timeout_s,
+                                 log_path=self.state / "logs" / self.tag / f"{exp_id}{suffix}.log",
+                                 log_cap_bytes=self.config.log_cap_bytes, on_output=self.observer.output,
+                                 should_stop=self.stop_event.is_set)
+            outcome = self._outcome(result, worktree)
+            modified = self._check_frozen(worktree)
+            if modified and outcome.status == "ok":
+                outcome.status, outcome.failure = "tampered", ("discard", f"discard: the run modified frozen file {modified}")
+        finally:
+            if own_worktree:
+                gitops.remove_worktree(self.repo, worktree)
+        self.ledger.add_run(exp_id, kind, "ok" if outcome.status == "ok" else outcome.status, outcome.metric,
+                            outcome.metrics, result.wall_s, outcome.fields.get("peak_mem_mb"), str(result.log_path))
+        return outcome
+
+    def _outcome(self, result: RunResult, worktree: Path) -> "_Outcome":
         fields: dict[str, Any] = dict(exit_code=result.exit_code, wall_s=result.wall_s,
                                       peak_mem_mb=result.peak_mem_mb, log_path=str(result.log_path),
                                       log_tail=result.log_tail)
         if result.status == "stopped":
-            return dict(fields, status="interrupted", reason="stopped by the user")
+            return _Outcome("stopped", fields, failure=("interrupted", "stopped by the user"))
         if result.status == "timeout":
-            return dict(fields, status="timeout", reason=f"killed after the {self.timeout_s:g}s hard timeout")
+            return _Outcome("timeout", fields, failure=("timeout", f"killed after the {self.timeout_s:g}s hard timeout"))
         output = Path(result.log_path).read_text(errors="replace")
         try:
-            metrics = read_metrics(output, self.config.metric, worktree)
+            metrics, missing = read_metrics(output, self.config.metric, worktree), None
         except MetricError as e:
             metrics, missing = {}, str(e)
-        else:
-            missing = None
         fields["metrics"] = metrics
-        if result.status == "crash":
-            return dict(fields, status="crash", reason=f"exit code {result.exit_code}")
-        if missing:
-            return dict(fields, status="crash", reason=f"no metric: {missing}")
-        value = metrics[self.config.metric.name]
-        fields["metric"] = value
         if "peak_memory_mb" in metrics:
             fields["peak_mem_mb"] = metrics["peak_memory_mb"]
-        if best is None or best.metric is None:
-            return dict(fields, status="keep", reason=f"baseline: {self.config.metric.name} {value:.6g}")
-        baseline = self._baseline_metrics()
-        decision = judge(self.config.metric, value, best.metric, metrics, self.config.guards, baseline)
-        return dict(fields, status=decision.status, reason=decision.reason)
+        if result.status == "crash":
+            return _Outcome("crash", fields, metrics=metrics, failure=("crash", f"exit code {result.exit_code}"))
+        if missing:
+            return _Outcome("crash", fields, metrics=metrics, failure=("crash", f"no metric: {missing}"))
+        return _Outcome("ok", fields, metric=metrics[self.config.metric.name], metrics=metrics)
 
     def _baseline_metrics(self) -> dict[str, float] | None:
         for exp in self.ledger.experiments(self.tag, ("keep",)):
@@ -350,6 +409,27 @@ class Research:
 
     def write_results(self) -> None:
         self.ledger.write_results_tsv(self.repo / "results.tsv", self.tag, self.config.metric.name)
+
+
+@dataclass
+class _Outcome:
+    status: str  # ok | crash | timeout | stopped | tampered
+    fields: dict[str, Any]
+    metric: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    failure: tuple[str, str] = ("crash", "")  # (experiment status, reason) when not ok
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _spread(values: list[float]) -> str:
+    if len(values) < 2:
+        return ""
+    m = _mean(values)
+    sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f" ± {sd:.2g} over {len(values)} runs"
 
 
 def _params(config: TaskConfig, files: dict[str, str]) -> dict[str, Any]:

@@ -231,7 +231,8 @@ def cmd_status(args) -> int:
             "improvement": (best.metric - baseline.metric) if best and baseline and best.metric is not None
             and baseline.metric is not None else None,
             "run_hours": sum(e.wall_s or 0 for e in runs) / 3600,
-            "open_ideas": len(ledger.ideas("open"))}
+            "open_ideas": len(ledger.ideas("open")),
+            "agent": _agent_accounting(exps, counts["keep"])}
     if args.json:
         print(json.dumps(data, default=str))
         return 0
@@ -241,7 +242,26 @@ def cmd_status(args) -> int:
         console.print(f"  best: #{best.id} {best.metric:.6g}  ({best.description})  baseline "
                       f"{baseline.metric:.6g}" if baseline and baseline.metric is not None else "", highlight=False)
     console.print(f"  compute: {data['run_hours']:.2f} h in runs; open ideas: {data['open_ideas']}", highlight=False)
+    acc = data["agent"]
+    if acc["tokens"]:
+        cost = f", ${acc['cost_usd']:.4f} (${acc['cost_per_kept_improvement']:.4f} per kept improvement)" \
+            if acc["cost_usd"] is not None and acc["cost_per_kept_improvement"] is not None else ""
+        console.print(f"  agent: {acc['tokens']} tokens in {acc['latency_s']:.0f}s "
+                      f"({acc['tokens_per_s']:.0f} tokens/s){cost}", highlight=False)
     return 0
+
+
+def _agent_accounting(exps: list[Experiment], keeps: int) -> dict:
+    """Token throughput and cost of the LLM agents, from what they recorded per experiment."""
+    info = [e.info for e in exps]
+    tokens = sum(int(i.get("prompt_tokens", 0)) + int(i.get("completion_tokens", 0)) for i in info)
+    latency = sum(float(i.get("latency_s", 0.0)) for i in info)
+    costs = [float(i["cost_usd"]) for i in info if i.get("cost_usd") is not None]
+    cost = sum(costs) if costs else None
+    improvements = max(keeps - 1, 0)  # the baseline is not an improvement
+    return {"tokens": tokens, "latency_s": latency, "tokens_per_s": tokens / latency if latency else 0.0,
+            "cost_usd": cost, "cost_per_kept_improvement": cost / improvements if cost is not None and improvements
+            else None}
 
 
 def cmd_log(args) -> int:
@@ -268,13 +288,17 @@ def cmd_show(args) -> int:
         raise TaskError(f"no experiment #{args.id} in {root}")
     diff = gitops.diff(root, exp.parent_commit, exp.commit) if exp.commit and exp.commit != exp.parent_commit else ""
     if args.json:
-        print(json.dumps({**exp.to_dict(), "diff": diff}, default=str))
+        runs = [r.__dict__ for r in ledger.runs(exp.id)]
+        print(json.dumps({**exp.to_dict(), "diff": diff, "runs": runs}, default=str))
         return 0
     console.print(f"[bold]#{exp.id}[/bold] {exp.status} — {exp.description}", highlight=False)
     console.print(f"  {exp.reason}\n  agent {exp.agent}; commit {exp.commit}; parent {exp.parent_commit}",
                   highlight=False)
     if exp.metrics:
         console.print("  metrics: " + ", ".join(f"{k}={v:g}" for k, v in exp.metrics.items()), highlight=False)
+    values = ledger.run_values(exp.id)
+    if len(values) > 1:
+        console.print(f"  {len(values)} runs: " + ", ".join(f"{v:.6g}" for v in values), highlight=False)
     if exp.wall_s is not None:
         console.print(f"  wall {exp.wall_s:.1f}s, peak memory {exp.peak_mem_mb or 0:.0f} MB, log {exp.log_path}",
                       highlight=False)

@@ -83,6 +83,33 @@ class JudgeConfig:
     reestimate_every: int = 10  # re-measure the noise after this many keeps (0 = never)
 
 
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """A trusted evaluation step run by the harness after every successful run (see docs/threat-model.md).
+
+    The command runs in a fresh folder holding only the frozen files of the research base, with
+    the experiment's worktree at $AUTORESEARCH_RUN_DIR; its `name: value` lines replace the
+    metrics the experiment printed. `heldout` names a metric of a split the experiment cannot
+    see: a kept candidate that worsens it by more than `heldout_tolerance` is flagged and not kept.
+    """
+
+    command: str | None = None
+    heldout: str | None = None
+    heldout_tolerance: float = 0.0
+    timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """How experiments are isolated (bubblewrap when available; see docs/sandbox.md)."""
+
+    enabled: bool | None = None  # None: when available, with a warning when not
+    network: bool = False
+    readable: tuple[str, ...] = ()  # extra read-only paths (e.g. a data cache under $HOME)
+    writable: tuple[str, ...] = ()  # extra read-write paths
+    hidden: tuple[str, ...] = ()  # paths experiments must not see (e.g. a held-out split)
+
+
 @dataclass
 class TaskConfig:
     root: Path
@@ -101,6 +128,8 @@ class TaskConfig:
     log_cap_bytes: int = int(DEFAULT_LOG_CAP_MB * 1024 * 1024)
     agent: dict[str, Any] = field(default_factory=dict)  # [agent]: name + options for its factory
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 
     @property
     def path(self) -> Path:
@@ -127,7 +156,7 @@ def load_config(root: Path | str) -> TaskConfig:
 
 
 def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
-    known = {"task", "budget", "metric", "guards", "search", "env", "logs", "agent", "judge"}
+    known = {"task", "budget", "metric", "guards", "search", "env", "logs", "agent", "judge", "evaluate", "sandbox"}
     for k in data:
         if k not in known:
             raise ConfigError(path, k, "unknown section", f"use one of: {', '.join(sorted(known))}")
@@ -239,6 +268,26 @@ def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
     cfg.judge = JudgeConfig(**values)
     if cfg.judge.noise_runs < 1:
         raise ConfigError(path, "judge.noise_runs", "must be at least 1", "1 turns noise estimation off")
+
+    ev = _table(data, "evaluate", path)
+    _only(ev, "evaluate", {"command", "heldout", "heldout_tolerance", "timeout"}, path)
+    cfg.evaluate = EvaluateConfig(
+        command=_str(ev, "evaluate.command", path), heldout=_str(ev, "evaluate.heldout", path),
+        heldout_tolerance=_num(ev, "evaluate.heldout_tolerance", path, default=0.0),
+        timeout_s=_num(ev, "evaluate.timeout", path, default=600.0, positive=True))
+    if cfg.evaluate.heldout and not cfg.evaluate.command:
+        raise ConfigError(path, "evaluate.heldout", "a held-out metric needs the trusted step that reports it",
+                          "add command = \"python prepare.py --evaluate\" (a frozen evaluator)")
+
+    sb = _table(data, "sandbox", path)
+    _only(sb, "sandbox", {"enabled", "network", "readable", "writable", "hidden"}, path)
+    for k in ("enabled", "network"):
+        if k in sb and not isinstance(sb[k], bool):
+            raise ConfigError(path, f"sandbox.{k}", f"{sb[k]!r} is not true/false", "write true or false")
+    cfg.sandbox = SandboxConfig(enabled=sb.get("enabled"), network=bool(sb.get("network", False)),
+                                readable=tuple(_globs(sb, "sandbox.readable", path)),
+                                writable=tuple(_globs(sb, "sandbox.writable", path)),
+                                hidden=tuple(_globs(sb, "sandbox.hidden", path)))
 
     logs = _table(data, "logs", path)
     _only(logs, "logs", {"cap_mb"}, path)

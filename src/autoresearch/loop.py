@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -305,6 +306,10 @@ class Research:
             sigma, dof = pooled_sigma(self.ledger.run_groups(self.tag))
             decision = decide(self.config.metric, cfg, values, best_values, sigma, dof, lines_delta,
                               confirmations_left=cfg.max_confirm - (len(values) - 1))
+            if decision.action == "keep":
+                flag = self._heldout_flag(first.metrics, best.metrics)
+                if flag:
+                    return "discard", f"discard: flagged, {flag}; {decision.reason}", values
             if decision.action != "confirm":
                 return decision.status, decision.reason, values
             self.observer.message(f"#{exp_id} {decision.reason}")
@@ -315,6 +320,19 @@ class Research:
             if len(best_values) < len(values) + 2:  # the best's mean gets sharper too
                 best_values += self._repeat(best.id, best.commit or self.base, "confirm", 1)
                 self.ledger.update(best.id, metric=_mean(best_values))
+
+    def _heldout_flag(self, metrics: dict[str, float], best_metrics: dict[str, float]) -> str | None:
+        """Why a candidate that improves the metric is suspect on the held-out split, or None."""
+        name, tol = self.config.evaluate.heldout, self.config.evaluate.heldout_tolerance
+        if not name or name not in best_metrics:
+            return None
+        if name not in metrics:
+            return f"the trusted evaluation reported no held-out {name}"
+        cand, best = metrics[name], best_metrics[name]
+        worse = cand - best if self.config.metric.direction == "minimize" else best - cand
+        if worse > tol:
+            return f"held-out {name} {cand:.6g} is worse than the best's {best:.6g} by more than {tol:g}"
+        return None
 
     def _repeat(self, exp_id: int, commit: str, kind: str, times: int) -> list[float]:
         values = []
@@ -349,12 +367,53 @@ class Research:
             modified = self._check_frozen(worktree)
             if modified and outcome.status == "ok":
                 outcome.status, outcome.failure = "tampered", ("discard", f"discard: the run modified frozen file {modified}")
+            if outcome.status == "ok" and self.config.evaluate.command:
+                self._trusted_evaluation(exp_id, n, worktree, outcome)
         finally:
             if own_worktree:
                 gitops.remove_worktree(self.repo, worktree)
         self.ledger.add_run(exp_id, kind, "ok" if outcome.status == "ok" else outcome.status, outcome.metric,
                             outcome.metrics, result.wall_s, outcome.fields.get("peak_mem_mb"), str(result.log_path))
         return outcome
+
+    def _trusted_evaluation(self, exp_id: int, n: int, worktree: Path, outcome: "_Outcome") -> None:
+        """Re-measure with the frozen evaluator, outside the experiment's reach.
+
+        The evaluator runs from a fresh folder holding only the frozen files of the research base
+        (so nothing the experiment wrote can shadow its imports), reads the experiment's artifacts
+        from $AUTORESEARCH_RUN_DIR, and its metrics replace what the experiment printed.
+        """
+        trusted = self.state / "trusted" / f"{exp_id}-{n}"
+        if trusted.exists():
+            shutil.rmtree(trusted)
+        trusted.mkdir(parents=True)
+        try:
+            for path in self.frozen:
+                target = trusted / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(gitops.read_file(self.repo, self.base, path) or "")
+            suffix = "" if n == 0 else f".{n}"
+            env = {**self._env(exp_id), "AUTORESEARCH_RUN_DIR": str(worktree)}
+            result = run_command(self.config.evaluate.command, trusted, env=env, timeout_s=self.config.evaluate.timeout_s,
+                                 log_path=self.state / "logs" / self.tag / f"{exp_id}{suffix}.eval.log",
+                                 log_cap_bytes=self.config.log_cap_bytes, should_stop=self.stop_event.is_set)
+            text = Path(result.log_path).read_text(errors="replace")
+            metrics = read_metrics(text, self.config.metric, trusted) if result.status == "ok" else None
+        except MetricError as e:
+            metrics, result.log_tail = None, f"{e}\n{result.log_tail}"
+        finally:
+            shutil.rmtree(trusted, ignore_errors=True)
+        if metrics is None:
+            outcome.status = "crash"
+            outcome.failure = ("crash", f"trusted evaluation failed ({result.status}): {result.log_tail[-300:]}")
+            return
+        name = self.config.metric.name
+        claimed = outcome.metrics.get(name)
+        outcome.metrics.update(metrics)
+        if claimed is not None and claimed != metrics[name]:
+            outcome.metrics[f"claimed_{name}"] = claimed  # what the experiment printed, for the record
+        outcome.metric = metrics[name]
+        outcome.fields["metrics"] = outcome.metrics
 
     def _outcome(self, result: RunResult, worktree: Path) -> "_Outcome":
         fields: dict[str, Any] = dict(exit_code=result.exit_code, wall_s=result.wall_s,

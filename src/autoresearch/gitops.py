@@ -119,9 +119,9 @@ def add_worktree(repo: Path, path: Path, commit: str) -> Path:
 
 def remove_worktree(repo: Path, path: Path) -> None:
     git(repo, "worktree", "remove", "--force", "--force", str(path), check=False)
-    if path.exists():
+    if path.exists():  # not a registered worktree (half-made): remove the folder, then the registration
         shutil.rmtree(path, ignore_errors=True)
-    git(repo, "worktree", "prune", check=False)
+        git(repo, "worktree", "prune", check=False)
 
 
 def commit_edits(worktree: Path, edits: dict[str, str], message: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import threading
 import time
@@ -25,6 +26,7 @@ from autoresearch.judge import check_guards, complexity, decide, pooled_sigma
 from autoresearch.ledger import FINISHED, Experiment, Ledger
 from autoresearch.metrics import MetricError, read_metrics
 from autoresearch.runner import RunResult, clean_env, run_command
+from autoresearch.sandbox import SandboxPolicy, describe, fallback_warning, sandbox_available
 
 MAX_REJECTIONS_IN_A_ROW = 25  # an agent that only produces invalid proposals is stopped
 BUDGET_ENV = "AUTORESEARCH_TIME_BUDGET"
@@ -55,6 +57,8 @@ class Limits:
 
 
 class Research:
+    policy: SandboxPolicy | None = None
+
     def __init__(self, config: TaskConfig, agent: Agent, *, tag: str, budget_s: float | None = None,
                  observer: Observer | None = None, ledger: Ledger | None = None):
         self.config, self.agent, self.tag = config, agent, tag
@@ -100,6 +104,7 @@ class Research:
             except ValueError as e:
                 raise ConfigError(self.config.path, "search", str(e),
                                   "name only UPPER_CASE constants assigned once to a number") from e
+        self.policy = self._sandbox_policy()
         if self.config.setup:
             self._setup()
 
@@ -135,6 +140,23 @@ class Research:
             raise ResearchError(f"another autoresearch process is running on {self.repo} "
                                 f"(lock {self.state / 'lock'}); stop it first") from None
         self._lock_fd = fd
+
+    def _sandbox_policy(self) -> SandboxPolicy | None:
+        """The experiments' sandbox: bubblewrap when available (or required), else a warning."""
+        sb = self.config.sandbox
+        if sb.enabled is False:
+            self.observer.message("sandbox: off (task config); experiments run with the user's rights")
+            return None
+        if not sandbox_available():
+            if sb.enabled:
+                raise ResearchError(f"the task requires the sandbox, but {fallback_warning()}")
+            self.observer.message(f"warning: {fallback_warning()}")
+            return None
+        policy = SandboxPolicy(network=sb.network, readable=tuple(expand_path(p) for p in sb.readable),
+                               writable=tuple(expand_path(p) for p in sb.writable),
+                               hidden=tuple(expand_path(p) for p in sb.hidden))
+        self.observer.message(f"sandbox: {describe(policy)}")
+        return policy
 
     def _setup(self) -> None:
         self.observer.message(f"setup: {self.config.setup}")
@@ -362,7 +384,7 @@ class Research:
             result = run_command(self.config.run, worktree, env=self._env(exp_id), timeout_s=self.timeout_s,
                                  log_path=self.state / "logs" / self.tag / f"{exp_id}{suffix}.log",
                                  log_cap_bytes=self.config.log_cap_bytes, on_output=self.observer.output,
-                                 should_stop=self.stop_event.is_set)
+                                 should_stop=self.stop_event.is_set, sandbox=self.policy)
             outcome = self._outcome(result, worktree)
             modified = self._check_frozen(worktree)
             if modified and outcome.status == "ok":
@@ -394,9 +416,13 @@ class Research:
                 target.write_text(gitops.read_file(self.repo, self.base, path) or "")
             suffix = "" if n == 0 else f".{n}"
             env = {**self._env(exp_id), "AUTORESEARCH_RUN_DIR": str(worktree)}
+            policy = None if self.policy is None else SandboxPolicy(
+                network=False, readable=(*self.policy.readable, *self.policy.hidden, worktree),
+                writable=(), hidden=())
             result = run_command(self.config.evaluate.command, trusted, env=env, timeout_s=self.config.evaluate.timeout_s,
                                  log_path=self.state / "logs" / self.tag / f"{exp_id}{suffix}.eval.log",
-                                 log_cap_bytes=self.config.log_cap_bytes, should_stop=self.stop_event.is_set)
+                                 log_cap_bytes=self.config.log_cap_bytes, should_stop=self.stop_event.is_set,
+                                 sandbox=policy)
             text = Path(result.log_path).read_text(errors="replace")
             metrics = read_metrics(text, self.config.metric, trusted) if result.status == "ok" else None
         except MetricError as e:
@@ -477,6 +503,12 @@ class _Outcome:
     metric: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     failure: tuple[str, str] = ("crash", "")  # (experiment status, reason) when not ok
+
+
+def expand_path(text: str) -> str:
+    """`~`, `$VAR` and `${VAR:-default}` in config paths (e.g. a data cache the user can move)."""
+    text = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: os.environ.get(m.group(1)) or m.group(2), text)
+    return os.path.expanduser(os.path.expandvars(text))
 
 
 def _mean(values: list[float]) -> float:

@@ -32,6 +32,8 @@ from typing import Callable, Literal, Mapping
 
 import psutil
 
+from autoresearch.sandbox import SandboxPolicy, sandbox_argv
+
 log = logging.getLogger(__name__)
 
 KILL_GRACE_S = 2.0  # SIGTERM, then this long, then SIGKILL
@@ -456,8 +458,10 @@ def _wait_dead(root: _Root, procs: list[psutil.Process], timeout: float) -> None
 
 def run_command(command: str, cwd: Path, *, env: Mapping[str, str], timeout_s: float, log_path: Path,
                 log_cap_bytes: int = 16 << 20, on_output: Callable[[str], None] | None = None,
-                should_stop: Callable[[], bool] | None = None) -> RunResult:
+                should_stop: Callable[[], bool] | None = None, sandbox: "SandboxPolicy | None" = None) -> RunResult:
     """Run `command` with /bin/sh in `cwd`; kill its whole tree past `timeout_s` or on `should_stop()`.
+
+    With a `sandbox` policy, the command runs under bubblewrap (the caller checks availability).
 
     `on_output` gets each output line (from a reader thread). The output is copied to `log_path`,
     capped at `log_cap_bytes` (head and tail kept). No process of the run survives the call.
@@ -470,7 +474,8 @@ def run_command(command: str, cwd: Path, *, env: Mapping[str, str], timeout_s: f
     started_wall = time.time()
     t0 = time.monotonic()
     try:
-        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=str(cwd), env=run_env, stdin=subprocess.DEVNULL,
+        argv = sandbox_argv(command, Path(cwd), sandbox, run_env) if sandbox else ["/bin/sh", "-c", command]
+        proc = subprocess.Popen(argv, cwd=str(cwd), env=run_env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                                 close_fds=True)
     except BaseException:

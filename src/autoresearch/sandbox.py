@@ -1,0 +1,359 @@
+"""Run an untrusted experiment command under bubblewrap (`bwrap`): the filesystem view it gets.
+
+The sandbox sees the system read-only, a fresh /dev, /proc (own pid namespace), /tmp, /var/tmp and
+/run, and an empty, throw-away tmpfs where the user's home is. On top of that, in this order of
+precedence (a deeper path always wins over a shallower one, see `_plan`):
+
+- the task repository, read-only (its `.autoresearch/` state folder hidden: ledger, logs, other
+  experiments' worktrees);
+- the Python installation autoresearch runs under, read-only (so `python` works even when it lives
+  under the hidden home or /tmp);
+- `policy.readable` read-only, `policy.writable` read-write, `policy.hidden` replaced by an empty
+  read-only tmpfs (a hidden file by an unreadable node);
+- the experiment's worktree, read-write.
+
+No network unless `policy.network` (a separate network namespace: loopback only), separate pid, ipc
+and uts namespaces, a new session (no TIOCSTI into the terminal), no capabilities, no nested user
+namespaces where bwrap supports `--disable-userns`. The environment is exactly the `env` given.
+Killing the outer bwrap process kills everything inside: bwrap's init in the pid namespace gets
+SIGKILL through `--die-with-parent`, and when a pid namespace's init dies the kernel kills the rest.
+
+Details and what does not hold without bwrap: docs/sandbox.md.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import pwd
+import shutil
+import site
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+log = logging.getLogger(__name__)
+
+BWRAP = "bwrap"
+STATE_DIR = ".autoresearch"  # the task repository's state folder (ledger, logs, worktrees)
+PROBE_TIMEOUT_S = 10.0
+# Readable by uid 0 (autoresearch run as root: root without capabilities still owns them); always hidden.
+SYSTEM_SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers",
+                  "/etc/ssh/ssh_host_*_key", "/etc/ssl/private", "/var/lib/sss/secrets")
+GPU_DEVICES = ("/dev/nvidia*", "/dev/nvidia-caps", "/dev/dri", "/dev/kfd")  # CUDA, ROCm
+FALLBACK_WARNING = (
+    "bubblewrap (bwrap) is not available{reason}: experiments run WITHOUT a sandbox. Model-written code can "
+    "use the network, read your home directory (SSH keys, API key files, shell history), read and change "
+    "the ledger, logs and other experiments, and write anywhere you can. Install it (Debian/Ubuntu: "
+    "`apt-get install bubblewrap`) or run autoresearch in a container or VM you do not mind losing.")
+
+# Security flags, most to least preferred; the first set with which a sandboxed `true` runs is used.
+# `--unshare-user` with `--cap-drop ALL`: even when autoresearch runs as root, the code inside has no
+# capabilities (it could otherwise unmount the tmpfs over the home), and mounts are locked.
+_FLAG_SETS: tuple[tuple[str, ...], ...] = (
+    ("--unshare-user", "--disable-userns", "--cap-drop", "ALL"),  # bwrap >= 0.8
+    ("--unshare-user", "--cap-drop", "ALL"),
+    ("--cap-drop", "ALL"),  # setuid bwrap without user namespaces, as root
+    (),  # setuid bwrap, not root: capabilities are dropped anyway (only accepted when not root)
+)
+_NAMESPACE_FLAGS = ("--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent", "--new-session")
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    """What an experiment may reach besides its worktree. Paths may be str or Path; `~` is the user's
+    home; relative paths are relative to the task repository."""
+
+    network: bool = False  # False: own network namespace, loopback only
+    writable: tuple[Path, ...] = ()  # extra read-write folders (caches, outputs); created if missing
+    readable: tuple[Path, ...] = ()  # extra read-only paths that would otherwise be hidden; missing ones skipped
+    hidden: tuple[Path, ...] = ()  # paths to hide even under a visible root (state dir, held-out split)
+
+    def __post_init__(self) -> None:
+        for name in ("writable", "readable", "hidden"):
+            value = getattr(self, name)
+            if isinstance(value, (str, os.PathLike)):
+                value = (value,)
+            object.__setattr__(self, name, tuple(Path(p) for p in value))
+
+
+# -- availability ------------------------------------------------------------------------------
+
+_probe_lock = threading.Lock()
+_probe_result: tuple[bool, tuple[str, ...], str] | None = None
+
+
+def _probe() -> tuple[bool, tuple[str, ...], str]:
+    """(available, security flags to use, reason when not); computed once per process."""
+    global _probe_result
+    with _probe_lock:
+        if _probe_result is None:
+            _probe_result = _run_probe()
+            if _probe_result[0]:
+                log.debug("bwrap works with %s", " ".join(_probe_result[1]) or "default flags")
+            else:
+                log.debug("bwrap unavailable: %s", _probe_result[2])
+        return _probe_result
+
+
+def _run_probe() -> tuple[bool, tuple[str, ...], str]:
+    exe = shutil.which(BWRAP)
+    if exe is None:
+        return False, (), f"{BWRAP} not found on PATH"
+    errors = []
+    for flags in _FLAG_SETS:
+        if not flags and os.geteuid() == 0:
+            continue  # root without a user namespace or --cap-drop would keep every capability
+        argv = [exe, *flags, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+                "--unshare-net", *_NAMESPACE_FLAGS, "--", "/bin/sh", "-c", "true"]
+        try:
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=PROBE_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            errors.append(f"{type(e).__name__}: {e}")
+            continue
+        if proc.returncode == 0:
+            return True, flags, ""
+        errors.append((proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1])
+    return False, (), f"a sandboxed `true` failed ({errors[0] if errors else 'no usable flags'})"
+
+
+def sandbox_available() -> bool:
+    """Whether bwrap is installed and a trivial sandboxed command succeeds (cached per process)."""
+    return _probe()[0]
+
+
+def unavailable_reason() -> str:
+    """Why sandbox_available() is False ('' when it is True)."""
+    return _probe()[2]
+
+
+def fallback_warning() -> str:
+    """The warning to log (once per research run) when experiments run without a sandbox."""
+    reason = unavailable_reason()
+    return FALLBACK_WARNING.format(reason=f" ({reason})" if reason else "")
+
+
+def _reset_probe() -> None:
+    """Forget the cached probe (tests)."""
+    global _probe_result
+    with _probe_lock:
+        _probe_result = None
+
+
+# -- the mount plan ----------------------------------------------------------------------------
+
+# Precedence at the same path (higher wins); at different depths the deeper path wins.
+_RANK = {"base": 0, "home": 1, "ro-auto": 2, "repo": 3, "state": 4, "ro": 5, "rw": 6, "hide": 7, "worktree": 8}
+
+
+def _real(path: Path | str, base: Path | None = None) -> Path:
+    p = Path(os.path.expanduser(str(path)))
+    if not p.is_absolute():
+        p = (base or Path.cwd()) / p
+    return Path(os.path.realpath(p))
+
+
+def _is_within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def find_repo(worktree: Path) -> Path | None:
+    """The task repository an experiment worktree belongs to: the folder holding the `.autoresearch`
+    state folder the worktree lies in, else the repository its `.git` file points to."""
+    worktree = _real(worktree)
+    for parent in worktree.parents:
+        if parent.name == STATE_DIR:
+            return parent.parent
+    try:
+        text = (worktree / ".git").read_text().strip()
+    except OSError:
+        return None
+    if not text.startswith("gitdir:"):
+        return None
+    gitdir = _real(text[len("gitdir:"):].strip(), worktree)
+    try:  # <common>/worktrees/<name>/commondir holds the path of <common>
+        common = _real((gitdir / "commondir").read_text().strip(), gitdir)
+    except OSError:
+        common = gitdir.parent.parent
+    return common.parent if common.name == ".git" else None
+
+
+def _homes(env: Mapping[str, str]) -> list[Path]:
+    """The homes to hide: the env's HOME, this process's home, and the user's home from passwd."""
+    candidates: list[str] = []
+    if env.get("HOME"):
+        candidates.append(env["HOME"])
+    candidates.append(os.path.expanduser("~"))
+    try:
+        candidates.append(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:
+        pass
+    homes: list[Path] = []
+    for c in candidates:
+        p = _real(c)
+        if p != Path("/") and p.is_dir() and p not in homes:
+            homes.append(p)
+    return homes
+
+
+def _python_paths() -> list[Path]:
+    """The interpreter autoresearch runs under and its packages (`python` in the sandbox is this one)."""
+    paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             os.path.dirname(os.path.realpath(sys.executable))]
+    try:
+        paths.append(site.getusersitepackages())
+    except Exception:  # noqa: BLE001 - some embedded interpreters lack it
+        pass
+    found = {_real(p) for p in paths if p}
+    found = {p for p in found if p.exists()}
+    return sorted(p for p in found if not any(q != p and _is_within(p, q) for q in found))  # outermost only
+
+
+def _resolv_dirs() -> list[Path]:
+    """Where /etc/resolv.conf really lives when that is under /run (systemd-resolved, NetworkManager)."""
+    target = _real("/etc/resolv.conf")
+    return [target.parent] if _is_within(target, Path("/run")) and target.exists() else []
+
+
+def _plan(worktree: Path, policy: SandboxPolicy, env: Mapping[str, str],
+          repo: Path | None) -> list[tuple[str, Path]]:
+    """(kind, path) mounts in the order bwrap must apply them: by depth, then by precedence."""
+    mounts: dict[Path, str] = {}
+
+    def add(kind: str, path: Path) -> None:
+        old = mounts.get(path)
+        if old is None or _RANK[kind] >= _RANK[old]:
+            mounts[path] = kind
+
+    for p in ("/tmp", "/var/tmp", "/run"):
+        if os.path.isdir(p) and not os.path.islink(p):
+            add("base", Path(p))
+    homes = _homes(env)
+    for h in homes:
+        add("home", h)
+    for p in [*_python_paths(), *_resolv_dirs(), Path("/run/nvidia-persistenced")]:
+        # Never expose a whole home (or a parent of it) just because the interpreter lives there.
+        if p.exists() and not any(_is_within(h, p) for h in homes):
+            add("ro-auto", p)
+    if repo is not None:
+        add("repo", repo)
+        if (repo / STATE_DIR).is_dir():
+            add("state", repo / STATE_DIR)
+    base = repo or worktree
+    for p in policy.readable:
+        rp = _real(p, base)
+        if rp.exists():
+            add("ro", rp)
+        else:
+            log.info("sandbox: readable path %s does not exist; skipped", rp)
+    for p in policy.writable:
+        rp = _real(p, base)
+        if not rp.exists():
+            rp.mkdir(parents=True, exist_ok=True)
+            log.info("sandbox: created writable folder %s", rp)
+        add("rw", rp)
+    for p in [*(Path(m) for pattern in SYSTEM_SECRETS for m in glob.glob(pattern)), *policy.hidden]:
+        rp = _real(p, base)
+        if rp.exists():
+            add("hide", rp)
+        else:
+            log.debug("sandbox: hidden path %s does not exist; nothing to hide", rp)
+    add("worktree", worktree)
+    return sorted(((k, p) for p, k in mounts.items()), key=lambda kp: (len(kp[1].parts), _RANK[kp[0]], str(kp[1])))
+
+
+def _mount_args(plan: Iterable[tuple[str, Path]]) -> list[str]:
+    args: list[str] = []
+    readonly_tmpfs: list[str] = []
+    for kind, path in plan:
+        p = str(path)
+        if kind in ("base", "home"):
+            args += ["--tmpfs", p]  # writable scratch, thrown away after the run
+        elif kind in ("state", "hide"):
+            if path.is_dir():
+                args += ["--tmpfs", p]
+                readonly_tmpfs.append(p)  # made read-only once deeper mounts have their mount points
+            else:  # a file: an unreadable device node (binds are nodev), reading it fails
+                args += ["--ro-bind", "/dev/null", p]
+        elif kind in ("ro-auto", "repo", "ro"):
+            args += ["--ro-bind", p, p]
+        elif kind in ("rw", "worktree"):
+            args += ["--bind", p, p]
+        else:  # pragma: no cover
+            raise AssertionError(kind)
+    for p in readonly_tmpfs:
+        args += ["--remount-ro", p]
+    return args
+
+
+def _device_args() -> list[str]:
+    """GPU device nodes (/dev/nvidia*, /dev/dri, /dev/kfd), bound with device access if present."""
+    args: list[str] = []
+    seen: set[str] = set()
+    for pattern in GPU_DEVICES:
+        for dev in sorted(glob.glob(pattern)):
+            if dev not in seen:
+                seen.add(dev)
+                args += ["--dev-bind", dev, dev]
+    return args
+
+
+def sandbox_argv(command: str, worktree: Path, policy: SandboxPolicy, env: Mapping[str, str],
+                 *, repo: Path | None = None) -> list[str]:
+    """The argv that runs `/bin/sh -c command` under bwrap with cwd = worktree and exactly `env`.
+
+    `repo` is the task repository (found from the worktree when None: the folder holding the
+    `.autoresearch` the worktree lies in, else the one its `.git` file points to). Raises
+    RuntimeError when bwrap is not usable (check sandbox_available() first).
+    """
+    ok, flags, reason = _probe()
+    if not ok:
+        raise RuntimeError(f"bubblewrap sandbox not available: {reason}")
+    worktree = _real(worktree)
+    if not worktree.is_dir():
+        raise FileNotFoundError(f"worktree {worktree} is not a folder")
+    repo = _real(repo) if repo is not None else find_repo(worktree)
+    argv = [shutil.which(BWRAP) or BWRAP, *flags, *_NAMESPACE_FLAGS]
+    if not policy.network:
+        argv.append("--unshare-net")
+    argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    argv += _device_args()
+    argv += _mount_args(_plan(worktree, policy, env, repo))
+    if os.path.isdir("/dev/shm") and os.path.islink("/run/shm"):
+        argv += ["--symlink", "/dev/shm", "/run/shm"]  # /run is a fresh tmpfs; keep the old alias
+    argv.append("--clearenv")
+    for name, value in env.items():
+        if name and "=" not in name:
+            argv += ["--setenv", name, str(value)]
+    argv += ["--chdir", str(worktree), "--", "/bin/sh", "-c", command]
+    return argv
+
+
+def wrap(command: str, worktree: Path, policy: SandboxPolicy | None, env: Mapping[str, str],
+         *, repo: Path | None = None) -> tuple[list[str], bool]:
+    """(argv, sandboxed): the sandboxed argv when a policy is given and bwrap works, else plain
+    `/bin/sh -c command` (the caller logs fallback_warning() when it wanted a sandbox)."""
+    if policy is not None and sandbox_available():
+        return sandbox_argv(command, worktree, policy, env, repo=repo), True
+    return ["/bin/sh", "-c", command], False
+
+
+def describe(policy: SandboxPolicy | None) -> str:
+    """One line for logs, e.g. 'bwrap: no network, rw: worktree + 2 dirs, ro: +1, hidden: 3'."""
+    if policy is None:
+        return "no sandbox"
+    if not sandbox_available():
+        return f"no sandbox (bwrap unavailable: {unavailable_reason()})"
+    parts = ["network" if policy.network else "no network",
+             "rw: worktree" + (f" + {len(policy.writable)} dir{'s' * (len(policy.writable) != 1)}"
+                               if policy.writable else "")]
+    if policy.readable:
+        parts.append(f"ro: +{len(policy.readable)}")
+    if policy.hidden:
+        parts.append(f"hidden: {len(policy.hidden)}")
+    parts.append("home hidden")
+    return "bwrap: " + ", ".join(parts)

@@ -21,6 +21,10 @@ DEFAULT_AGENT = "search"
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve-model"]:  # its own parser: llama.cpp server options pass through
+        from autoresearch.serve import main as serve_main
+        return serve_main(argv[1:])
     args = build_parser().parse_args(argv)
     if not getattr(args, "func", None):
         build_parser().print_help()
@@ -85,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=("json", "csv", "tsv"), default="json")
     c.add_argument("-o", "--output", help="file (default: stdout)")
     c.set_defaults(func=cmd_export)
+
+    sub.add_parser("serve-model", help="serve the bundled Gemma 3 270M on loopback (see serve-model --help)")
 
     idea = sub.add_parser("idea", help="the idea queue that agents draw from")
     isub = idea.add_subparsers(metavar="ACTION")

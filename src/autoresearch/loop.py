@@ -245,7 +245,7 @@ class Research:
         exp_id = self.ledger.start_experiment(tag=self.tag, parent_commit=parent, agent=self.agent.name,
                                               description=_one_line(proposal.description),
                                               idea_id=proposal.idea_id, params=params, info=proposal.info)
-        problem = self.validate(proposal.edits, edits)
+        problem = proposal.info.get("reject_reason") or self.validate(proposal.edits, edits)
         if problem:
             self.ledger.finish(exp_id, "rejected", reason=problem)
             exp = self.ledger.get(exp_id)

@@ -22,6 +22,28 @@ def register_agent(name: str, factory: AgentFactory, *, replace: bool = False) -
     AGENTS[name] = factory
 
 
+def _lazy(module: str, attr: str) -> AgentFactory:
+    """A factory that imports its module on first use (LLM SDKs stay unimported until needed)."""
+
+    def factory(config: TaskConfig, **options: Any) -> Agent:
+        import importlib
+
+        return getattr(importlib.import_module(module), attr)(config, **options)
+
+    factory.__name__ = attr
+    factory.__qualname__ = attr
+    return factory
+
+
+for _name, _module, _attr in (("openai", "autoresearch.agents.llm", "openai_agent"),
+                              ("anthropic", "autoresearch.agents.llm", "anthropic_agent"),
+                              ("cli", "autoresearch.agents.coding_cli", "cli_agent"),
+                              ("claude-code", "autoresearch.agents.coding_cli", "claude_code_agent"),
+                              ("codex", "autoresearch.agents.coding_cli", "codex_agent"),
+                              ("aider", "autoresearch.agents.coding_cli", "aider_agent")):
+    register_agent(_name, _lazy(_module, _attr))
+
+
 def make_agent(name: str, config: TaskConfig, **options: Any) -> Agent:
     try:
         factory = AGENTS[name]

@@ -26,6 +26,7 @@ SMALL = ["lovers_complaint_gut.txt", "passionate_pilgrim_gut.txt", "phoenix_and_
 def _load_prepare():
     spec = importlib.util.spec_from_file_location("nanogpt_prepare", EXAMPLE / "prepare.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 

@@ -58,6 +58,7 @@ DATA_DIR_ENV = "AUTORESEARCH_DATA_DIR"
 DEFAULT_DATA_DIR = "~/.cache/autoresearch/nanogpt"
 SPLITS = ("train", "val", "test")
 META_FILE = "meta.json"
+HELDOUT_FILE = "test.bin"  # the held-out split: only the harness's trusted step may read it
 TOKEN_BYTES_FILE = "token_bytes.bin"
 TOKENIZER_FILE = "tokenizer.json"
 SUMMARY_KEYS = ("val_bpb", "training_seconds", "total_seconds", "peak_memory_mb", "num_steps",
@@ -275,7 +276,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def _locked(folder: Path):
     """Only one prepare at a time per cache folder."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as f:
+    with open(folder / ".lock", "a") as f:
         try:
             import fcntl
             fcntl.flock(f, fcntl.LOCK_EX)
@@ -306,17 +307,23 @@ def load_meta(folder: Path | None = None) -> dict:
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"data cache missing or corrupt at {folder}: unreadable {META_FILE} ({e}); {hint}") from None
     for name, info in sorted(files.items()):
-        path = folder / name
-        if not path.is_file():
-            raise DataError(f"data cache missing or corrupt at {folder}: {name} is missing; {hint}")
-        if path.stat().st_size != info["bytes"]:
-            raise DataError(f"data cache missing or corrupt at {folder}: {name} has {path.stat().st_size} bytes, "
-                            f"meta.json says {info['bytes']}; {hint}")
-        if _sha256_file(path) != info["sha256"]:
-            raise DataError(f"data cache missing or corrupt at {folder}: {name} does not match its sha256 "
-                            f"in meta.json; {hint}")
+        if name == HELDOUT_FILE:  # held out: the sandbox hides it from experiments; checked on use
+            continue
+        _check_file(folder, name, info, hint)
     _VALID[key] = meta
     return meta
+
+
+def _check_file(folder: Path, name: str, info: dict, hint: str) -> None:
+    path = folder / name
+    if not path.is_file():
+        raise DataError(f"data cache missing or corrupt at {folder}: {name} is missing; {hint}")
+    if path.stat().st_size != info["bytes"]:
+        raise DataError(f"data cache missing or corrupt at {folder}: {name} has {path.stat().st_size} bytes, "
+                        f"meta.json says {info['bytes']}; {hint}")
+    if _sha256_file(path) != info["sha256"]:
+        raise DataError(f"data cache missing or corrupt at {folder}: {name} does not match its sha256 "
+                        f"in meta.json; {hint}")
 
 
 def load_split(split: str, folder: Path | None = None) -> np.ndarray:
@@ -325,6 +332,8 @@ def load_split(split: str, folder: Path | None = None) -> np.ndarray:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
     folder = Path(folder) if folder else data_dir()
     meta = load_meta(folder)
+    if f"{split}.bin" == HELDOUT_FILE:
+        _check_file(folder, HELDOUT_FILE, meta["files"][HELDOUT_FILE], "run `python prepare.py`")
     return np.memmap(folder / f"{split}.bin", dtype=np.dtype(meta["dtype"]), mode="r")
 
 

@@ -516,7 +516,8 @@ def run_command(command: str, cwd: Path, *, env: Mapping[str, str], timeout_s: f
                     break
             if now >= next_sample:
                 tree.sample(root_alive=True)
-                next_sample = time.monotonic() + SAMPLE_EVERY_S
+                # Dense at first (short runs), then every SAMPLE_EVERY_S.
+                next_sample = time.monotonic() + min(SAMPLE_EVERY_S, max(SAMPLE_FIRST_S, (now - t0) / 4))
     finally:
         # Also on KeyboardInterrupt or any error here: nothing of the run may survive.
         try:

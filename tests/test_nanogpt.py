@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -86,8 +87,13 @@ def parse_summary(stdout: str) -> dict[str, str]:
 
 def run_train(folder: Path, data: Path, budget: float = 3, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, prep.DATA_DIR_ENV: str(data), prep.BUDGET_ENV: str(budget), "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([sys.executable, "train.py"], cwd=folder, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    with tempfile.TemporaryDirectory() as tmp:
+        if folder == EXAMPLE:  # train.py writes model.pt2 next to itself: keep the example clean
+            for name in ("prepare.py", "train.py"):
+                shutil.copy(EXAMPLE / name, Path(tmp) / name)
+            folder = Path(tmp)
+        return subprocess.run([sys.executable, "train.py"], cwd=folder, env=env, capture_output=True, text=True,
+                              timeout=timeout)
 
 
 def task_copy(tmp_path: Path, **constants) -> Path:

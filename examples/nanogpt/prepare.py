@@ -27,6 +27,15 @@ The metric is validation bits per byte over exactly EVAL_TOKENS tokens in fixed 
     val_bpb = sum of cross-entropy (nats) over the target tokens / (ln 2 * UTF-8 bytes of those tokens)
 
 which does not depend on the tokenizer. A model that is uniform over 256 bytes scores 8.0.
+
+The trusted evaluation: train.py ends with `save_model(model)`, which exports the trained model
+(torch.export, CPU float32, eval mode) to model.pt2. The harness then runs, from a fresh folder
+holding only this file and outside the experiment's reach,
+
+    python prepare.py --evaluate    # reads $AUTORESEARCH_RUN_DIR/model.pt2
+
+which prints `val_bpb: X` and `test_bpb: Y` (the held-out split). Those lines replace whatever
+the experiment printed, so patching the evaluator or the constants in train.py changes nothing.
 """
 from __future__ import annotations
 
@@ -61,6 +70,8 @@ META_FILE = "meta.json"
 HELDOUT_FILE = "test.bin"  # the held-out split: only the harness's trusted step may read it
 TOKEN_BYTES_FILE = "token_bytes.bin"
 TOKENIZER_FILE = "tokenizer.json"
+MODEL_FILE = "model.pt2"  # the trained model, exported by save_model for the trusted evaluation
+RUN_DIR_ENV = "AUTORESEARCH_RUN_DIR"  # the experiment's folder, set by the harness for --evaluate
 SUMMARY_KEYS = ("val_bpb", "training_seconds", "total_seconds", "peak_memory_mb", "num_steps",
                 "num_params_M", "tokens_per_sec", "data_hash")
 
@@ -534,6 +545,82 @@ def evaluate_bpb(model, device, batch_size: int = 32, split: str = "val") -> flo
     return nats / (math.log(2) * n_bytes)
 
 
+# -- the trusted evaluation ------------------------------------------------------------------------
+
+def save_model(model, path: str | Path = MODEL_FILE) -> Path:
+    """Export `model` (the interface above) with torch.export for `python prepare.py --evaluate`.
+
+    A copy of the model is moved to the CPU in float32 and eval mode; the caller's model is left as
+    it was. The batch dimension is dynamic; the sequence length is MAX_SEQ_LEN.
+    """
+    import copy
+
+    import torch
+
+    was_training = model.training
+    try:
+        cpu_model = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
+    finally:
+        model.train(was_training)
+    example = torch.zeros(2, MAX_SEQ_LEN, dtype=torch.long)  # batch 2: a batch of 1 would be specialised
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.no_grad():
+        program = torch.export.export(cpu_model, (example,), dynamic_shapes=({0: batch},))
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    torch.export.save(program, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+class _Exported:
+    """An exported program's module behind the interface evaluate_bpb expects (no train/eval modes)."""
+
+    training = False
+
+    def __init__(self, module):
+        self.module = module
+
+    def __call__(self, idx):
+        return self.module(idx)
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+
+def load_model(path: str | Path):
+    """The model saved by save_model, callable as model(idx) -> logits on the CPU."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    return _Exported(torch.export.load(str(path)).module())
+
+
+def evaluate_run(run_dir: str | Path | None = None) -> dict[str, float]:
+    """val_bpb and test_bpb of the model that the experiment in `run_dir` saved."""
+    run_dir = run_dir or os.environ.get(RUN_DIR_ENV)
+    if not run_dir:
+        raise SystemExit(f"--evaluate: ${RUN_DIR_ENV} is not set (the experiment folder holding {MODEL_FILE})")
+    path = Path(run_dir) / MODEL_FILE
+    if not path.is_file():
+        raise SystemExit(f"--evaluate: no {MODEL_FILE} in {run_dir}: train.py must call "
+                         f"prepare.save_model(model) after training")
+    try:
+        model = load_model(path)
+    except Exception as e:
+        raise SystemExit(f"--evaluate: cannot load {path}: {type(e).__name__}: {e}") from None
+    try:
+        return {"val_bpb": evaluate_bpb(model, "cpu", split="val"),
+                "test_bpb": evaluate_bpb(model, "cpu", split="test")}
+    except DataError as e:
+        raise SystemExit(f"--evaluate: {e}") from None
+
+
 # -- the summary ---------------------------------------------------------------------------------
 
 def _fmt(key: str, value) -> str:
@@ -568,7 +655,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokenizer", choices=("byte", "bpe"), default="byte")
     ap.add_argument("--vocab-size", type=int, default=DEFAULT_BPE_VOCAB, help="BPE vocabulary size")
     ap.add_argument("--force", action="store_true", help="rebuild even if the cache is valid")
+    ap.add_argument("--evaluate", action="store_true",
+                    help=f"trusted evaluation: score ${RUN_DIR_ENV}/{MODEL_FILE} on val and test (prints val_bpb, test_bpb)")
     a = ap.parse_args(argv)
+    if a.evaluate:
+        t0 = time.time()
+        metrics = evaluate_run()
+        print("\n".join(f"{k}: {_fmt('val_bpb', v)}" for k, v in metrics.items()), flush=True)
+        _say(f"evaluated in {time.time() - t0:.1f}s")
+        return 0
     prepare(source=a.source, files=a.files, hf_dataset=a.hf_dataset, hf_config=a.hf_config, hf_split=a.hf_split,
             hf_text_field=a.hf_text_field, max_docs=a.max_docs, max_bytes=a.max_bytes, tokenizer=a.tokenizer,
             vocab_size=a.vocab_size, force=a.force)

@@ -214,6 +214,7 @@ def main():
         val_bpb = prepare.evaluate_bpb(model, device, batch_size=EVAL_BATCH_SIZE)
     if not math.isfinite(val_bpb):
         fail(f"val_bpb is {val_bpb}")
+    prepare.save_model(model)  # for the harness's trusted evaluation (python prepare.py --evaluate)
     tokens_per_sec = step * BATCH_SIZE * SEQ_LEN / training_seconds
     summary = {
         "val_bpb": val_bpb,

@@ -15,7 +15,8 @@ from autoresearch import gitops
 from autoresearch.config import CONFIG_NAME
 
 HOME_ENV = "AUTORESEARCH_HOME"
-COPY_IGNORE = shutil.ignore_patterns(".git", ".autoresearch", "__pycache__", "*.pyc", "results.tsv", "progress.png")
+COPY_IGNORE = shutil.ignore_patterns(".git", ".autoresearch", "__pycache__", "*.pyc", "results.tsv", "progress.png",
+                                    "model.pt2")
 
 
 class TaskError(RuntimeError):

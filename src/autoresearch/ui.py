@@ -74,7 +74,7 @@ class LiveView:
             bar = ProgressBar(total=max(self.budget_s, 1e-9), completed=min(elapsed, self.budget_s), width=40)
             row = Table.grid(padding=(0, 1))
             row.add_row(Text(f"#{self.current.id} running", style="cyan"), bar,
-                        Text(f"{elapsed:5.0f}s / {self.budget_s:g}s budget"))
+                        Text(f"{elapsed:4.0f}s elapsed · training budget {self.budget_s:g}s (+ start-up, evaluation)"))
             parts += [Text(self.current.description[:100]), row, Text(self.last_line, style="dim")]
         else:
             parts.append(Text("waiting for the agent…", style="dim"))

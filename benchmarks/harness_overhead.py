@@ -9,13 +9,13 @@ Target (issue 3): at most 0.2 s per experiment.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from autoresearch.agents import make_agent
 from autoresearch.config import load_config
+from autoresearch.gitops import init_repo
 from autoresearch.loop import Limits, Research
 
 TRAIN = "X = 5.0\nWIDTH = 3\n"
@@ -57,10 +57,7 @@ def main() -> None:
         root.mkdir()
         (root / "train.py").write_text(TRAIN)
         (root / "autoresearch.toml").write_text(CONFIG)
-        subprocess.run(["git", "init", "-q", str(root)], check=True)
-        subprocess.run(["git", "-C", str(root), "add", "-A"], check=True)
-        subprocess.run(["git", "-C", str(root), "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "x"],
-                       check=True)
+        init_repo(root)  # the task is a git repository of its own
         config = load_config(root)
         agent = TimedAgent(make_agent("random", config, seed=0))
         research = Research(config, agent, tag="bench")

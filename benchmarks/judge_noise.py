@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import random
-import subprocess
 import tempfile
 from pathlib import Path
 
 from autoresearch.agents.base import Context, NoProposal, Proposal
 from autoresearch.agents.constants import find_constants, set_constants
 from autoresearch.config import JudgeConfig, load_config
+from autoresearch.gitops import init_repo
 from autoresearch.loop import Limits, Research
 
 TRAIN = """import os, random
@@ -67,10 +67,7 @@ def trial(plan: list[str], judge: JudgeConfig, sigma: float, tmp: Path, name: st
     root.mkdir()
     (root / "train.py").write_text(TRAIN.format(sigma=sigma))
     (root / "autoresearch.toml").write_text(CONFIG)
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    subprocess.run(["git", "-C", str(root), "add", "-A"], check=True)
-    subprocess.run(["git", "-C", str(root), "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "x"],
-                   check=True)
+    init_repo(root)  # the task is a git repository of its own
     config = load_config(root)
     config.judge = judge
     agent = MixAgent(plan)

@@ -163,3 +163,17 @@ def test_search_name_that_is_no_constant_fails_at_start(tmp_path: Path):
     with pytest.raises(ConfigError, match="NOPE"):
         r.open()
     r.close()
+
+
+def test_duplicate_proposals_are_skipped(toy_task: Path):
+    agent = ScriptedAgent([("X=3", replace("X = 5.0", "X = 3.0")),
+                           ("X=9 (worse)", replace("X = 3.0", "X = 9.0")),
+                           ("X=9 again", replace("X = 3.0", "X = 9.0")),
+                           ("back to the baseline", replace("X = 3.0", "X = 5.0"))])
+    r = research(toy_task, agent)
+    r.run()
+    r.close()
+    exps = Ledger(toy_task / ".autoresearch" / "ledger.db").experiments("t")
+    assert [e.status for e in exps] == ["keep", "keep", "discard", "rejected", "rejected"]
+    assert exps[3].reason == "duplicate of experiment #3 (discard): same editable files"
+    assert exps[4].reason.startswith("duplicate of experiment #1 (keep)")

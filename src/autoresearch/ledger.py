@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS experiments (
     log_path      TEXT,
     log_tail      TEXT NOT NULL DEFAULT '',
     lines_delta   INTEGER NOT NULL DEFAULT 0,
+    content_hash  TEXT,
     created_at    REAL NOT NULL,
     finished_at   REAL
 );
@@ -96,6 +97,7 @@ class Experiment:
     log_path: str | None = None
     log_tail: str = ""
     lines_delta: int = 0
+    content_hash: str | None = None  # of the editable files after the change: finds duplicates
     created_at: float = 0.0
     finished_at: float | None = None
 
@@ -199,6 +201,13 @@ class Ledger:
         """The latest kept experiment: the one the research branch points at."""
         row = self.db.execute("SELECT * FROM experiments WHERE tag = ? AND status = 'keep' "
                               "ORDER BY id DESC LIMIT 1", (tag,)).fetchone()
+        return _experiment(row) if row else None
+
+    def find_content(self, tag: str, content_hash: str) -> Experiment | None:
+        """An earlier finished experiment whose editable files were exactly these."""
+        row = self.db.execute("SELECT * FROM experiments WHERE tag = ? AND content_hash = ? AND status IN "
+                              f"({','.join('?' * len(FINISHED))}) ORDER BY id LIMIT 1",
+                              (tag, content_hash, *FINISHED)).fetchone()
         return _experiment(row) if row else None
 
     def tags(self) -> list[str]:

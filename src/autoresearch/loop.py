@@ -225,7 +225,7 @@ class Research:
         files = self.editable_at(self.base)
         exp_id = self.ledger.start_experiment(tag=self.tag, parent_commit=self.base, agent="baseline",
                                               description="baseline", params=_params(self.config, files))
-        self.ledger.update(exp_id, commit=self.base)
+        self.ledger.update(exp_id, commit=self.base, content_hash=_content_hash(files))
         gitops.update_ref(self.repo, gitops.archive_ref(self.tag, exp_id), self.base)
         exp = self._run(exp_id, self.base, best=None)
         if exp.status not in ("keep", "interrupted"):
@@ -246,6 +246,11 @@ class Research:
                                               description=_one_line(proposal.description),
                                               idea_id=proposal.idea_id, params=params, info=proposal.info)
         problem = proposal.info.get("reject_reason") or self.validate(proposal.edits, edits)
+        digest = _content_hash(new_files)
+        earlier = None if problem else self.ledger.find_content(self.tag, digest)
+        if earlier is not None:  # the same change again: its result is already known
+            problem = f"duplicate of experiment #{earlier.id} ({earlier.status}): same editable files"
+        self.ledger.update(exp_id, content_hash=digest)
         if problem:
             self.ledger.finish(exp_id, "rejected", reason=problem)
             exp = self.ledger.get(exp_id)
@@ -509,6 +514,13 @@ def expand_path(text: str) -> str:
     """`~`, `$VAR` and `${VAR:-default}` in config paths (e.g. a data cache the user can move)."""
     text = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: os.environ.get(m.group(1)) or m.group(2), text)
     return os.path.expanduser(os.path.expandvars(text))
+
+
+def _content_hash(files: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(f"{path}\0{len(files[path])}\0".encode() + files[path].encode())
+    return digest.hexdigest()
 
 
 def _mean(values: list[float]) -> float:

@@ -154,19 +154,13 @@ def _parse_text(text: str, paths: list[str]) -> Reply:
             if section:  # the file name line belongs to the block, not to the section above it
                 sections[section] = [(k, v) for k, v in sections[section] if k < at]
             i, block, problem = _read_search_block(lines, i, path)
-            if problem:
-                reply.problems.append(problem)
-            if block:
-                reply.blocks.append(block)
+            _collect(reply, block, problem)
             section = None
             continue
         file_match = FILE_RE.match(line)
         if file_match:
             i, block, problem = _read_whole_file(lines, i, _clean_path(file_match.group(1)))
-            if problem:
-                reply.problems.append(problem)
-            if block:
-                reply.blocks.append(block)
+            _collect(reply, block, problem)
             section = None
             continue
         sec = SECTION_RE.match(line)
@@ -194,6 +188,14 @@ def _parse_text(text: str, paths: list[str]) -> Reply:
         first = next((ln.strip(" #*`") for ln in prose if ln.strip(" #*`") and not DIVIDER_RE.match(ln)), "")
         reply.description = _one_line(first)[:200]
     return reply
+
+
+def _collect(reply, block, problem) -> None:
+    """Record what one block of the reply gave: an edit, a problem to feed back, or both."""
+    if problem:
+        reply.problems.append(problem)
+    if block:
+        reply.blocks.append(block)
 
 
 def _read_search_block(lines: list[str], start: int, path: str | None) -> tuple[int, Block | None, str | None]:

@@ -8,9 +8,12 @@ import pytest
 
 from autoresearch import gitops
 from autoresearch.agents.base import Context, NoProposal, Proposal
-from autoresearch.config import load_config
+from autoresearch.config import ParallelConfig, load_config
 from autoresearch.ledger import Ledger
 from autoresearch.loop import Limits, Research, ResearchError
+
+
+SERIAL = ParallelConfig(ahead=0)  # propose only when the slot is free, as the original autoresearch
 
 
 class ScriptedAgent:
@@ -170,7 +173,7 @@ def test_duplicate_proposals_are_skipped(toy_task: Path):
                            ("X=9 (worse)", replace("X = 3.0", "X = 9.0")),
                            ("X=9 again", replace("X = 3.0", "X = 9.0")),
                            ("back to the baseline", replace("X = 3.0", "X = 5.0"))])
-    r = research(toy_task, agent)
+    r = research(toy_task, agent, parallel=SERIAL)  # each step edits the previous step's result
     r.run()
     r.close()
     exps = Ledger(toy_task / ".autoresearch" / "ledger.db").experiments("t")

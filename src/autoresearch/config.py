@@ -110,6 +110,19 @@ class SandboxConfig:
     hidden: tuple[str, ...] = ()  # paths experiments must not see (e.g. a held-out split)
 
 
+@dataclass(frozen=True)
+class ParallelConfig:
+    """How many experiments run at once, where, and how far the agents think ahead (scheduler.py)."""
+
+    slots: int | None = None  # None: one per visible GPU, else one CPU slot (Ray: from the cluster)
+    ahead: int = 1  # ready proposals per slot, made while experiments run (0: propose only when a slot is free)
+    rerun_rebased: bool = True  # a keep whose best moved meanwhile is rebased and re-run on the new best
+    backend: str = "local"  # local | ray
+    address: str | None = None  # the Ray cluster ("auto", "ray://host:10001"); none: a local one
+    cpus_per_slot: float | None = None  # Ray resource requests per experiment
+    gpus_per_slot: float | None = None
+
+
 @dataclass
 class TaskConfig:
     root: Path
@@ -130,6 +143,7 @@ class TaskConfig:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     @property
     def path(self) -> Path:
@@ -156,7 +170,8 @@ def load_config(root: Path | str) -> TaskConfig:
 
 
 def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
-    known = {"task", "budget", "metric", "guards", "search", "env", "logs", "agent", "judge", "evaluate", "sandbox"}
+    known = {"task", "budget", "metric", "guards", "search", "env", "logs", "agent", "judge", "evaluate", "sandbox",
+             "parallel"}
     for k in data:
         if k not in known:
             raise ConfigError(path, k, "unknown section", f"use one of: {', '.join(sorted(known))}")
@@ -289,6 +304,8 @@ def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
                                 writable=tuple(_globs(sb, "sandbox.writable", path)),
                                 hidden=tuple(_globs(sb, "sandbox.hidden", path)))
 
+    cfg.parallel = _parallel(_table(data, "parallel", path), path)
+
     logs = _table(data, "logs", path)
     _only(logs, "logs", {"cap_mb"}, path)
     cfg.log_cap_bytes = int(_num(logs, "logs.cap_mb", path, default=DEFAULT_LOG_CAP_MB, positive=True) * 1024 * 1024)
@@ -323,6 +340,32 @@ def _expand(root: Path, patterns: list[str]) -> list[str]:
             if p.is_file() and ".git" not in p.relative_to(root).parts:
                 out.add(p.relative_to(root).as_posix())
     return sorted(out)
+
+
+def _parallel(table: dict, path: Path) -> ParallelConfig:
+    _only(table, "parallel", set(ParallelConfig.__dataclass_fields__), path)
+    values: dict[str, Any] = {}
+    for key in ("slots", "ahead"):
+        if key in table:
+            v = table[key]
+            if not isinstance(v, int) or isinstance(v, bool) or v < (1 if key == "slots" else 0):
+                raise ConfigError(path, f"parallel.{key}", f"{v!r} is not a whole number"
+                                  f"{' of at least 1' if key == 'slots' else ''}", f"e.g. {key} = 2")
+            values[key] = v
+    if "rerun_rebased" in table:
+        if not isinstance(table["rerun_rebased"], bool):
+            raise ConfigError(path, "parallel.rerun_rebased", f"{table['rerun_rebased']!r} is not true/false",
+                              "write true or false")
+        values["rerun_rebased"] = table["rerun_rebased"]
+    backend = _str(table, "parallel.backend", path) or "local"
+    if backend not in ("local", "ray"):
+        raise ConfigError(path, "parallel.backend", f"{backend!r} is not a backend", "use \"local\" or \"ray\"")
+    values["backend"] = backend
+    values["address"] = _str(table, "parallel.address", path)
+    for key in ("cpus_per_slot", "gpus_per_slot"):
+        if key in table:
+            values[key] = _num(table, f"parallel.{key}", path, default=0.0, positive=True)
+    return ParallelConfig(**values)
 
 
 def _search_param(name: str, spec: Any, path: Path) -> SearchParam:

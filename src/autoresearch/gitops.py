@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,8 @@ class DiffStat:
 def git(repo: Path | str, *args: str, input: str | None = None, check: bool = True,
         env: dict[str, str] | None = None) -> str:
     full_env = {**os.environ, **AUTHOR, "GIT_TERMINAL_PROMPT": "0", **(env or {})}
-    proc = subprocess.run(["git", "-C", str(repo), *args], input=input, capture_output=True,
+    # No automatic gc: it would repack under experiments running in parallel.
+    proc = subprocess.run(["git", "-C", str(repo), "-c", "gc.auto=0", *args], input=input, capture_output=True,
                           text=True, env=full_env)
     if check and proc.returncode != 0:
         raise GitError(f"git {' '.join(args)} failed in {repo}: {proc.stderr.strip() or proc.stdout.strip()}")
@@ -133,6 +135,74 @@ def commit_edits(worktree: Path, edits: dict[str, str], message: str) -> str:
     git(worktree, "add", "--", *edits)
     git(worktree, "commit", "-q", "--allow-empty", "--no-verify", "-m", message)
     return rev_parse(worktree, "HEAD")
+
+
+def commit_files(repo: Path, parent: str, files: dict[str, str], message: str) -> str:
+    """A commit on `parent` with `files` (path -> whole content) written; no worktree, no checkout.
+
+    Built in a private index, so any number of threads can commit to the same repository at once.
+    """
+    fd, index = tempfile.mkstemp(prefix="autoresearch-index-")
+    os.close(fd)
+    env = {"GIT_INDEX_FILE": index}
+    try:
+        os.unlink(index)  # git wants to create it
+        git(repo, "read-tree", parent, env=env)
+        modes = {}
+        for line in git(repo, "ls-tree", "-r", parent, "--", *files, env=env).splitlines():
+            meta, path = line.split("\t", 1)
+            modes[path] = meta.split()[0]
+        for path, content in files.items():
+            blob = git(repo, "hash-object", "-w", "--stdin", "--path", path, input=content)
+            git(repo, "update-index", "--add", "--cacheinfo", f"{modes.get(path, '100644')},{blob},{path}", env=env)
+        tree = git(repo, "write-tree", env=env)
+        return git(repo, "commit-tree", tree, "-p", parent, input=message)
+    finally:
+        if os.path.exists(index):
+            os.unlink(index)
+
+
+def changed_files(repo: Path, a: str, b: str) -> list[str]:
+    return git(repo, "diff", "--name-only", "--no-renames", a, b).splitlines()
+
+
+def merge_onto(repo: Path, base: str, onto: str, commit: str) -> tuple[dict[str, str], list[str]]:
+    """Replay the change `base..commit` onto `onto`, file by file (a three-way merge).
+
+    Returns the merged content of every file the change touches that differs from `onto`, and the
+    paths that conflict (both sides changed the same lines). Whole-file edits only: a deleted file
+    counts as a conflict.
+    """
+    merged, conflicts = {}, []
+    for path in changed_files(repo, base, commit):
+        old, ours, theirs = (read_file(repo, c, path) for c in (base, onto, commit))
+        if theirs is None:
+            conflicts.append(path)
+            continue
+        if ours == old or ours == theirs:
+            result = theirs
+        elif old is None or ours is None:
+            conflicts.append(path)
+            continue
+        else:
+            result = _merge_text(old, ours, theirs)
+            if result is None:
+                conflicts.append(path)
+                continue
+        if result != ours:
+            merged[path] = result
+    return merged, conflicts
+
+
+def _merge_text(base: str, ours: str, theirs: str) -> str | None:
+    """`git merge-file` of three texts: the merged text, or None on a conflict."""
+    with tempfile.TemporaryDirectory(prefix="autoresearch-merge-") as tmp:
+        names = []
+        for name, text in (("ours", ours), ("base", base), ("theirs", theirs)):
+            Path(tmp, name).write_text(text)
+            names.append(str(Path(tmp, name)))
+        proc = subprocess.run(["git", "merge-file", "-p", *names], capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else None
 
 
 def diff_stat(repo: Path, a: str, b: str) -> DiffStat:

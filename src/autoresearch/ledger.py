@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 SCHEMA_VERSION = 1
-STATUSES = ("running", "keep", "discard", "crash", "timeout", "rejected", "interrupted")
+STATUSES = ("queued", "running", "keep", "discard", "crash", "timeout", "rejected", "interrupted")
 FINISHED = ("keep", "discard", "crash", "timeout")
+PENDING = ("queued", "running")  # admitted proposals not decided yet
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -71,6 +73,11 @@ CREATE TABLE IF NOT EXISTS ideas (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Columns added after version 1, with their types: added to older ledgers when they are opened.
+ADDED_COLUMNS = {
+    "experiments": (("base_commit", "TEXT"), ("slot", "TEXT")),  # the best it was proposed against; where it ran
+    "runs": (("slot", "TEXT"), ("started_at", "REAL")),
+}
 
 
 @dataclass
@@ -100,6 +107,8 @@ class Experiment:
     content_hash: str | None = None  # of the editable files after the change: finds duplicates
     created_at: float = 0.0
     finished_at: float | None = None
+    base_commit: str | None = None  # the best's commit when proposed; a newer best means a rebase
+    slot: str | None = None  # the worker slot of its latest run
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -112,13 +121,15 @@ class Run:
     id: int
     experiment_id: int
     kind: str
-    status: str
+    status: str  # ok | crash | timeout | stopped | tampered | lost | superseded
     metric: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     wall_s: float | None = None
     peak_mem_mb: float | None = None
     log_path: str | None = None
-    created_at: float = 0.0
+    created_at: float = 0.0  # when it was recorded (its end)
+    slot: str | None = None
+    started_at: float | None = None
 
 
 @dataclass
@@ -135,17 +146,56 @@ class Idea:
         return dict(self.__dict__)
 
 
+class _Result(list):
+    """The rows of one statement, fetched while the connection was held, and its lastrowid."""
+
+    lastrowid: int | None = None
+
+    def fetchone(self) -> sqlite3.Row | None:
+        return self[0] if self else None
+
+
+class _SharedConnection:
+    """One SQLite connection shared by the coordinator's threads: each statement runs and is fetched
+    whole under a lock, so threads never interleave on a cursor."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self._db, self._lock = db, threading.Lock()
+
+    def execute(self, sql: str, args: tuple | list = ()) -> _Result:
+        with self._lock:
+            cur = self._db.execute(sql, args)
+            rows = _Result(cur.fetchall())
+            rows.lastrowid = cur.lastrowid
+            return rows
+
+    def executescript(self, sql: str) -> None:
+        with self._lock:
+            self._db.executescript(sql)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
 class Ledger:
-    """One SQLite database per task; safe for one writer process and many readers."""
+    """One SQLite database per task; safe for one writer process (any number of its threads) and
+    many readers."""
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        self.db = _SharedConnection(conn)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # a reported result survives power loss
         self.db.executescript(SCHEMA)
+        for table, columns in ADDED_COLUMNS.items():
+            have = {r["name"] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns:
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
@@ -155,12 +205,12 @@ class Ledger:
 
     def start_experiment(self, *, tag: str, parent_commit: str, agent: str, description: str,
                          idea_id: int | None = None, params: dict | None = None,
-                         info: dict | None = None) -> int:
+                         info: dict | None = None, status: str = "running") -> int:
         cur = self.db.execute(
-            "INSERT INTO experiments (tag, parent_commit, agent, description, idea_id, params, info,"
-            " status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
-            (tag, parent_commit, agent, description, idea_id, json.dumps(params or {}),
-             json.dumps(info or {}), time.time()))
+            "INSERT INTO experiments (tag, parent_commit, base_commit, agent, description, idea_id, params, info,"
+            " status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (tag, parent_commit, parent_commit, agent, description, idea_id, json.dumps(params or {}),
+             json.dumps(info or {}), status, time.time()))
         return int(cur.lastrowid)
 
     def update(self, exp_id: int, **fields: Any) -> None:
@@ -203,11 +253,12 @@ class Ledger:
                               "ORDER BY id DESC LIMIT 1", (tag,)).fetchone()
         return _experiment(row) if row else None
 
-    def find_content(self, tag: str, content_hash: str) -> Experiment | None:
-        """An earlier finished experiment whose editable files were exactly these."""
-        row = self.db.execute("SELECT * FROM experiments WHERE tag = ? AND content_hash = ? AND status IN "
-                              f"({','.join('?' * len(FINISHED))}) ORDER BY id LIMIT 1",
-                              (tag, content_hash, *FINISHED)).fetchone()
+    def find_content(self, tag: str, content_hash: str, statuses: tuple[str, ...] = FINISHED + PENDING,
+                     exclude: int | None = None) -> Experiment | None:
+        """An earlier experiment (finished, queued or running) whose editable files were exactly these."""
+        row = self.db.execute("SELECT * FROM experiments WHERE tag = ? AND content_hash = ? AND id != ? AND status IN "
+                              f"({','.join('?' * len(statuses))}) ORDER BY id LIMIT 1",
+                              (tag, content_hash, exclude or -1, *statuses)).fetchone()
         return _experiment(row) if row else None
 
     def tags(self) -> list[str]:
@@ -217,13 +268,23 @@ class Ledger:
 
     def add_run(self, experiment_id: int, kind: str, status: str, metric: float | None = None,
                 metrics: dict | None = None, wall_s: float | None = None, peak_mem_mb: float | None = None,
-                log_path: str | None = None) -> int:
+                log_path: str | None = None, slot: str | None = None, started_at: float | None = None) -> int:
         cur = self.db.execute(
             "INSERT INTO runs (experiment_id, kind, status, metric, metrics, wall_s, peak_mem_mb, log_path,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_at, slot, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (experiment_id, kind, status, metric, json.dumps(metrics or {}), wall_s, peak_mem_mb, log_path,
-             time.time()))
+             time.time(), slot, started_at))
         return int(cur.lastrowid)
+
+    def supersede_runs(self, experiment_id: int) -> None:
+        """Set aside the runs of an experiment's earlier commit (it was rebased onto a newer best)."""
+        self.db.execute("UPDATE runs SET status = 'superseded' WHERE experiment_id = ? AND status = 'ok'",
+                        (experiment_id,))
+
+    def all_runs(self, tag: str) -> list[Run]:
+        rows = self.db.execute("SELECT r.* FROM runs r JOIN experiments e ON e.id = r.experiment_id "
+                               "WHERE e.tag = ? ORDER BY r.id", (tag,))
+        return [Run(**{**dict(r), "metrics": json.loads(r["metrics"])}) for r in rows]
 
     def runs(self, experiment_id: int) -> list[Run]:
         rows = self.db.execute("SELECT * FROM runs WHERE experiment_id = ? ORDER BY id", (experiment_id,))

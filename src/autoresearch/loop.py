@@ -1,10 +1,15 @@
-"""The research loop: propose → validate → commit in a worktree → run → judge → record → repeat.
+"""The research loop: propose → validate → commit → run → judge → record → repeat.
 
-Crash safety comes from the order of writes. The ledger row exists before anything else happens;
-the experiment's commit is archived under a ref before the ledger names it; the keep/discard
-decision is committed to the ledger before the research branch moves. On start-up, `recover()`
-finishes what a killed process left: running rows become `interrupted`, stale worktrees are
-removed, and the branch is set to the ledger's best.
+Crash safety comes from the order of writes. A proposal is committed and archived under a ref,
+then recorded in the ledger as `queued`, before any run; the keep/discard decision is committed to
+the ledger before the research branch moves. On start-up, `recover()` finishes what a killed
+process left: running rows become `interrupted`, stale worktrees are removed, the branch is set to
+the ledger's best; queued proposals are run by the next `run()`.
+
+Experiments run in parallel on the backend's slots (scheduler.py drives the threads). A proposal
+is made against the best of its time; when another experiment is kept first, it is rebased onto
+the new best (a three-way merge) and run, or re-run, there: a keep always moves the branch from the
+best it was judged against, under one lock, so there are no lost updates and no racing keeps.
 """
 from __future__ import annotations
 
@@ -12,23 +17,24 @@ import fcntl
 import hashlib
 import os
 import re
-import shutil
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from autoresearch import gitops
 from autoresearch.agents.base import Agent, Context, NoProposal, Proposal
-from autoresearch.config import ConfigError, TaskConfig, frozen_files, is_editable
+from autoresearch.backends import Backend, WorkerLost, make_backend
+from autoresearch.config import ConfigError, ParallelConfig, TaskConfig, frozen_files, is_editable
+from autoresearch.execution import FrozenFileError, Outcome, RunSpec
 from autoresearch.judge import check_guards, complexity, decide, pooled_sigma
-from autoresearch.ledger import FINISHED, Experiment, Ledger
-from autoresearch.metrics import MetricError, read_metrics
-from autoresearch.runner import RunResult, clean_env, run_command
+from autoresearch.ledger import FINISHED, PENDING, Experiment, Ledger
 from autoresearch.sandbox import SandboxPolicy, describe, fallback_warning, sandbox_available
+from autoresearch.slots import Slot
 
 MAX_REJECTIONS_IN_A_ROW = 25  # an agent that only produces invalid proposals is stopped
+MAX_REBASES = 3  # a candidate whose best keeps moving while it runs is discarded after this many rebases
+MAX_LOST = 3  # an experiment whose worker dies this many times is given up (interrupted)
 BUDGET_ENV = "AUTORESEARCH_TIME_BUDGET"
 
 
@@ -59,17 +65,26 @@ class Limits:
 class Research:
     policy: SandboxPolicy | None = None
 
-    def __init__(self, config: TaskConfig, agent: Agent, *, tag: str, budget_s: float | None = None,
-                 observer: Observer | None = None, ledger: Ledger | None = None):
-        self.config, self.agent, self.tag = config, agent, tag
+    def __init__(self, config: TaskConfig, agent: Agent | list[Agent], *, tag: str, budget_s: float | None = None,
+                 observer: Observer | None = None, ledger: Ledger | None = None, backend: Backend | None = None,
+                 parallel: ParallelConfig | None = None):
+        self.agents: list[Agent] = list(agent) if isinstance(agent, (list, tuple)) else [agent]
+        if not self.agents:
+            raise ValueError("research needs at least one agent")
+        self.agent = self.agents[0]
+        self.config, self.tag = config, tag
         self.repo = config.root
         self.state = config.state_dir
+        self.parallel = parallel or config.parallel
         self.budget_s = float(budget_s if budget_s is not None else config.budget_s)
         # Keep the config's slack for start-up and evaluation when the budget is overridden.
         self.timeout_s = max(self.budget_s + 30.0, config.timeout_s + self.budget_s - config.budget_s)
         self.observer: Observer = observer or QuietObserver()
         self.ledger = ledger or Ledger(self.state / "ledger.db")
+        self.backend = backend
         self.stop_event = threading.Event()
+        self.lock = threading.RLock()  # admission, rebase, decision and the branch: one at a time
+        self._run_numbers: dict[int, int] = {}
         self._lock_fd: int | None = None
 
     # -- start-up -----------------------------------------------------------------------------
@@ -92,11 +107,10 @@ class Research:
                 self.observer.message("note: uncommitted changes in the task's files are not part of the research; "
                                       "experiments start from the last commit")
         self.base = base
-        frozen = self._hash_frozen(self.repo, base)
-        recorded = self.ledger.get_meta(f"frozen:{self.tag}")
-        if recorded is None:
-            self.ledger.set_meta(f"frozen:{self.tag}", repr(sorted(frozen.items())))
-        self.frozen = frozen
+        self.frozen = {p: gitops.read_file(self.repo, base, p) or "" for p in frozen_files(self.config)}
+        if self.ledger.get_meta(f"frozen:{self.tag}") is None:
+            digests = {p: hashlib.sha256(t.encode()).hexdigest() for p, t in self.frozen.items()}
+            self.ledger.set_meta(f"frozen:{self.tag}", repr(sorted(digests.items())))
         if self.config.search:  # a [search] name that is no constant fails now, not mid-run
             from autoresearch.agents.constants import search_space
             try:
@@ -105,10 +119,22 @@ class Research:
                 raise ConfigError(self.config.path, "search", str(e),
                                   "name only UPPER_CASE constants assigned once to a number") from e
         self.policy = self._sandbox_policy()
+        if self.backend is None:
+            p = self.parallel
+            try:
+                self.backend = make_backend(p.backend, self.repo, self.state, slots=p.slots, address=p.address,
+                                            cpus_per_slot=p.cpus_per_slot, gpus_per_slot=p.gpus_per_slot)
+            except ValueError as e:
+                raise ConfigError(self.config.path, "parallel.backend", str(e), "install it, or use backend = \"local\"")
+        slots = self.backend.slots
+        self.observer.message(f"{len(slots)} slot{'s' * (len(slots) != 1)} on {self.backend.name}: "
+                              f"{', '.join(s.name for s in slots)}; {self.parallel.ahead} proposal(s) ahead per slot")
         if self.config.setup:
             self._setup()
 
     def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
         self.ledger.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -159,11 +185,13 @@ class Research:
         return policy
 
     def _setup(self) -> None:
+        from autoresearch.runner import clean_env, run_command
+
         self.observer.message(f"setup: {self.config.setup}")
         path = self.state / "worktrees" / "setup"
         gitops.add_worktree(self.repo, path, self.base)
         try:
-            result = run_command(self.config.setup, path, env=self._env(), timeout_s=max(self.timeout_s, 3600),
+            result = run_command(self.config.setup, path, env=clean_env(self._env()), timeout_s=max(self.timeout_s, 3600),
                                  log_path=self.state / "logs" / "setup.log", log_cap_bytes=self.config.log_cap_bytes,
                                  on_output=self.observer.output, should_stop=self.stop_event.is_set)
         finally:
@@ -175,101 +203,109 @@ class Research:
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self, limits: Limits | None = None) -> int:
-        """Run experiments until a limit, a stop request or the agent runs dry; returns runs made."""
-        limits = limits or Limits()
-        deadline = time.time() + limits.max_hours * 3600 if limits.max_hours else None
-        runs = rejections = 0
-        while not self.stop_event.is_set():
-            if limits.max_experiments is not None and runs >= limits.max_experiments:
-                break
-            if deadline and time.time() >= deadline:
-                self.observer.message("time limit reached")
-                break
-            exp = self.step()
-            if exp is None:
-                break
-            if exp.status == "rejected":
-                rejections += 1
-                if rejections >= MAX_REJECTIONS_IN_A_ROW:
-                    raise ResearchError(f"agent {self.agent.name} produced {rejections} invalid proposals "
-                                        f"in a row; last: {exp.reason}")
-                continue
-            rejections = 0
-            runs += 1
-        return runs
+        """Run experiments on every slot until a limit, a stop request or the agents run dry;
+        returns the runs made (rejected proposals are not runs)."""
+        from autoresearch.scheduler import Scheduler
+
+        return Scheduler(self, limits or Limits()).run()
 
     def step(self) -> Experiment | None:
-        """One experiment: the baseline first, then the agent's proposals."""
-        best = self.ledger.best(self.tag)
-        if best is None:
-            return self._baseline()
-        ctx = self.context(best)
-        try:
-            proposal = self.agent.propose(ctx)
-        except NoProposal as e:
-            self.observer.message(f"agent {self.agent.name} has nothing more to propose: {e}")
-            return None
-        return self.try_proposal(proposal, best, ctx.files)
+        """One experiment, start to end, on the first slot: the baseline first, then a proposal."""
+        slot = self.slots[0]
+        if self.ledger.best(self.tag) is None:
+            return self.baseline(slot)
+        exp = self.propose(self.agent)
+        if exp is None or exp.status == "rejected":
+            return exp
+        return self.process(exp.id, slot)
+
+    @property
+    def slots(self) -> list[Slot]:
+        assert self.backend is not None, "call open() first"
+        return self.backend.slots
 
     def context(self, best: Experiment) -> Context:
         program_text = gitops.read_file(self.repo, best.commit or self.base, self.config.program) or ""
+        pending = self.ledger.experiments(self.tag, PENDING)
+        claimed = {e.idea_id for e in pending}  # an idea being tried is not offered again
         return Context(config=self.config, program=program_text, files=self.editable_at(best.commit or self.base),
-                       history=self.ledger.experiments(self.tag, FINISHED), ideas=self.ledger.ideas("open"),
-                       best=best, tag=self.tag, notebook=self.state / "notebooks" / f"{self.tag}.md")
+                       history=self.ledger.experiments(self.tag, FINISHED),
+                       ideas=[i for i in self.ledger.ideas("open") if i.id not in claimed],
+                       best=best, tag=self.tag, notebook=self.state / "notebooks" / f"{self.tag}.md", pending=pending)
 
     def editable_at(self, commit: str) -> dict[str, str]:
         paths = [p for p in gitops.list_files(self.repo, commit) if is_editable(self.config, p)]
         return gitops.read_files(self.repo, commit, paths)
 
-    def _baseline(self) -> Experiment:
+    def baseline(self, slot: Slot) -> Experiment:
+        """Run the unmodified research base; its runs also give the first noise estimate."""
         files = self.editable_at(self.base)
         exp_id = self.ledger.start_experiment(tag=self.tag, parent_commit=self.base, agent="baseline",
                                               description="baseline", params=_params(self.config, files))
-        self.ledger.update(exp_id, commit=self.base, content_hash=_content_hash(files))
+        self.ledger.update(exp_id, commit=self.base, content_hash=_content_hash(files), slot=slot.name)
         gitops.update_ref(self.repo, gitops.archive_ref(self.tag, exp_id), self.base)
-        exp = self._run(exp_id, self.base, best=None)
+        try:
+            status, reason, values, fields = self._measure(self.ledger.get(exp_id), None, slot)
+        except WorkerLost as e:
+            status, reason, values, fields = "interrupted", f"worker lost: {e}", [], {}
+        exp = self._finish(exp_id, status, reason, None, values, fields)
         if exp.status not in ("keep", "interrupted"):
             raise ResearchError(f"the baseline (unmodified {self.base[:9]}) did not produce a metric: "
                                 f"{exp.status}: {exp.reason}\nlog: {exp.log_path}\n{exp.log_tail}")
         return exp
 
-    def try_proposal(self, proposal: Proposal, best: Experiment, files: dict[str, str]) -> Experiment:
-        parent = best.commit or self.base
-        if proposal.parent_id is not None:  # e.g. a fix for a crashed experiment, built on its commit
-            base_exp = self.ledger.get(proposal.parent_id)
-            if base_exp and base_exp.tag == self.tag and base_exp.commit:
-                parent, files = base_exp.commit, self.editable_at(base_exp.commit)
-        edits = {p: c for p, c in proposal.edits.items() if files.get(p) != c}
-        new_files = {**files, **edits}
-        params = proposal.params or _params(self.config, new_files)
-        exp_id = self.ledger.start_experiment(tag=self.tag, parent_commit=parent, agent=self.agent.name,
-                                              description=_one_line(proposal.description),
-                                              idea_id=proposal.idea_id, params=params, info=proposal.info)
-        problem = proposal.info.get("reject_reason") or self.validate(proposal.edits, edits)
-        digest = _content_hash(new_files)
-        earlier = None if problem else self.ledger.find_content(self.tag, digest)
-        if earlier is not None:  # the same change again: its result is already known
-            problem = f"duplicate of experiment #{earlier.id} ({earlier.status}): same editable files"
-        self.ledger.update(exp_id, content_hash=digest)
-        if problem:
-            self.ledger.finish(exp_id, "rejected", reason=problem)
-            exp = self.ledger.get(exp_id)
-            self.observer.finished(exp, best)
-            return exp
-        worktree = self.state / "worktrees" / f"exp-{exp_id}"
+    # -- proposals ----------------------------------------------------------------------------
+
+    def propose(self, agent: Agent) -> Experiment | None:
+        """Ask `agent` for a proposal against the current best and admit it; None when it has none."""
+        best = self.ledger.best(self.tag)
+        assert best is not None, "the baseline comes first"
+        ctx = self.context(best)
         try:
-            gitops.add_worktree(self.repo, worktree, parent)
-            commit = gitops.commit_edits(worktree, edits, f"{_one_line(proposal.description)}\n\n"
-                                         f"autoresearch experiment {exp_id} ({self.agent.name})")
-            gitops.update_ref(self.repo, gitops.archive_ref(self.tag, exp_id), commit)
-            stat = gitops.diff_stat(self.repo, parent, commit)
-            self.ledger.update(exp_id, commit=commit, files_changed=stat.files_changed,
-                               insertions=stat.insertions, deletions=stat.deletions)
-            lines_delta = sum(complexity(c) for c in edits.values()) - sum(complexity(files.get(p, "")) for p in edits)
-            self.ledger.update(exp_id, lines_delta=lines_delta)
-            return self._run(exp_id, commit, best, worktree=worktree, lines_delta=lines_delta)
-        finally:
-            gitops.remove_worktree(self.repo, worktree)
+            proposal = agent.propose(ctx)
+        except NoProposal as e:
+            self.observer.message(f"agent {agent.name} has nothing more to propose: {e}")
+            return None
+        return self.admit(proposal, agent.name, best, ctx.files)
+
+    def admit(self, proposal: Proposal, agent_name: str, best: Experiment, files: dict[str, str]) -> Experiment:
+        """Validate a proposal and, if it may run, commit it and queue it; else record it as rejected."""
+        with self.lock:
+            parent = best.commit or self.base
+            if proposal.parent_id is not None:  # e.g. a fix for a crashed experiment, built on its commit
+                base_exp = self.ledger.get(proposal.parent_id)
+                if base_exp and base_exp.tag == self.tag and base_exp.commit:
+                    parent, files = base_exp.commit, self.editable_at(base_exp.commit)
+            edits = {p: c for p, c in proposal.edits.items() if files.get(p) != c}
+            new_files = {**files, **edits}
+            exp_id = self.ledger.start_experiment(tag=self.tag, parent_commit=parent, agent=agent_name,
+                                                  description=_one_line(proposal.description), status="queued",
+                                                  idea_id=proposal.idea_id, info=proposal.info,
+                                                  params=proposal.params or _params(self.config, new_files))
+            digest = _content_hash(new_files)
+            self.ledger.update(exp_id, base_commit=best.commit or self.base, content_hash=digest)
+            problem = proposal.info.get("reject_reason") or self.validate(proposal.edits, edits) \
+                or self._duplicate(digest, exp_id)
+            if problem:
+                return self._finish(exp_id, "rejected", problem, best)
+            commit = gitops.commit_files(self.repo, parent, edits, f"{_one_line(proposal.description)}\n\n"
+                                         f"autoresearch experiment {exp_id} ({agent_name})\n")
+            self._record_commit(exp_id, parent, commit, files, edits)
+            return self.ledger.get(exp_id)
+
+    def _duplicate(self, digest: str, exp_id: int) -> str | None:
+        earlier = self.ledger.find_content(self.tag, digest, exclude=exp_id)
+        if earlier is None:
+            return None
+        return f"duplicate of experiment #{earlier.id} ({earlier.status}): same editable files"
+
+    def _record_commit(self, exp_id: int, parent: str, commit: str, files: dict[str, str],
+                       edits: dict[str, str]) -> None:
+        gitops.update_ref(self.repo, gitops.archive_ref(self.tag, exp_id), commit)
+        stat = gitops.diff_stat(self.repo, parent, commit)
+        lines_delta = sum(complexity(c) for c in edits.values()) - sum(complexity(files.get(p, "")) for p in edits)
+        self.ledger.update(exp_id, parent_commit=parent, commit=commit, files_changed=stat.files_changed,
+                           insertions=stat.insertions, deletions=stat.deletions, lines_delta=lines_delta)
 
     def validate(self, proposed: dict[str, str], edits: dict[str, str]) -> str | None:
         """Why a proposal cannot be run, or None. No run is spent on an invalid proposal."""
@@ -288,48 +324,131 @@ class Research:
                     return f"syntax error in {path} line {e.lineno}: {e.msg}"
         return None
 
-    def _run(self, exp_id: int, commit: str, best: Experiment | None, worktree: Path | None = None,
-             lines_delta: int = 0) -> Experiment:
-        """Run an experiment as often as the judge needs, decide, and record the decision durably."""
-        first = self._execute(exp_id, commit, "primary", worktree)
+    def _rebase(self, exp: Experiment, best: Experiment) -> tuple[str, str] | None:
+        """Move a stale candidate onto the current best (called under the lock); (status, reason) when
+        it cannot run there."""
+        assert exp.commit and exp.base_commit and best.commit
+        merged, conflicts = gitops.merge_onto(self.repo, exp.base_commit, best.commit, exp.commit)
+        if conflicts:
+            return "discard", (f"discard: conflicts with #{best.id} ({_one_line(best.description)[:60]}), kept since "
+                               f"it was proposed, in {', '.join(conflicts)}")
+        if not merged:
+            return "rejected", f"nothing left to try: its change is already in the best (#{best.id})"
+        files = self.editable_at(best.commit)
+        digest = _content_hash({**files, **merged})
+        self.ledger.update(exp.id, content_hash=digest)
+        duplicate = self._duplicate(digest, exp.id)
+        if duplicate:
+            return "rejected", f"after rebasing onto #{best.id}: {duplicate}"
+        subject = gitops.git(self.repo, "log", "-1", "--format=%B", exp.commit)
+        commit = gitops.commit_files(self.repo, best.commit, merged,
+                                     f"{subject}\nrebased from {exp.commit[:9]} onto #{best.id}\n")
+        rebased = [*exp.info.get("rebased", []), {"from": exp.commit, "onto": best.id}]
+        self._record_commit(exp.id, best.commit, commit, files, merged)
+        self.ledger.update(exp.id, base_commit=best.commit, info={**exp.info, "rebased": rebased})
+        self.observer.message(f"#{exp.id} rebased onto #{best.id} (kept since it was proposed)")
+        return None
+
+    # -- running and judging ------------------------------------------------------------------
+
+    def process(self, exp_id: int, slot: Slot) -> Experiment:
+        """Run a queued experiment on `slot` until it is decided (or re-queued: its worker was lost).
+
+        A candidate judged a keep against a best that has moved on meanwhile is rebased onto the new
+        best and re-run there (or, with `rerun_rebased = false`, judged against it on what it measured).
+        """
+        for _ in range(MAX_REBASES + 1):
+            with self.lock:
+                best = self.ledger.best(self.tag)
+                exp = self.ledger.get(exp_id)
+                assert best is not None and exp is not None and exp.status == "queued", (exp_id, exp and exp.status)
+                if exp.base_commit != best.commit:
+                    problem = self._rebase(exp, best)
+                    if problem:
+                        return self._finish(exp_id, *problem, best)
+                    exp = self.ledger.get(exp_id)
+                self.ledger.update(exp_id, status="running", slot=slot.name)
+            try:
+                status, reason, values, fields = self._measure(exp, best, slot)
+            except WorkerLost as e:
+                return self._requeue(exp_id, e)
+            with self.lock:
+                current = self.ledger.best(self.tag)
+                if status != "keep" or current.id == best.id:
+                    return self._finish(exp_id, status, reason, best, values, fields, reestimate=True)
+                self.observer.message(f"#{exp_id} beat #{best.id}, but #{current.id} was kept meanwhile")
+                if not self.parallel.rerun_rebased:
+                    problem = self._rebase(self.ledger.get(exp_id), current)
+                    if problem:
+                        return self._finish(exp_id, *problem, current)
+                    status, reason = self._judge_measured(exp_id, values, current)
+                    return self._finish(exp_id, status, reason, current, values, fields, reestimate=True)
+                self.ledger.supersede_runs(exp_id)  # measured on the old base: set aside, run again
+                self.ledger.update(exp_id, status="queued")
+        with self.lock:
+            return self._finish(exp_id, "discard", f"discard: the best moved {MAX_REBASES + 1} times while it ran",
+                                self.ledger.best(self.tag))
+
+    def _requeue(self, exp_id: int, error: Exception) -> Experiment:
+        with self.lock:
+            exp = self.ledger.get(exp_id)
+            lost = int(exp.info.get("lost", 0)) + 1
+            if lost > MAX_LOST:
+                return self._finish(exp_id, "interrupted", f"its worker was lost {lost} times; last: {error}",
+                                    self.ledger.best(self.tag))
+            self.ledger.supersede_runs(exp_id)
+            self.ledger.update(exp_id, status="queued", info={**exp.info, "lost": lost},
+                               reason=f"re-queued: its worker was lost ({error})")
+            self.observer.message(f"#{exp_id} re-queued: its worker was lost ({error})")
+            return self.ledger.get(exp_id)
+
+    def _finish(self, exp_id: int, status: str, reason: str, best: Experiment | None, values: list[float] = (),
+                fields: dict[str, Any] | None = None, reestimate: bool = False) -> Experiment:
+        """Record a decision durably, then move the branch (a keep) and tell the observer."""
+        with self.lock:
+            fields = dict(fields or {})
+            if values:
+                fields["metric"] = _mean(list(values))
+            self.ledger.finish(exp_id, status, reason=reason, **fields)  # durable before the branch moves
+            exp = self.ledger.get(exp_id)
+            if status == "keep":
+                gitops.update_ref(self.repo, gitops.branch_ref(self.tag), exp.commit, best.commit if best else None)
+            if exp.idea_id is not None and status in FINISHED:
+                self.ledger.mark_idea(exp.idea_id, exp_id, exp.reason)
+            self.write_results()
+            self.observer.finished(exp, self.ledger.best(self.tag))
+            keeps = len(self.ledger.experiments(self.tag, ("keep",)))
+        every = self.config.judge.reestimate_every
+        if reestimate and status == "keep" and every and keeps > 1 and (keeps - 1) % every == 0:
+            self.observer.message(f"re-measuring the noise on the best (#{exp_id})")
+            if self._repeat(exp_id, exp.commit, "noise", self.config.judge.noise_runs - 1, self.slots[0]):
+                self.ledger.update(exp_id, metric=_mean(self.ledger.run_values(exp_id)))
+                exp = self.ledger.get(exp_id)
+        return exp
+
+    def _measure(self, exp: Experiment, best: Experiment | None, slot: Slot) -> tuple[str, str, list[float], dict]:
+        """Run an experiment as often as the judge needs: (status, reason, metric values, fields)."""
+        first = self._execute(exp.id, exp.commit, "primary", slot)
         fields: dict[str, Any] = dict(first.fields)
         values = [first.metric] if first.status == "ok" else []
         if first.status != "ok":
             status, reason = first.failure
         elif best is None or best.metric is None:
-            values += self._repeat(exp_id, commit, "noise", self.config.judge.noise_runs - 1)
+            values += self._repeat(exp.id, exp.commit, "noise", self.config.judge.noise_runs - 1, slot)
             status, reason = "keep", f"baseline: {self.config.metric.name} {_mean(values):.6g}" + _spread(values)
         else:
-            status, reason, values = self._decide(exp_id, commit, best, first, lines_delta)
-        if values:
-            fields["metric"] = _mean(values)
-        self.ledger.finish(exp_id, status, reason=reason, **fields)  # durable before the branch moves
-        if status == "keep":
-            gitops.update_ref(self.repo, gitops.branch_ref(self.tag), commit, best.commit if best else None)
-        exp = self.ledger.get(exp_id)
-        if exp.idea_id is not None and status in FINISHED:
-            self.ledger.mark_idea(exp.idea_id, exp_id, exp.reason)
-        self.write_results()
-        self.observer.finished(exp, self.ledger.best(self.tag))
-        keeps = len(self.ledger.experiments(self.tag, ("keep",)))
-        every = self.config.judge.reestimate_every
-        if status == "keep" and best is not None and every and keeps > 1 and (keeps - 1) % every == 0:
-            self.observer.message(f"re-measuring the noise on the best (#{exp_id})")
-            more = self._repeat(exp_id, commit, "noise", self.config.judge.noise_runs - 1)
-            if more:
-                self.ledger.update(exp_id, metric=_mean(self.ledger.run_values(exp_id)))
-                exp = self.ledger.get(exp_id)
-        return exp
+            status, reason, values = self._decide(exp.id, exp.commit, best, first, exp.lines_delta, slot)
+        return status, reason, values, fields
 
-    def _decide(self, exp_id: int, commit: str, best: Experiment, first: "_Outcome",
-                lines_delta: int) -> tuple[str, str, list[float]]:
+    def _decide(self, exp_id: int, commit: str, best: Experiment, first: Outcome,
+                lines_delta: int, slot: Slot) -> tuple[str, str, list[float]]:
         """Keep/discard with noise-aware statistics, re-running candidate and best when uncertain."""
         violation = check_guards(self.config.guards, first.metrics, self._baseline_metrics())
         if violation:
             return "discard", f"discard: {violation}", [first.metric]
         cfg, values = self.config.judge, [first.metric]
-        best_values = self.ledger.run_values(best.id) or [best.metric]
         while True:
+            best_values = self.ledger.run_values(best.id) or [best.metric]
             sigma, dof = pooled_sigma(self.ledger.run_groups(self.tag))
             decision = decide(self.config.metric, cfg, values, best_values, sigma, dof, lines_delta,
                               confirmations_left=cfg.max_confirm - (len(values) - 1))
@@ -340,13 +459,21 @@ class Research:
             if decision.action != "confirm":
                 return decision.status, decision.reason, values
             self.observer.message(f"#{exp_id} {decision.reason}")
-            more = self._repeat(exp_id, commit, "confirm", 1)
+            more = self._repeat(exp_id, commit, "confirm", 1, slot)
             if not more:
                 return "discard", f"discard: a confirmation run failed or was stopped; {decision.reason}", values
             values += more
             if len(best_values) < len(values) + 2:  # the best's mean gets sharper too
-                best_values += self._repeat(best.id, best.commit or self.base, "confirm", 1)
-                self.ledger.update(best.id, metric=_mean(best_values))
+                if self._repeat(best.id, best.commit or self.base, "confirm", 1, slot):
+                    self.ledger.update(best.id, metric=_mean(self.ledger.run_values(best.id)))
+
+    def _judge_measured(self, exp_id: int, values: list[float], best: Experiment) -> tuple[str, str]:
+        """The decision on values measured on an older base, against `best` (no more runs)."""
+        exp = self.ledger.get(exp_id)
+        sigma, dof = pooled_sigma(self.ledger.run_groups(self.tag))
+        decision = decide(self.config.metric, self.config.judge, values, self.ledger.run_values(best.id) or
+                          [best.metric], sigma, dof, exp.lines_delta, confirmations_left=0)
+        return decision.status, f"{decision.reason} (measured before rebasing onto #{best.id})"
 
     def _heldout_flag(self, metrics: dict[str, float], best_metrics: dict[str, float]) -> str | None:
         """Why a candidate that improves the metric is suspect on the held-out split, or None."""
@@ -361,112 +488,43 @@ class Research:
             return f"held-out {name} {cand:.6g} is worse than the best's {best:.6g} by more than {tol:g}"
         return None
 
-    def _repeat(self, exp_id: int, commit: str, kind: str, times: int) -> list[float]:
+    def _repeat(self, exp_id: int, commit: str, kind: str, times: int, slot: Slot) -> list[float]:
         values = []
         for _ in range(max(0, times)):
             if self.stop_event.is_set():
                 break
-            outcome = self._execute(exp_id, commit, kind)
+            outcome = self._execute(exp_id, commit, kind, slot)
             if outcome.status != "ok":
                 break
             values.append(outcome.metric)
         return values
 
-    def _execute(self, exp_id: int, commit: str, kind: str, worktree: Path | None = None) -> "_Outcome":
-        """One run of a commit in a clean worktree, recorded in the ledger's runs table."""
-        n = len(self.ledger.runs(exp_id))
-        own_worktree = worktree is None
-        worktree = worktree or gitops.add_worktree(self.repo, self.state / "worktrees" / f"exp-{exp_id}-{n}", commit)
+    def _execute(self, exp_id: int, commit: str, kind: str, slot: Slot) -> Outcome:
+        """One run of a commit on a slot, recorded in the ledger's runs table."""
+        with self.lock:  # several slots may re-run the same best at once: each run gets its own number
+            n = max(len(self.ledger.runs(exp_id)), self._run_numbers.get(exp_id, 0))
+            self._run_numbers[exp_id] = n + 1
+        exp = self.ledger.get(exp_id)
+        if kind != "primary":
+            exp.description = f"{exp.description} ({kind} run {n + 1})"
+        exp.slot = slot.name
+        spec = RunSpec(exp_id=exp_id, n=n, kind=kind, commit=commit, command=self.config.run, env=self._env(exp_id),
+                       timeout_s=self.timeout_s, log_name=f"{self.tag}/{exp_id}{'' if n == 0 else f'.{n}'}.log",
+                       log_cap_bytes=self.config.log_cap_bytes, metric=self.config.metric, frozen=self.frozen,
+                       evaluate=self.config.evaluate, sandbox=self.policy, setup=self.config.setup)
+        self.observer.started(exp, self.budget_s)
+        started = time.time()
         try:
-            tampered = self._check_frozen(worktree)
-            if tampered:
-                raise ResearchError(f"frozen file {tampered} differs from the research base in {commit[:9]}")
-            exp = self.ledger.get(exp_id)
-            if kind != "primary":
-                exp.description = f"{exp.description} ({kind} run {n + 1})"
-            self.observer.started(exp, self.budget_s)
-            suffix = "" if n == 0 else f".{n}"
-            result = run_command(self.config.run, worktree, env=self._env(exp_id), timeout_s=self.timeout_s,
-                                 log_path=self.state / "logs" / self.tag / f"{exp_id}{suffix}.log",
-                                 log_cap_bytes=self.config.log_cap_bytes, on_output=self.observer.output,
-                                 should_stop=self.stop_event.is_set, sandbox=self.policy)
-            outcome = self._outcome(result, worktree)
-            modified = self._check_frozen(worktree)
-            if modified and outcome.status == "ok":
-                outcome.status, outcome.failure = "tampered", ("discard", f"discard: the run modified frozen file {modified}")
-            if outcome.status == "ok" and self.config.evaluate.command:
-                self._trusted_evaluation(exp_id, n, worktree, outcome)
-        finally:
-            if own_worktree:
-                gitops.remove_worktree(self.repo, worktree)
+            outcome = self.backend.run(spec, slot, on_output=self.observer.output, should_stop=self.stop_event.is_set)
+        except FrozenFileError as e:
+            raise ResearchError(str(e)) from None
+        except WorkerLost:
+            self.ledger.add_run(exp_id, kind, "lost", slot=slot.name, started_at=started)
+            raise
         self.ledger.add_run(exp_id, kind, "ok" if outcome.status == "ok" else outcome.status, outcome.metric,
-                            outcome.metrics, result.wall_s, outcome.fields.get("peak_mem_mb"), str(result.log_path))
+                            outcome.metrics, outcome.fields.get("wall_s"), outcome.fields.get("peak_mem_mb"),
+                            outcome.fields.get("log_path"), slot=slot.name, started_at=started)
         return outcome
-
-    def _trusted_evaluation(self, exp_id: int, n: int, worktree: Path, outcome: "_Outcome") -> None:
-        """Re-measure with the frozen evaluator, outside the experiment's reach.
-
-        The evaluator runs from a fresh folder holding only the frozen files of the research base
-        (so nothing the experiment wrote can shadow its imports), reads the experiment's artifacts
-        from $AUTORESEARCH_RUN_DIR, and its metrics replace what the experiment printed.
-        """
-        trusted = self.state / "trusted" / f"{exp_id}-{n}"
-        if trusted.exists():
-            shutil.rmtree(trusted)
-        trusted.mkdir(parents=True)
-        try:
-            for path in self.frozen:
-                target = trusted / path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(gitops.read_file(self.repo, self.base, path) or "")
-            suffix = "" if n == 0 else f".{n}"
-            env = {**self._env(exp_id), "AUTORESEARCH_RUN_DIR": str(worktree)}
-            policy = None if self.policy is None else SandboxPolicy(
-                network=False, readable=(*self.policy.readable, *self.policy.hidden, worktree),
-                writable=(), hidden=())
-            result = run_command(self.config.evaluate.command, trusted, env=env, timeout_s=self.config.evaluate.timeout_s,
-                                 log_path=self.state / "logs" / self.tag / f"{exp_id}{suffix}.eval.log",
-                                 log_cap_bytes=self.config.log_cap_bytes, should_stop=self.stop_event.is_set,
-                                 sandbox=policy)
-            text = Path(result.log_path).read_text(errors="replace")
-            metrics = read_metrics(text, self.config.metric, trusted) if result.status == "ok" else None
-        except MetricError as e:
-            metrics, result.log_tail = None, f"{e}\n{result.log_tail}"
-        finally:
-            shutil.rmtree(trusted, ignore_errors=True)
-        if metrics is None:
-            outcome.status = "crash"
-            outcome.failure = ("crash", f"trusted evaluation failed ({result.status}): {result.log_tail[-300:]}")
-            return
-        name = self.config.metric.name
-        claimed = outcome.metrics.get(name)
-        outcome.metrics.update(metrics)
-        if claimed is not None and claimed != metrics[name]:
-            outcome.metrics[f"claimed_{name}"] = claimed  # what the experiment printed, for the record
-        outcome.metric = metrics[name]
-        outcome.fields["metrics"] = outcome.metrics
-
-    def _outcome(self, result: RunResult, worktree: Path) -> "_Outcome":
-        fields: dict[str, Any] = dict(exit_code=result.exit_code, wall_s=result.wall_s,
-                                      peak_mem_mb=result.peak_mem_mb, log_path=str(result.log_path),
-                                      log_tail=result.log_tail)
-        if result.status == "stopped":
-            return _Outcome("stopped", fields, failure=("interrupted", "stopped by the user"))
-        if result.status == "timeout":
-            return _Outcome("timeout", fields, failure=("timeout", f"killed after the {self.timeout_s:g}s hard timeout"))
-        output = Path(result.log_path).read_text(errors="replace")
-        try:
-            metrics, missing = read_metrics(output, self.config.metric, worktree), None
-        except MetricError as e:
-            metrics, missing = {}, str(e)
-        fields["metrics"] = metrics
-        if "peak_memory_mb" in metrics:
-            fields["peak_mem_mb"] = metrics["peak_memory_mb"]
-        if result.status == "crash":
-            return _Outcome("crash", fields, metrics=metrics, failure=("crash", f"exit code {result.exit_code}"))
-        if missing:
-            return _Outcome("crash", fields, metrics=metrics, failure=("crash", f"no metric: {missing}"))
-        return _Outcome("ok", fields, metric=metrics[self.config.metric.name], metrics=metrics)
 
     def _baseline_metrics(self) -> dict[str, float] | None:
         for exp in self.ledger.experiments(self.tag, ("keep",)):
@@ -476,38 +534,15 @@ class Research:
     # -- helpers ------------------------------------------------------------------------------
 
     def _env(self, exp_id: int | None = None) -> dict[str, str]:
+        """What the run gets on top of its worker's own (secret-free) environment."""
         extra = {**self.config.env, BUDGET_ENV: f"{self.budget_s:g}"}
         if exp_id is not None:
             extra["AUTORESEARCH_EXPERIMENT_ID"] = str(exp_id)
-        return clean_env(extra)
-
-    def _hash_frozen(self, repo: Path, commit: str) -> dict[str, str]:
-        out = {}
-        for path in frozen_files(self.config):
-            text = gitops.read_file(repo, commit, path)
-            out[path] = hashlib.sha256((text or "").encode()).hexdigest()
-        return out
-
-    def _check_frozen(self, worktree: Path) -> str | None:
-        """The first frozen file whose content differs from the research base, or None."""
-        for path, digest in self.frozen.items():
-            file = worktree / path
-            data = file.read_bytes().decode("utf-8", errors="replace") if file.exists() else ""
-            if hashlib.sha256(data.encode()).hexdigest() != digest:
-                return path
-        return None
+        return extra
 
     def write_results(self) -> None:
-        self.ledger.write_results_tsv(self.repo / "results.tsv", self.tag, self.config.metric.name)
-
-
-@dataclass
-class _Outcome:
-    status: str  # ok | crash | timeout | stopped | tampered
-    fields: dict[str, Any]
-    metric: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    failure: tuple[str, str] = ("crash", "")  # (experiment status, reason) when not ok
+        with self.lock:
+            self.ledger.write_results_tsv(self.repo / "results.tsv", self.tag, self.config.metric.name)
 
 
 def expand_path(text: str) -> str:

@@ -24,6 +24,7 @@ class Context:
     best: Experiment | None  # the experiment the branch is at (None before the baseline)
     tag: str = ""  # the research run
     notebook: Path | None = None  # the lab notebook of this research run (agents may append to it)
+    pending: list[Experiment] = field(default_factory=list)  # queued or running: results not known yet
 
 
 @dataclass

@@ -64,7 +64,8 @@ class SearchState:
         if not space:
             raise NoProposal("no searchable constants: the editable files have no module-level "
                              "UPPER_CASE numeric constants (or [search] names none)")
-        return cls(ctx.config, ctx.files, space, file_constants(ctx.config, ctx.files), ctx.history)
+        # What is queued or running counts as tried: proposing it again would waste a slot.
+        return cls(ctx.config, ctx.files, space, file_constants(ctx.config, ctx.files), [*ctx.history, *ctx.pending])
 
     def key(self, values: dict[str, Number]) -> tuple:
         return tuple(values[n] for n in self.names)

@@ -1,0 +1,158 @@
+"""One run of one experiment commit, in a folder that holds the commit's files: the part that can
+happen on any machine.
+
+The coordinator (loop.py) describes a run as a `RunSpec`: plain data, so it can travel to another
+machine (backends.py). `run_in_folder` checks the frozen files, runs the command under the budget
+with secrets stripped, reads the metric, re-measures it with the trusted evaluator when the task has
+one, checks the frozen files again, and returns an `Outcome`. It never touches the ledger or git.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from autoresearch.config import EvaluateConfig, MetricSpec
+from autoresearch.metrics import MetricError, read_metrics
+from autoresearch.runner import RunResult, clean_env, run_command
+from autoresearch.sandbox import SandboxPolicy
+
+RUN_DIR_ENV = "AUTORESEARCH_RUN_DIR"
+
+
+class FrozenFileError(RuntimeError):
+    """The commit to run already differs from the research base in a frozen file."""
+
+
+@dataclass
+class RunSpec:
+    """Everything needed to run one experiment commit, on this machine or another."""
+
+    exp_id: int
+    n: int  # the experiment's run number: 0 is the primary run, then noise/confirmation re-runs
+    kind: str  # primary | noise | confirm
+    commit: str
+    command: str
+    env: dict[str, str]  # added to the worker's own (secret-free) environment
+    timeout_s: float
+    log_name: str  # relative to the logs folder, e.g. "<tag>/12.1.log"
+    log_cap_bytes: int
+    metric: MetricSpec
+    frozen: dict[str, str] = field(default_factory=dict)  # path -> content at the research base
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    sandbox: SandboxPolicy | None = None
+    setup: str | None = None  # for workers on other machines: prepared once per node
+
+    @property
+    def eval_log_name(self) -> str:
+        return self.log_name.removesuffix(".log") + ".eval.log"
+
+
+@dataclass
+class Outcome:
+    status: str  # ok | crash | timeout | stopped | tampered
+    fields: dict[str, Any]  # exit_code, wall_s, peak_mem_mb, log_path, log_tail, metrics
+    metric: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    failure: tuple[str, str] = ("crash", "")  # (experiment status, reason) when not ok
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    logs: dict[str, str] = field(default_factory=dict)  # log name -> text, from workers on other machines
+
+
+def run_in_folder(spec: RunSpec, folder: Path, log_dir: Path, *, on_output: Callable[[str], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> Outcome:
+    """Run `spec` in `folder` (the commit's files, writable); logs go under `log_dir`."""
+    started = time.time()
+    tampered = check_frozen(spec.frozen, folder)
+    if tampered:
+        raise FrozenFileError(f"frozen file {tampered} differs from the research base in {spec.commit[:9]}")
+    result = run_command(spec.command, folder, env=clean_env(spec.env), timeout_s=spec.timeout_s,
+                         log_path=log_dir / spec.log_name, log_cap_bytes=spec.log_cap_bytes, on_output=on_output,
+                         should_stop=should_stop, sandbox=spec.sandbox)
+    outcome = _outcome(spec, result, folder)
+    modified = check_frozen(spec.frozen, folder)
+    if modified and outcome.status == "ok":
+        outcome.status, outcome.failure = "tampered", ("discard", f"discard: the run modified frozen file {modified}")
+    if outcome.status == "ok" and spec.evaluate.command:
+        _trusted_evaluation(spec, folder, log_dir, outcome, should_stop)
+    outcome.started_at, outcome.ended_at = started, time.time()
+    return outcome
+
+
+def check_frozen(frozen: dict[str, str], folder: Path) -> str | None:
+    """The first frozen file whose content in `folder` differs from `frozen`, or None."""
+    for path, content in frozen.items():
+        file = folder / path
+        data = file.read_bytes().decode("utf-8", errors="replace") if file.exists() else ""
+        if _sha(data) != _sha(content):
+            return path
+    return None
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _outcome(spec: RunSpec, result: RunResult, folder: Path) -> Outcome:
+    fields: dict[str, Any] = dict(exit_code=result.exit_code, wall_s=result.wall_s, peak_mem_mb=result.peak_mem_mb,
+                                  log_path=str(result.log_path), log_tail=result.log_tail)
+    if result.status == "stopped":
+        return Outcome("stopped", fields, failure=("interrupted", "stopped by the user"))
+    if result.status == "timeout":
+        return Outcome("timeout", fields, failure=("timeout", f"killed after the {spec.timeout_s:g}s hard timeout"))
+    output = Path(result.log_path).read_text(errors="replace")
+    try:
+        metrics, missing = read_metrics(output, spec.metric, folder), None
+    except MetricError as e:
+        metrics, missing = {}, str(e)
+    fields["metrics"] = metrics
+    if "peak_memory_mb" in metrics:
+        fields["peak_mem_mb"] = metrics["peak_memory_mb"]
+    if result.status == "crash":
+        return Outcome("crash", fields, metrics=metrics, failure=("crash", f"exit code {result.exit_code}"))
+    if missing:
+        return Outcome("crash", fields, metrics=metrics, failure=("crash", f"no metric: {missing}"))
+    return Outcome("ok", fields, metric=metrics[spec.metric.name], metrics=metrics)
+
+
+def _trusted_evaluation(spec: RunSpec, folder: Path, log_dir: Path, outcome: Outcome,
+                        should_stop: Callable[[], bool] | None) -> None:
+    """Re-measure with the frozen evaluator, outside the experiment's reach.
+
+    The evaluator runs from a fresh folder holding only the frozen files of the research base
+    (so nothing the experiment wrote can shadow its imports), reads the experiment's artifacts
+    from $AUTORESEARCH_RUN_DIR, and its metrics replace what the experiment printed.
+    """
+    trusted = Path(tempfile.mkdtemp(prefix=f"trusted-{spec.exp_id}-{spec.n}-", dir=log_dir))
+    try:
+        for path, content in spec.frozen.items():
+            target = trusted / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+        policy = None if spec.sandbox is None else SandboxPolicy(
+            network=False, readable=(*spec.sandbox.readable, *spec.sandbox.hidden, folder), writable=(), hidden=())
+        result = run_command(spec.evaluate.command or "", trusted, env=clean_env({**spec.env, RUN_DIR_ENV: str(folder)}),
+                             timeout_s=spec.evaluate.timeout_s, log_path=log_dir / spec.eval_log_name,
+                             log_cap_bytes=spec.log_cap_bytes, should_stop=should_stop, sandbox=policy)
+        text = Path(result.log_path).read_text(errors="replace")
+        metrics = read_metrics(text, spec.metric, trusted) if result.status == "ok" else None
+    except MetricError as e:
+        metrics, result.log_tail = None, f"{e}\n{result.log_tail}"
+    finally:
+        shutil.rmtree(trusted, ignore_errors=True)
+    if metrics is None:
+        outcome.status = "crash"
+        outcome.failure = ("crash", f"trusted evaluation failed ({result.status}): {result.log_tail[-300:]}")
+        return
+    name = spec.metric.name
+    claimed = outcome.metrics.get(name)
+    outcome.metrics.update(metrics)
+    if claimed is not None and claimed != metrics[name]:
+        outcome.metrics[f"claimed_{name}"] = claimed  # what the experiment printed, for the record
+    outcome.metric = metrics[name]
+    outcome.fields["metrics"] = outcome.metrics

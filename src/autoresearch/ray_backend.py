@@ -1,0 +1,202 @@
+"""Run experiments on a Ray cluster: one Ray task per run, with the slot's CPU/GPU request.
+
+What runs where: the coordinator (ledger, git, agents) stays on the machine that started
+`autoresearch run`; for each run it makes a tar of the commit's files with `git archive`, puts it
+in Ray's object store and submits `_run_on_worker`. On the worker the tar is unpacked into a fresh
+temporary folder and `execution.run_in_folder` does exactly what it does locally (frozen-file
+checks, budget, secret-free environment, trusted evaluation); the logs travel back inside the
+`Outcome` and are written under the coordinator's `state_dir/logs`. Nothing is streamed live:
+`on_output` is ignored, the log appears when the run ends.
+
+Data: only the commit's tracked files travel. Whatever the task's `setup` command prepares
+(datasets, tokenizers) must live outside the repository folder (e.g. under ~/.cache), as it does
+locally; a worker runs the setup once per node and per (setup command, frozen files) before its
+first experiment there.
+
+Every node needs autoresearch (and the task's own dependencies) installed in the same Python
+environment as the coordinator: the task function and the `RunSpec`/`Outcome` classes are sent
+by reference, not by value.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import ray
+import ray.exceptions as rex
+
+from autoresearch.backends import WorkerLost
+from autoresearch.execution import Outcome, RunSpec, run_in_folder
+from autoresearch.runner import KILL_GRACE_S, KILL_WAIT_S, clean_env, run_command
+from autoresearch.slots import THREAD_VARS, Slot
+
+POLL_S = 0.2  # how often a waiting run asks should_stop()
+# After a polite cancel the worker's run_command kills the run's tree (SIGTERM, grace, SIGKILL);
+# only past this do we kill the Ray worker process itself, which could orphan the run's processes.
+CANCEL_GRACE_S = KILL_GRACE_S + KILL_WAIT_S + 2.0
+SETUP_CACHE = "~/.cache/autoresearch/ray-setup"  # on each worker node, expanded there
+SETUP_MIN_TIMEOUT_S = 3600.0  # as for the local setup: downloads may take a while
+# The task never finished because its worker process, its node or its object went away: the
+# coordinator should run the experiment again (OwnerDiedError is an ObjectLostError).
+LOST_ERRORS: tuple[type[BaseException], ...] = (
+    rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError, rex.LocalRayletDiedError,
+    rex.RaySystemError, rex.TaskUnschedulableError)
+
+
+@ray.remote
+def _run_on_worker(spec: RunSpec, tar: bytes, slot: Slot) -> Outcome:
+    """On a worker: unpack the commit, prepare the node once, run, return the outcome with its logs."""
+    work = Path(tempfile.mkdtemp(prefix=f"autoresearch-{spec.exp_id}-{spec.n}-"))
+    try:
+        folder, log_dir = work / "files", work / "logs"
+        folder.mkdir()
+        log_dir.mkdir()
+        with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+            if hasattr(tarfile, "data_filter"):  # no absolute paths or links out of the folder
+                archive.extractall(folder, filter="data")
+            else:  # pragma: no cover - Python without the tarfile filters (< 3.10.12)
+                archive.extractall(folder)
+        env = {**spec.env, **slot.env}
+        if slot.gpus > 0 and "CUDA_VISIBLE_DEVICES" in os.environ:
+            # Ray picked this task's GPUs; a value copied from the coordinator must not override it.
+            env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
+        spec.env = env
+        if spec.setup:
+            _setup_once(spec, folder, log_dir)
+        outcome = run_in_folder(spec, folder, log_dir)
+        outcome.logs = {str(p.relative_to(log_dir)): p.read_bytes()[:spec.log_cap_bytes].decode(errors="replace")
+                        for p in sorted(log_dir.rglob("*")) if p.is_file()}
+        return outcome
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _setup_once(spec: RunSpec, folder: Path, log_dir: Path) -> None:
+    """Run the task's setup on this node unless it already succeeded here for the same inputs."""
+    assert spec.setup
+    key = hashlib.sha256(json.dumps([spec.setup, sorted(spec.frozen.items())]).encode()).hexdigest()
+    cache = Path(SETUP_CACHE).expanduser()
+    cache.mkdir(parents=True, exist_ok=True)
+    marker = cache / f"{key}.done"
+    with open(cache / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the node's other slots wait for the first one's setup
+        if marker.exists():
+            return
+        host = socket.gethostname()
+        result = run_command(spec.setup, folder, env=clean_env(spec.env),
+                             timeout_s=max(spec.timeout_s, SETUP_MIN_TIMEOUT_S),
+                             log_path=log_dir / "setup" / f"{host}.log", log_cap_bytes=spec.log_cap_bytes)
+        if result.status != "ok":
+            raise RuntimeError(f"setup command `{spec.setup}` failed on {host} ({result.status}, exit "
+                               f"{result.exit_code}):\n{result.log_tail[-2000:]}")
+        marker.write_text(f"{spec.setup}\n")
+
+
+class RayBackend:
+    """Slots are Ray resource requests; each run is one Ray task on whichever node has room."""
+
+    name = "ray"
+
+    def __init__(self, repo: Path, state_dir: Path, *, address: str | None = None, slots: int | None = None,
+                 cpus_per_slot: float | None = None, gpus_per_slot: float | None = None):
+        if slots is not None and slots < 1:
+            raise ValueError(f"slots must be at least 1, not {slots}")
+        self.repo, self.state_dir = Path(repo), Path(state_dir)
+        # Only a connection we opened is ours to close (a test or a notebook may have opened one).
+        self._connected = not ray.is_initialized()
+        if self._connected:
+            options: dict[str, Any] = dict(address=address, ignore_reinit_error=True, log_to_driver=False,
+                                           logging_level=logging.WARNING)
+            if address is None:  # may start a local cluster: no dashboard server for it
+                options["include_dashboard"] = False
+            ray.init(**options)
+        resources = ray.cluster_resources()
+        gpus = gpus_per_slot if gpus_per_slot is not None else (1.0 if resources.get("GPU", 0) > 0 else 0.0)
+        cpus = cpus_per_slot or 1.0
+        count = slots or max(1, int(resources.get("GPU", 0) // gpus if gpus else resources.get("CPU", 0) // cpus))
+        # Integral CPU requests tell the math libraries how many threads to use; Ray does not pin cores.
+        env = {v: str(int(cpus)) for v in THREAD_VARS} if float(cpus).is_integer() else {}
+        self.slots = [Slot(f"ray{i}", dict(env), cpus=cpus, gpus=gpus) for i in range(count)]
+
+    def run(self, spec: RunSpec, slot: Slot, *, on_output: Callable[[str], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> Outcome:
+        """Run on the cluster; `on_output` is not called (the log arrives when the run ends)."""
+        started = time.time()
+        tar = self._archive(spec.commit)
+        ref = _run_on_worker.options(num_cpus=slot.cpus, num_gpus=slot.gpus, max_retries=0).remote(
+            spec, ray.put(tar), slot)
+        try:
+            while not ray.wait([ref], timeout=POLL_S)[0]:
+                if should_stop is not None and should_stop():
+                    self._cancel(ref)
+                    return self._local_outcome(spec, started, "stopped", ("interrupted", "stopped by the user"),
+                                               "stopped by the user; the run's output stayed on the worker")
+            outcome: Outcome = ray.get(ref)
+        except rex.RayTaskError as e:
+            # Our own error on the worker (FrozenFileError, a failed setup): raise it as itself.
+            cause = e.cause if isinstance(e.cause, BaseException) else RuntimeError(str(e))
+            raise cause from e
+        except rex.OutOfMemoryError as e:
+            # Ray's memory monitor killed the task. Usually the experiment itself is the hog, so a
+            # crash (as the kernel's OOM killer gives locally), not a re-run that would loop.
+            return self._local_outcome(spec, started, "crash", ("crash", "killed by Ray's memory monitor "
+                                       "(the node ran out of memory)"), str(e))
+        except LOST_ERRORS as e:
+            raise WorkerLost(f"{type(e).__name__}: {e}") from e
+        return self._localize(spec, outcome)
+
+    def close(self) -> None:
+        if self._connected and ray.is_initialized():
+            ray.shutdown()  # stops the cluster if ray.init started one, else only disconnects
+        self._connected = False
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _archive(self, commit: str) -> bytes:
+        proc = subprocess.run(["git", "-C", str(self.repo), "archive", "--format=tar", commit],
+                              capture_output=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"git archive {commit} failed in {self.repo}: "
+                               f"{proc.stderr.decode(errors='replace').strip()}")
+        return proc.stdout
+
+    @staticmethod
+    def _cancel(ref: ray.ObjectRef) -> None:
+        ray.cancel(ref)  # KeyboardInterrupt in the task: run_command kills the run's process tree
+        if not ray.wait([ref], timeout=CANCEL_GRACE_S)[0]:
+            ray.cancel(ref, force=True)  # kills the Ray worker process
+
+    def _localize(self, spec: RunSpec, outcome: Outcome) -> Outcome:
+        """Write the worker's logs under state_dir/logs and point the outcome at them."""
+        logs = (self.state_dir / "logs").resolve()
+        for name, text in outcome.logs.items():
+            path = (logs / name).resolve()
+            if not path.is_relative_to(logs):  # names come from the worker: stay inside logs/
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        outcome.fields["log_path"] = str(logs / spec.log_name)
+        outcome.logs = {}
+        return outcome
+
+    def _local_outcome(self, spec: RunSpec, started: float, status: str, failure: tuple[str, str],
+                       note: str) -> Outcome:
+        """An outcome for a run whose result never came back, with a local log saying why."""
+        log = self.state_dir / "logs" / spec.log_name
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(note + "\n")
+        fields: dict[str, Any] = dict(exit_code=None, wall_s=time.time() - started, peak_mem_mb=None,
+                                      log_path=str(log), log_tail=note)
+        return Outcome(status, fields, failure=failure, started_at=started, ended_at=time.time())

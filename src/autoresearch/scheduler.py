@@ -1,0 +1,160 @@
+"""Keep every slot busy: agents propose ahead while experiments run.
+
+One thread per agent proposes (think, validate, commit, queue) and one thread per slot runs what
+is queued (rebase if the best moved, run, judge, record). Agents think while experiments run, up to
+`ahead` ready proposals per slot, so a slot that finishes takes its next experiment at once; with
+`ahead = 0` an agent proposes only for an idle slot (the serial loop of the original autoresearch).
+
+The threads share one condition variable; the Research object's lock keeps the ledger and the
+branch consistent. The first error in any thread stops the others and is raised by `run()`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+from autoresearch.agents.base import Agent
+from autoresearch.loop import MAX_REJECTIONS_IN_A_ROW, Limits, Research, ResearchError
+from autoresearch.slots import Slot
+
+WAIT_S = 0.5  # how often waiting threads look at the stop event and the deadline
+
+
+class Scheduler:
+    def __init__(self, research: Research, limits: Limits):
+        self.r, self.limits = research, limits
+        self.slots = research.slots
+        self.ahead = research.parallel.ahead * len(self.slots)
+        self.deadline = time.time() + limits.max_hours * 3600 if limits.max_hours else None
+        self.cv = threading.Condition()
+        self.ready: deque[int] = deque()  # queued experiment ids, oldest first
+        self.idle = 0  # slots waiting for work
+        self.thinking = 0  # agents proposing right now
+        self.admitted = 0  # experiments counted against max_experiments (the baseline included)
+        self.proposers = len(research.agents)  # agents still proposing
+        self.runs = 0
+        self.error: BaseException | None = None
+        self.timed_out = False
+
+    # -- the whole run ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        r = self.r
+        if r.ledger.best(r.tag) is None and not self._should_stop():
+            r.baseline(self.slots[0])
+            self.runs = self.admitted = 1
+        queued = [e.id for e in r.ledger.experiments(r.tag, ("queued",))]
+        if queued:
+            r.observer.message(f"resuming {len(queued)} queued proposal(s): {', '.join(f'#{i}' for i in queued)}")
+        self.ready.extend(queued)
+        self.admitted += len(queued)
+        threads = [threading.Thread(target=self._guarded, args=(self._slot_loop, slot), name=f"slot-{slot.name}",
+                                    daemon=True) for slot in self.slots]
+        threads += [threading.Thread(target=self._guarded, args=(self._propose_loop, agent), daemon=True,
+                                     name=f"agent-{agent.name}-{i}") for i, agent in enumerate(r.agents)]
+        if r.ledger.best(r.tag) is None:  # stopped before the baseline ended: nothing to build on
+            threads = []
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(WAIT_S)
+        if self.error is not None:
+            raise self.error
+        return self.runs
+
+    def _guarded(self, loop: Callable, arg) -> None:
+        try:
+            loop(arg)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
+            with self.cv:
+                if self.error is None:
+                    self.error = e
+                    self.r.stop_event.set()  # running experiments end as interrupted
+                self.cv.notify_all()
+
+    def _should_stop(self) -> bool:
+        if self.r.stop_event.is_set() or self.error is not None:
+            return True
+        if self.deadline and time.time() >= self.deadline:
+            if not self.timed_out:  # said once, by whoever notices first
+                self.timed_out = True
+                self.r.observer.message("time limit reached")
+            return True
+        return False
+
+    def _room(self) -> bool:
+        """Whether an agent should think now: a slot is (or soon will be) without work."""
+        limit = self.limits.max_experiments
+        if limit is not None and self.admitted + self.thinking >= limit:
+            return False
+        return len(self.ready) + self.thinking < self.idle + self.ahead
+
+    # -- agents -------------------------------------------------------------------------------
+
+    def _propose_loop(self, agent: Agent) -> None:
+        rejections = 0
+        try:
+            while True:
+                with self.cv:
+                    while not self._should_stop() and not self._room():
+                        if self._limit_reached():
+                            return
+                        self.cv.wait(WAIT_S)
+                    if self._should_stop():
+                        return
+                    self.thinking += 1
+                try:
+                    exp = self.r.propose(agent)
+                finally:
+                    with self.cv:
+                        self.thinking -= 1
+                        self.cv.notify_all()
+                if exp is None:
+                    return
+                if exp.status == "rejected":
+                    rejections += 1
+                    if rejections >= MAX_REJECTIONS_IN_A_ROW:
+                        raise ResearchError(f"agent {agent.name} produced {rejections} invalid proposals "
+                                            f"in a row; last: {exp.reason}")
+                    continue
+                rejections = 0
+                with self.cv:
+                    self.ready.append(exp.id)
+                    self.admitted += 1
+                    self.cv.notify_all()
+        finally:
+            with self.cv:
+                self.proposers = max(0, self.proposers - 1)
+                self.cv.notify_all()
+
+    def _limit_reached(self) -> bool:
+        limit = self.limits.max_experiments
+        return limit is not None and self.admitted >= limit
+
+    # -- slots --------------------------------------------------------------------------------
+
+    def _slot_loop(self, slot: Slot) -> None:
+        while True:
+            with self.cv:
+                self.idle += 1
+                self.cv.notify_all()
+                try:
+                    while not self.ready:
+                        if self._should_stop() or (self.proposers == 0 and self.thinking == 0):
+                            return
+                        self.cv.wait(WAIT_S)
+                    if self.r.stop_event.is_set() or self.error is not None:
+                        return  # queued experiments stay queued for the next run
+                    exp_id = self.ready.popleft()
+                finally:
+                    self.idle -= 1
+            exp = self.r.process(exp_id, slot)
+            with self.cv:
+                if exp.status == "queued":  # its worker was lost: run it again, first
+                    self.ready.appendleft(exp_id)
+                elif exp.status != "rejected":
+                    self.runs += 1
+                self.cv.notify_all()

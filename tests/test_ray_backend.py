@@ -1,0 +1,187 @@
+"""RayBackend on a real multi-node Ray cluster started on this machine (ray.cluster_utils.Cluster).
+
+The head has no CPUs, so every run lands on a worker node; one worker node with one CPU is the
+only place runs can go, which lets a test kill the node under a running experiment.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import psutil
+import pytest
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from autoresearch.backends import WorkerLost, make_backend  # noqa: E402
+from autoresearch.config import load_config  # noqa: E402
+from autoresearch.execution import FrozenFileError, RunSpec  # noqa: E402
+from autoresearch.ray_backend import RayBackend  # noqa: E402
+from tests.conftest import make_task  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+LOOPBACK = "127.0.0.1"  # keep every Ray process of the test on loopback
+TOY_SCORE = (5.0 - 2.0) ** 2 + 0.1 * (3 - 6) ** 2
+
+
+class LocalCluster:
+    def __init__(self, cluster: Cluster, worker: Any):
+        self.cluster, self.worker = cluster, worker
+
+    def add_worker(self) -> None:
+        self.worker = self.cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK)
+        self.cluster.wait_for_nodes()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with pytest.MonkeyPatch.context() as mp:
+        # Worker processes inherit this: the per-node setup markers go to a scratch home.
+        mp.setenv("HOME", str(tmp_path_factory.mktemp("ray-home")))
+        c = Cluster(initialize_head=True, head_node_args=dict(num_cpus=0, include_dashboard=False,
+                                                              node_ip_address=LOOPBACK))
+        try:
+            local = LocalCluster(c, None)
+            local.add_worker()
+            ray.init(address=c.address, log_to_driver=False, logging_level=logging.WARNING,
+                     _node_ip_address=LOOPBACK)
+            yield local
+        finally:
+            ray.shutdown()
+            c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_task(tmp_path_factory.mktemp("ray-task") / "toy")
+
+
+@pytest.fixture(scope="module")
+def backend(cluster: LocalCluster, repo: Path) -> Iterator[RayBackend]:
+    b = RayBackend(repo, repo / ".autoresearch")
+    yield b
+    b.close()
+    assert ray.is_initialized()  # it attached to the test's connection: not its to close
+
+
+def spec_for(repo: Path, command: str = "python train.py", n: int = 0, **kw: Any) -> RunSpec:
+    cfg = load_config(repo)
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    return RunSpec(exp_id=1, n=n, kind="primary", commit=commit, command=command,
+                   env={"AUTORESEARCH_TIME_BUDGET": "5"}, timeout_s=30, log_name=f"t/1.{n}.log",
+                   log_cap_bytes=1 << 20, metric=cfg.metric,
+                   frozen={p: (repo / p).read_text() for p in cfg.frozen}, **kw)
+
+
+def test_slots_from_cluster_resources(backend: RayBackend) -> None:
+    assert [(s.name, s.cpus, s.gpus) for s in backend.slots] == [("ray0", 1.0, 0.0)]
+    assert backend.slots[0].env["OMP_NUM_THREADS"] == "1"
+    halves = RayBackend(backend.repo, backend.state_dir, slots=3, cpus_per_slot=0.5)
+    assert [s.name for s in halves.slots] == ["ray0", "ray1", "ray2"]
+    assert halves.slots[0].env == {}  # a fractional CPU says nothing about thread counts
+
+
+def test_run_on_worker_node(backend: RayBackend, repo: Path) -> None:
+    outcome = backend.run(spec_for(repo), backend.slots[0])
+    assert outcome.status == "ok", outcome.fields
+    assert outcome.metric == pytest.approx(TOY_SCORE)
+    assert outcome.metrics["peak_memory_mb"] == 13
+    log = Path(outcome.fields["log_path"])
+    assert log == (backend.state_dir / "logs" / "t" / "1.0.log").resolve()
+    assert "score:" in log.read_text() and "budget: 5" in log.read_text()
+    assert outcome.logs == {}
+
+
+def test_make_backend_ray(cluster: LocalCluster, repo: Path) -> None:
+    b = make_backend("ray", repo, repo / ".autoresearch", slots=2)
+    assert b.name == "ray" and len(b.slots) == 2
+
+
+def test_frozen_file_tamper_detected_remotely(backend: RayBackend, repo: Path) -> None:
+    spec = spec_for(repo, "python train.py && echo '# changed' >> prepare.py", n=1)
+    outcome = backend.run(spec, backend.slots[0])
+    assert outcome.status == "tampered"
+    assert "prepare.py" in outcome.failure[1]
+
+
+def test_frozen_mismatch_raises_its_own_type(backend: RayBackend, repo: Path) -> None:
+    spec = spec_for(repo, n=2)
+    spec.frozen["prepare.py"] = "something else\n"
+    with pytest.raises(FrozenFileError, match="prepare.py"):
+        backend.run(spec, backend.slots[0])
+
+
+def test_setup_once_per_node(backend: RayBackend, repo: Path, tmp_path: Path) -> None:
+    count = tmp_path / "setup-count"
+    for n in (3, 4):
+        spec = spec_for(repo, n=n, setup=f"echo prepared >> {count}; echo setup-done")
+        assert backend.run(spec, backend.slots[0]).status == "ok"
+    assert count.read_text() == "prepared\n"
+    logs = list((backend.state_dir / "logs" / "setup").glob("*.log"))
+    assert logs and "setup-done" in logs[0].read_text()  # came back with the first run
+    with pytest.raises(RuntimeError, match="setup command `echo no; exit 3` failed"):
+        backend.run(spec_for(repo, n=5, setup="echo no; exit 3"), backend.slots[0])
+
+
+def _wait_for_pid(pidfile: Path, timeout: float = 20.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pidfile.exists() and pidfile.read_text().strip():
+            return int(pidfile.read_text())
+        time.sleep(0.05)
+    raise AssertionError("the run never started")
+
+
+def test_should_stop(backend: RayBackend, repo: Path, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    spec = spec_for(repo, f"echo $$ > {pidfile}; sleep 30; echo score: 1", n=6)
+    t0 = time.monotonic()
+    outcome = backend.run(spec, backend.slots[0], should_stop=lambda: pidfile.exists())
+    assert outcome.status == "stopped" and outcome.failure == ("interrupted", "stopped by the user")
+    assert time.monotonic() - t0 < 10
+    assert Path(outcome.fields["log_path"]).exists()
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(pid) and time.monotonic() < deadline:  # the worker killed the run's tree
+        time.sleep(0.05)
+    assert not psutil.pid_exists(pid)
+
+
+def test_worker_node_death_then_recovery(cluster: LocalCluster, backend: RayBackend, repo: Path,
+                                         tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    spec = spec_for(repo, f"echo $$ > {pidfile}; sleep 30; echo score: 1", n=7)
+    node = cluster.worker
+
+    def kill_node() -> None:
+        _wait_for_pid(pidfile)
+        time.sleep(0.5)
+        cluster.cluster.remove_node(node)
+
+    killer = threading.Thread(target=kill_node, daemon=True)
+    killer.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(WorkerLost):
+            backend.run(spec, backend.slots[0])
+        lost_after = time.monotonic() - t0
+    finally:
+        killer.join(30)
+        if pidfile.exists():  # the run's process group outlives its killed worker: clean up here
+            try:
+                os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert lost_after < 30
+
+    cluster.add_worker()
+    outcome = backend.run(spec_for(repo, n=8), backend.slots[0])
+    assert outcome.status == "ok" and outcome.metric == pytest.approx(TOY_SCORE)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -45,12 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("run", help="run experiments forever (or until a limit)")
     c.add_argument("task", nargs="?", default=".", help="task repository, or a shipped example name")
-    c.add_argument("--agent", help=f"agent name (default: an LLM if configured, else {DEFAULT_AGENT})")
+    c.add_argument("--agent", action="append", help=f"agent name (default: an LLM if configured, else "
+                   f"{DEFAULT_AGENT}); repeat it to have several agents feed the same research run")
     c.add_argument("--tag", help="research run name; branch autoresearch/<tag> (default: resume the last)")
     c.add_argument("--max-experiments", type=int, help="stop after this many runs")
     c.add_argument("--max-hours", type=float, help="stop after this many hours")
     c.add_argument("--budget", type=float, help="override the time budget in seconds (AUTORESEARCH_TIME_BUDGET)")
     c.add_argument("--seed", type=int, help="seed for the non-LLM agents")
+    c.add_argument("--slots", type=int, help="experiments at once (default: one per GPU, else 1; Ray: the cluster's)")
+    c.add_argument("--ahead", type=int, help="ready proposals per slot, made while experiments run (default 1; "
+                   "0 = serial)")
+    c.add_argument("--backend", choices=("local", "ray"), help="where experiments run (default: local)")
+    c.add_argument("--address", help="Ray cluster address (e.g. auto, ray://head:10001; default: a local cluster)")
     c.add_argument("--json", action="store_true", help="one JSON event per line instead of the live view")
     c.set_defaults(func=cmd_run)
 
@@ -126,26 +133,35 @@ def cmd_run(args) -> int:
         else (lambda m: console.print(f"[dim]{m}[/dim]", highlight=False))
     if note:
         say(note)
-    options = {k: v for k, v in config.agent.items() if k != "name"}
-    agent_name = args.agent or config.agent.get("name") or DEFAULT_AGENT
+    names = args.agent or [config.agent.get("name") or DEFAULT_AGENT]
     if not args.agent and not config.agent.get("name"):
         say(f"no LLM agent configured: using the offline `{DEFAULT_AGENT}` agent "
             "(Optuna TPE over the numeric UPPER_CASE constants of the editable files)")
-    if args.agent and config.agent.get("name") not in (None, args.agent):
-        options = {}  # the [agent] options belong to another agent
-    if args.seed is not None:
-        options["seed"] = args.seed
-    try:
-        agent = make_agent(agent_name, config, **options)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(config.path, "agent", str(e), "check the agent name and its options") from e
+    agents = []
+    for i, agent_name in enumerate(names):
+        # The [agent] options belong to the agent it names.
+        options = {k: v for k, v in config.agent.items() if k != "name"} if config.agent.get("name") in (
+            None, agent_name) else {}
+        if args.seed is not None:
+            options["seed"] = args.seed + i
+        try:
+            agents.append(make_agent(agent_name, config, **options))
+        except (ValueError, TypeError) as e:
+            raise ConfigError(config.path, "agent", str(e), "check the agent name and its options") from e
+    parallel = config.parallel
+    for key in ("slots", "ahead", "backend", "address"):
+        if getattr(args, key) is not None:
+            parallel = dataclasses.replace(parallel, **{key: getattr(args, key)})
+    if parallel.slots is not None and parallel.slots < 1 or parallel.ahead < 0:
+        raise TaskError("--slots must be at least 1 and --ahead at least 0")
     ledger = Ledger(config.state_dir / "ledger.db")
     tag = args.tag or ledger.get_meta("last_tag") or time.strftime("%b%d").lower()
     ledger.set_meta("last_tag", tag)
     interactive = console.is_terminal and not args.json
-    view = LiveView(f"autoresearch · {config.name} · {tag} · agent {agent_name}", config.metric.name) \
+    view = LiveView(f"autoresearch · {config.name} · {tag} · agent {', '.join(names)}", config.metric.name) \
         if interactive else PlainView(as_json=args.json)
-    research = Research(config, agent, tag=tag, budget_s=args.budget, observer=view, ledger=ledger)
+    research = Research(config, agents, tag=tag, budget_s=args.budget, observer=view, ledger=ledger,
+                        parallel=parallel)
 
     def on_sigint(signum, frame):
         if research.stop_event.is_set():
@@ -227,7 +243,7 @@ def cmd_status(args) -> int:
     root, ledger, tag = _open(args)
     exps = ledger.experiments(tag)
     counts = {s: sum(1 for e in exps if e.status == s) for s in ("keep", "discard", "crash", "timeout",
-                                                                   "rejected", "interrupted", "running")}
+                                                                   "rejected", "interrupted", "running", "queued")}
     best = ledger.best(tag)
     runs = [e for e in exps if e.status in FINISHED]
     baseline = next((e for e in exps if e.status == "keep"), None)

@@ -25,14 +25,12 @@ def fmt_metric(value: float | None) -> str:
 
 
 class LiveView:
-    """Observer for `Research` showing the current experiment, the best so far and recent results."""
+    """Observer for `Research`: one row per busy slot, the best so far, and a line per decision."""
 
     def __init__(self, title: str, metric: str, console: Console | None = None):
         self.console = console or Console()
         self.title, self.metric = title, metric
-        self.current: Experiment | None = None
-        self.budget_s = 0.0
-        self.started_at = 0.0
+        self.running: dict[str, tuple[Experiment, float, float]] = {}  # slot -> (exp, budget, started at)
         self.last_line = ""
         self.best: Experiment | None = None
         self.recent: deque[Experiment] = deque(maxlen=RECENT)
@@ -45,12 +43,13 @@ class LiveView:
     def __exit__(self, *exc) -> None:
         self.live.__exit__(*exc)
 
-    # Observer protocol
+    # Observer protocol (called from the slots' and agents' threads)
     def message(self, text: str) -> None:
         self.console.print(f"[dim]{text}[/dim]")
 
     def started(self, exp: Experiment, budget_s: float) -> None:
-        self.current, self.budget_s, self.started_at, self.last_line = exp, budget_s, time.time(), ""
+        self.running[exp.slot or ""] = (exp, budget_s, time.time())
+        self.last_line = ""
 
     def output(self, line: str) -> None:
         line = line.strip()
@@ -58,7 +57,9 @@ class LiveView:
             self.last_line = line[-120:]
 
     def finished(self, exp: Experiment, best: Experiment | None) -> None:
-        self.current = None if self.current and self.current.id == exp.id else self.current
+        for slot, (current, _, _) in list(self.running.items()):
+            if current.id == exp.id or slot == exp.slot:
+                self.running.pop(slot, None)
         self.best = best
         self.recent.append(exp)
         style = STATUS_STYLE.get(exp.status, "")
@@ -69,13 +70,17 @@ class LiveView:
         parts = []
         best = f"{fmt_metric(self.best.metric)} (#{self.best.id})" if self.best else "—"
         parts.append(Text.assemble(("best ", "bold"), (f"{self.metric} = {best}", "green")))
-        if self.current:
-            elapsed = time.time() - self.started_at
-            bar = ProgressBar(total=max(self.budget_s, 1e-9), completed=min(elapsed, self.budget_s), width=40)
-            row = Table.grid(padding=(0, 1))
-            row.add_row(Text(f"#{self.current.id} running", style="cyan"), bar,
-                        Text(f"{elapsed:4.0f}s elapsed · training budget {self.budget_s:g}s (+ start-up, evaluation)"))
-            parts += [Text(self.current.description[:100]), row, Text(self.last_line, style="dim")]
+        rows = Table.grid(padding=(0, 1))
+        for slot, (exp, budget_s, started_at) in sorted(self.running.items()):
+            elapsed = time.time() - started_at
+            bar = ProgressBar(total=max(budget_s, 1e-9), completed=min(elapsed, budget_s), width=30)
+            rows.add_row(Text(f"{slot or 'run'}", style="bold"), Text(f"#{exp.id}", style="cyan"), bar,
+                         Text(f"{elapsed:4.0f}s of {budget_s:g}s budget"), Text(exp.description[:60]))
+        if self.running:
+            parts.append(rows)
+            if len(self.running) == 1:
+                parts.append(Text(self.last_line, style="dim"))
+            parts.append(Text("bars: training budget (start-up and evaluation come on top)", style="dim"))
         else:
             parts.append(Text("waiting for the agent…", style="dim"))
         return Panel(Group(*parts), title=self.title, border_style="blue")
@@ -98,8 +103,9 @@ class PlainView:
         self._emit("message", text, text=text)
 
     def started(self, exp: Experiment, budget_s: float) -> None:
-        self._emit("started", f"#{exp.id} started: {exp.description}", id=exp.id, description=exp.description,
-                   budget_s=budget_s)
+        where = f" on {exp.slot}" if exp.slot else ""
+        self._emit("started", f"#{exp.id} started{where}: {exp.description}", id=exp.id, description=exp.description,
+                   budget_s=budget_s, slot=exp.slot)
 
     def output(self, line: str) -> None:
         pass

@@ -23,6 +23,7 @@ CHARS_PER_TOKEN = 4  # a plain estimate; close enough for code and English with 
 CRASH_TAIL_CHARS = 1500
 MAX_CRASHES = 3
 MAX_IDEAS = 20
+MAX_PENDING = 16
 
 SYSTEM_TEXT = """\
 You are a researcher improving a program by experiments. Each experiment is one small change to \
@@ -128,6 +129,7 @@ def build_prompt(ctx: Context, *, token_budget: int = 24000, structured: bool = 
         best = f"Best so far: #{ctx.best.id} {metric.name} {ctx.best.metric:.6g}: {_short(ctx.best.description, 200)}"
     crashes = [e for e in ctx.history if e.status in ("crash", "timeout")][-MAX_CRASHES:]
     ideas = [f"[idea {i.id}] {_short(i.text, 300)}" for i in ctx.ideas[:MAX_IDEAS]]
+    pending = [f"#{e.id} ({e.status}) {_short(e.description, 160)}" for e in ctx.pending[-MAX_PENDING:]]
     notebook = notebook_text.strip()
     rejected_lines = [f"- {_short(r.description, 120)}: {_short(r.reason, 300)}" for r in list(rejected)[-5:]]
     closing = task or ("Propose the next experiment." if not ideas else
@@ -150,6 +152,9 @@ def build_prompt(ctx: Context, *, token_budget: int = 24000, structured: bool = 
             parts.append(head + "\n\n" + "\n".join(lines))
         if best:
             parts.append(best)
+        if pending:
+            parts.append("# Being tried right now (results not known yet; do not propose these again)\n\n"
+                         + "\n".join(pending))
         for e in crashes:
             tail = (e.log_tail or "")[-CRASH_TAIL_CHARS:].strip()
             parts.append(f"# Experiment #{e.id} ({_short(e.description, 120)}) ended in {e.status}: "

@@ -1,0 +1,210 @@
+"""Parallel slots and proposals ahead: rebase onto a moved best, no lost updates, no racing keeps,
+duplicates of queued work skipped, queued work resumed after a stop."""
+from __future__ import annotations
+
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from autoresearch import gitops
+from autoresearch.agents import make_agent
+from autoresearch.config import ParallelConfig, load_config
+from autoresearch.ledger import Ledger
+from autoresearch.loop import Limits, Research
+from autoresearch.slots import local_slots
+from tests.conftest import TOY_CONFIG, make_task
+from tests.test_loop import ScriptedAgent, check_consistency, replace
+
+# Constants far apart, so that changes to different ones merge cleanly; the pauses order the runs.
+SPREAD_TRAIN = textwrap.dedent('''\
+    import time
+
+    X = 5.0
+    PAUSE_X = 0.0
+
+    # ----
+
+    WIDTH = 3
+    PAUSE_W = 0.0
+
+    # ----
+
+    time.sleep(PAUSE_X + PAUSE_W)
+    score = (X - 2.0) ** 2 + 0.1 * (WIDTH - 6) ** 2
+    print(f"score: {score:.6f}")
+''')
+
+
+# Slow enough that the other proposal is made and started on the same baseline meanwhile.
+FAST_X2 = (lambda f: {"train.py": f["train.py"].replace("X = 5.0", "X = 2.0").replace("PAUSE_X = 0.0", "PAUSE_X = 0.5")})
+
+
+def spread_task(tmp_path: Path) -> Path:
+    return make_task(tmp_path / "spread", train=SPREAD_TRAIN)
+
+
+def start(task: Path, agents, **parallel) -> Research:
+    r = Research(load_config(task), agents, tag="t", parallel=ParallelConfig(**parallel))
+    r.open()
+    return r
+
+
+def chain_is_consistent(task: Path) -> list:
+    """Each keep was judged on top of the keep before it: its parent is that keep's commit."""
+    check_consistency(task)
+    exps = Ledger(task / ".autoresearch" / "ledger.db").experiments("t")
+    kept = [e for e in exps if e.status == "keep"]
+    for before, after in zip(kept, kept[1:]):
+        assert after.parent_commit == before.commit, (before.id, after.id)
+        assert after.metric < before.metric
+        assert gitops.git(task, "rev-parse", f"{after.commit}^") == before.commit
+    return exps
+
+
+def test_second_keep_is_rebased_and_rerun_on_the_new_best(tmp_path: Path):
+    task = spread_task(tmp_path)
+    agent = ScriptedAgent([("fast: X=2", FAST_X2),
+                           ("slow: WIDTH=6", lambda f: {"train.py": f["train.py"].replace("WIDTH = 3", "WIDTH = 6")
+                                                        .replace("PAUSE_W = 0.0", "PAUSE_W = 2.0")})])
+    r = start(task, agent, slots=2, ahead=2)
+    assert [s.name for s in r.slots] == ["cpu0", "cpu1"]
+    assert r.run() == 3
+    r.close()
+    exps = chain_is_consistent(task)
+    assert [(e.description, e.status) for e in exps] == [("baseline", "keep"), ("fast: X=2", "keep"),
+                                                         ("slow: WIDTH=6", "keep")]
+    slow = exps[2]
+    assert slow.info["rebased"] == [{"from": slow.info["rebased"][0]["from"], "onto": 2}]
+    assert slow.metric == pytest.approx(0.0)  # both changes, measured together
+    runs = Ledger(task / ".autoresearch" / "ledger.db").runs(slow.id)
+    assert [r.status for r in runs] == ["superseded", "ok"]  # the run on the old base was set aside
+    assert len({r.slot for r in Ledger(task / ".autoresearch" / "ledger.db").all_runs("t")}) == 2
+
+
+def test_rebase_conflict_is_discarded_with_the_reason(tmp_path: Path):
+    task = spread_task(tmp_path)
+    agent = ScriptedAgent([("fast: X=2", FAST_X2),
+                           ("slow: X=2.5", lambda f: {"train.py": f["train.py"].replace("X = 5.0", "X = 2.5")
+                                                      .replace("PAUSE_W = 0.0", "PAUSE_W = 2.0")})])
+    r = start(task, agent, slots=2, ahead=2)
+    r.run()
+    r.close()
+    exps = chain_is_consistent(task)
+    assert exps[2].status == "discard" and "conflicts with #2" in exps[2].reason
+
+
+def test_without_rerun_a_rebased_keep_is_judged_on_what_it_measured(tmp_path: Path):
+    task = spread_task(tmp_path)
+    agent = ScriptedAgent([("fast: X=2", FAST_X2),
+                           ("slow: WIDTH=5", lambda f: {"train.py": f["train.py"].replace("WIDTH = 3", "WIDTH = 5")
+                                                        .replace("PAUSE_W = 0.0", "PAUSE_W = 2.0")})])
+    r = start(task, agent, slots=2, ahead=2, rerun_rebased=False)
+    r.run()
+    r.close()
+    exps = Ledger(task / ".autoresearch" / "ledger.db").experiments("t")
+    # WIDTH=5 measured 9.1 on the baseline: not better than X=2's 0.9, so it is not kept.
+    assert exps[2].status == "discard" and "measured before rebasing onto #2" in exps[2].reason
+    assert len(Ledger(task / ".autoresearch" / "ledger.db").runs(exps[2].id)) == 1
+    chain_is_consistent(task)
+
+
+def test_proposal_made_ahead_is_rebased_before_it_runs(toy_task: Path):
+    # One slot, one proposal ahead: the second proposal is made while the first runs.
+    agent = ScriptedAgent([("X=3", replace("X = 5.0", "X = 3.0")), ("WIDTH=5 # comment", replace(
+        "print(f\"peak", "# a comment line\nprint(f\"peak"))])
+    r = start(toy_task, agent, slots=1, ahead=1)
+    r.run()
+    r.close()
+    exps = chain_is_consistent(toy_task)
+    second = exps[2]
+    assert second.info.get("rebased") and second.parent_commit == exps[1].commit
+    assert [x.status for x in Ledger(toy_task / ".autoresearch" / "ledger.db").runs(second.id)] == ["ok"]
+
+
+def test_duplicate_of_queued_work_is_skipped(toy_task: Path):
+    same = ("X=3", replace("X = 5.0", "X = 3.0"))
+    r = start(toy_task, [ScriptedAgent([same]), ScriptedAgent([same])], slots=1, ahead=4)
+    r.run()
+    r.close()
+    exps = Ledger(toy_task / ".autoresearch" / "ledger.db").experiments("t")
+    statuses = sorted(e.status for e in exps[1:])
+    assert statuses == ["keep", "rejected"]
+    rejected = next(e for e in exps if e.status == "rejected")
+    assert rejected.reason.startswith("duplicate of experiment #") and "same editable files" in rejected.reason
+
+
+@pytest.mark.parametrize("agents", [("random",), ("random", "search")])
+def test_many_slots_tiny_experiments_stay_consistent(toy_task: Path, agents):
+    config = load_config(toy_task)
+    team = [make_agent(name, config, seed=i) for i, name in enumerate(agents)]
+    r = start(toy_task, team, slots=4, ahead=2)
+    runs = r.run(Limits(max_experiments=40))
+    r.close()
+    assert runs == 40
+    exps = chain_is_consistent(toy_task)
+    decided = [e for e in exps if e.status in ("keep", "discard", "crash", "timeout")]
+    hashes = [e.content_hash for e in decided]
+    assert len(hashes) == len(set(hashes)), "an idea ran twice"
+    ledger = Ledger(toy_task / ".autoresearch" / "ledger.db")
+    assert len({run.slot for run in ledger.all_runs("t")}) == 4
+    best = ledger.best("t")
+    assert best.metric == min(e.metric for e in decided if e.status == "keep")
+
+
+def test_stop_leaves_queued_proposals_for_the_next_run(toy_task: Path):
+    slow = replace("score = ", "import time; time.sleep(2)\nscore = ")
+    agent = ScriptedAgent([("slow", slow), ("X=3", replace("X = 5.0", "X = 3.0")),
+                           ("X=4", replace("X = 5.0", "X = 4.0"))])
+    r = start(toy_task, agent, slots=1, ahead=3)
+    ledger = r.ledger
+
+    def stop_when_queued():
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if len(ledger.experiments("t", ("queued",))) == 2:
+                r.stop_event.set()
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=stop_when_queued, daemon=True).start()
+    r.run()
+    r.close()
+    exps = Ledger(toy_task / ".autoresearch" / "ledger.db").experiments("t")
+    assert [e.status for e in exps] == ["keep", "interrupted", "queued", "queued"]
+    r = start(toy_task, ScriptedAgent([]), slots=1)
+    assert r.run() == 2
+    r.close()
+    exps = chain_is_consistent(toy_task)
+    assert [e.status for e in exps] == ["keep", "interrupted", "keep", "discard"]
+
+
+def test_local_slots():
+    gpus = local_slots(gpus=["0", "3"], cores=8)
+    assert [(s.name, s.env["CUDA_VISIBLE_DEVICES"], s.gpus) for s in gpus] == [("gpu0", "0", 1.0), ("gpu3", "3", 1.0)]
+    assert gpus[0].env["OMP_NUM_THREADS"] == "4"
+    shared = local_slots(4, gpus=["0", "1"], cores=8)
+    assert [s.name for s in shared] == ["gpu0.0", "gpu1.0", "gpu0.1", "gpu1.1"]
+    cpus = local_slots(3, gpus=[], cores=7)
+    assert [s.name for s in cpus] == ["cpu0", "cpu1", "cpu2"] and cpus[0].env["OMP_NUM_THREADS"] == "2"
+    assert local_slots(gpus=[], cores=7)[0].env == {}  # one slot: the libraries' own thread defaults
+    with pytest.raises(ValueError):
+        local_slots(0, gpus=[])
+
+
+def test_parallel_config_errors(tmp_path: Path):
+    from autoresearch.config import ConfigError
+
+    for bad, key in (("slots = 0", "parallel.slots"), ("ahead = -1", "parallel.ahead"),
+                     ("backend = \"mpi\"", "parallel.backend"), ("rerun_rebased = 1", "parallel.rerun_rebased"),
+                     ("nope = 1", "parallel.nope")):
+        task = make_task(tmp_path / key.replace(".", "_") / bad[:4], config=TOY_CONFIG + f"\n[parallel]\n{bad}\n")
+        with pytest.raises(ConfigError) as e:
+            load_config(task)
+        assert e.value.key == key
+    task = make_task(tmp_path / "ok", config=TOY_CONFIG + "\n[parallel]\nslots = 3\nahead = 0\nbackend = \"ray\"\n"
+                     "address = \"auto\"\ngpus_per_slot = 0.5\n")
+    p = load_config(task).parallel
+    assert (p.slots, p.ahead, p.backend, p.address, p.gpus_per_slot) == (3, 0, "ray", "auto", 0.5)

@@ -208,3 +208,15 @@ def test_parallel_config_errors(tmp_path: Path):
                      "address = \"auto\"\ngpus_per_slot = 0.5\n")
     p = load_config(task).parallel
     assert (p.slots, p.ahead, p.backend, p.address, p.gpus_per_slot) == (3, 0, "ray", "auto", 0.5)
+
+
+def test_three_way_merge_of_neighbouring_lines():
+    from autoresearch.gitops import _merge_text
+
+    base = "a\nX = 1\nW = 2\nc\n"
+    assert _merge_text(base, base.replace("X = 1", "X = 5"), base.replace("W = 2", "W = 9")) == "a\nX = 5\nW = 9\nc\n"
+    assert _merge_text(base, base.replace("X = 1", "X = 5"), base.replace("X = 1", "X = 9")) is None
+    assert _merge_text(base, base.replace("X = 1", "X = 5"), base.replace("X = 1", "X = 5")) == \
+        base.replace("X = 1", "X = 5")
+    assert _merge_text(base, base + "d\n", "z\n" + base) == "z\n" + base + "d\n"
+    assert _merge_text(base, base + "d\n", base + "e\n") is None  # two insertions at one place

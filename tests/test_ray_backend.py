@@ -1,7 +1,8 @@
 """RayBackend on a real multi-node Ray cluster started on this machine (ray.cluster_utils.Cluster).
 
 The head has no CPUs, so every run lands on a worker node; one worker node with one CPU is the
-only place runs can go, which lets a test kill the node under a running experiment.
+only place runs can go, which lets a test kill the node under a running experiment. Everything
+stays on 127.0.0.1; the module takes ~15 s on 2 cores (cluster start ~5 s).
 """
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import logging
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import psutil
 import pytest
@@ -27,7 +29,6 @@ from autoresearch.ray_backend import RayBackend  # noqa: E402
 from tests.conftest import make_task  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
-LOOPBACK = "127.0.0.1"  # keep every Ray process of the test on loopback
 TOY_SCORE = (5.0 - 2.0) ** 2 + 0.1 * (3 - 6) ** 2
 
 
@@ -36,7 +37,7 @@ class LocalCluster:
         self.cluster, self.worker = cluster, worker
 
     def add_worker(self) -> None:
-        self.worker = self.cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK)
+        self.worker = self.cluster.add_node(num_cpus=1)
         self.cluster.wait_for_nodes()
 
 
@@ -45,13 +46,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     with pytest.MonkeyPatch.context() as mp:
         # Worker processes inherit this: the per-node setup markers go to a scratch home.
         mp.setenv("HOME", str(tmp_path_factory.mktemp("ray-home")))
-        c = Cluster(initialize_head=True, head_node_args=dict(num_cpus=0, include_dashboard=False,
-                                                              node_ip_address=LOOPBACK))
+        # Ray's "not a cluster" mode (its default on macOS/Windows): every node and address on
+        # 127.0.0.1 instead of the machine's outward IP. The env var is for the Ray processes.
+        mp.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        mp.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
         try:
             local = LocalCluster(c, None)
             local.add_worker()
-            ray.init(address=c.address, log_to_driver=False, logging_level=logging.WARNING,
-                     _node_ip_address=LOOPBACK)
+            assert c.address.startswith("127.0.0.1:")
+            ray.init(address=c.address, log_to_driver=False, logging_level=logging.WARNING)
             yield local
         finally:
             ray.shutdown()
@@ -75,7 +79,8 @@ def spec_for(repo: Path, command: str = "python train.py", n: int = 0, **kw: Any
     cfg = load_config(repo)
     commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
                             check=True).stdout.strip()
-    return RunSpec(exp_id=1, n=n, kind="primary", commit=commit, command=command,
+    # exp_id: the pid, so this test's temp folders on the "worker" can be told from others'.
+    return RunSpec(exp_id=os.getpid(), n=n, kind="primary", commit=commit, command=command,
                    env={"AUTORESEARCH_TIME_BUDGET": "5"}, timeout_s=30, log_name=f"t/1.{n}.log",
                    log_cap_bytes=1 << 20, metric=cfg.metric,
                    frozen={p: (repo / p).read_text() for p in cfg.frozen}, **kw)
@@ -90,12 +95,14 @@ def test_slots_from_cluster_resources(backend: RayBackend) -> None:
 
 
 def test_run_on_worker_node(backend: RayBackend, repo: Path) -> None:
-    outcome = backend.run(spec_for(repo), backend.slots[0])
+    spec = spec_for(repo)
+    outcome = backend.run(spec, backend.slots[0])
     assert outcome.status == "ok", outcome.fields
     assert outcome.metric == pytest.approx(TOY_SCORE)
     assert outcome.metrics["peak_memory_mb"] == 13
     log = Path(outcome.fields["log_path"])
     assert log == (backend.state_dir / "logs" / "t" / "1.0.log").resolve()
+    assert not _work_dirs(spec)  # the worker removed the commit's folder
     assert "score:" in log.read_text() and "budget: 5" in log.read_text()
     assert outcome.logs == {}
 
@@ -140,6 +147,21 @@ def _wait_for_pid(pidfile: Path, timeout: float = 20.0) -> int:
     raise AssertionError("the run never started")
 
 
+def _until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    return _until(lambda: not psutil.pid_exists(pid), timeout)
+
+
+def _work_dirs(spec: RunSpec) -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f"autoresearch-{spec.exp_id}-{spec.n}-*"))
+
+
 def test_should_stop(backend: RayBackend, repo: Path, tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     spec = spec_for(repo, f"echo $$ > {pidfile}; sleep 30; echo score: 1", n=6)
@@ -148,11 +170,7 @@ def test_should_stop(backend: RayBackend, repo: Path, tmp_path: Path) -> None:
     assert outcome.status == "stopped" and outcome.failure == ("interrupted", "stopped by the user")
     assert time.monotonic() - t0 < 10
     assert Path(outcome.fields["log_path"]).exists()
-    pid = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while psutil.pid_exists(pid) and time.monotonic() < deadline:  # the worker killed the run's tree
-        time.sleep(0.05)
-    assert not psutil.pid_exists(pid)
+    assert _gone(int(pidfile.read_text()), 5)  # the worker's run_command killed the run's tree
 
 
 def test_worker_node_death_then_recovery(cluster: LocalCluster, backend: RayBackend, repo: Path,
@@ -173,15 +191,31 @@ def test_worker_node_death_then_recovery(cluster: LocalCluster, backend: RayBack
         with pytest.raises(WorkerLost):
             backend.run(spec, backend.slots[0])
         lost_after = time.monotonic() - t0
+        # The per-run watchdog kills the run's processes and removes its folder.
+        assert _gone(int(pidfile.read_text()), 10), "the run outlived its worker"
+        assert _until(lambda: not _work_dirs(spec)), "the run's folder outlived its worker"
     finally:
         killer.join(30)
-        if pidfile.exists():  # the run's process group outlives its killed worker: clean up here
-            try:
-                os.killpg(int(pidfile.read_text()), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if pidfile.exists() and psutil.pid_exists(pid := int(pidfile.read_text())):  # if that failed
+            os.killpg(pid, signal.SIGKILL)
     assert lost_after < 30
 
     cluster.add_worker()
     outcome = backend.run(spec_for(repo, n=8), backend.slots[0])
     assert outcome.status == "ok" and outcome.metric == pytest.approx(TOY_SCORE)
+
+
+def test_gpu_slots_get_rays_gpu_assignment(cluster: LocalCluster, repo: Path) -> None:
+    # Ray hands out declared GPUs whether or not the node has any: enough to check the plumbing.
+    node = cluster.cluster.add_node(num_cpus=1, num_gpus=1)
+    try:
+        cluster.cluster.wait_for_nodes()
+        b = RayBackend(repo, repo / ".autoresearch")
+        assert [(s.name, s.cpus, s.gpus) for s in b.slots] == [("ray0", 1.0, 1.0)]
+        spec = spec_for(repo, "echo devices=$CUDA_VISIBLE_DEVICES; python train.py", n=9)
+        spec.env["CUDA_VISIBLE_DEVICES"] = "7"  # e.g. copied from the coordinator's environment
+        outcome = b.run(spec, b.slots[0])
+        assert outcome.status == "ok"
+        assert "devices=0\n" in Path(outcome.fields["log_path"]).read_text()
+    finally:
+        cluster.cluster.remove_node(node)

@@ -6,6 +6,7 @@ and in worktrees under the task's state folder.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import shutil
 import subprocess
@@ -195,14 +196,41 @@ def merge_onto(repo: Path, base: str, onto: str, commit: str) -> tuple[dict[str,
 
 
 def _merge_text(base: str, ours: str, theirs: str) -> str | None:
-    """`git merge-file` of three texts: the merged text, or None on a conflict."""
-    with tempfile.TemporaryDirectory(prefix="autoresearch-merge-") as tmp:
-        names = []
-        for name, text in (("ours", ours), ("base", base), ("theirs", theirs)):
-            Path(tmp, name).write_text(text)
-            names.append(str(Path(tmp, name)))
-        proc = subprocess.run(["git", "merge-file", "-p", *names], capture_output=True, text=True)
-    return proc.stdout if proc.returncode == 0 else None
+    """Three-way merge of texts by lines: the merged text, or None when the two changes overlap.
+
+    Finer than `git merge-file`, which also calls changes to adjacent lines a conflict: here two
+    sides that change different lines merge even when those lines touch (e.g. two neighbouring
+    constants). Safe for research because a merged candidate is always measured again.
+    """
+    lines = base.splitlines(keepends=True)
+    ours_hunks, theirs_hunks = _hunks(lines, ours), _hunks(lines, theirs)
+    for o in ours_hunks:
+        for t in theirs_hunks:
+            if o == t:
+                continue  # the same change on both sides
+            if _overlap(o, t):
+                return None
+    merged = {h[:2]: h for h in ours_hunks}
+    merged.update({h[:2]: h for h in theirs_hunks})
+    out = list(lines)
+    for i1, i2, new in sorted(merged.values(), key=lambda h: (h[0], h[1]), reverse=True):
+        out[i1:i2] = new
+    return "".join(out)
+
+
+def _hunks(base: list[str], text: str) -> list[tuple[int, int, tuple[str, ...]]]:
+    """The changes from `base` to `text`: (first base line, end base line, new lines)."""
+    other = text.splitlines(keepends=True)
+    matcher = difflib.SequenceMatcher(None, base, other, autojunk=False)
+    return [(i1, i2, tuple(other[j1:j2])) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"]
+
+
+def _overlap(a: tuple[int, int, tuple], b: tuple[int, int, tuple]) -> bool:
+    if max(a[0], b[0]) < min(a[1], b[1]):
+        return True  # both change some of the same lines
+    if a[0] == b[0] and (a[0] == a[1] or b[0] == b[1]):
+        return True  # an insertion where the other side inserts or changes: order unknown
+    return any(h[0] == h[1] and o[0] < h[0] < o[1] for h, o in ((a, b), (b, a)))  # insertion inside a change
 
 
 def diff_stat(repo: Path, a: str, b: str) -> DiffStat:

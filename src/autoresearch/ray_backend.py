@@ -13,6 +13,10 @@ Data: only the commit's tracked files travel. Whatever the task's `setup` comman
 locally; a worker runs the setup once per node and per (setup command, frozen files) before its
 first experiment there.
 
+A run's processes live in a session of their own, so they would outlive a Ray worker that is
+killed (raylet gone, force cancel): a small watchdog process per run kills them and removes the
+run's folder when the worker dies before the run ends.
+
 Every node needs autoresearch (and the task's own dependencies) installed in the same Python
 environment as the coordinator: the task function and the `RunSpec`/`Outcome` classes are sent
 by reference, not by value.
@@ -28,9 +32,11 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,7 +50,7 @@ from autoresearch.slots import THREAD_VARS, Slot
 
 POLL_S = 0.2  # how often a waiting run asks should_stop()
 # After a polite cancel the worker's run_command kills the run's tree (SIGTERM, grace, SIGKILL);
-# only past this do we kill the Ray worker process itself, which could orphan the run's processes.
+# only past this do we kill the Ray worker process itself (then the watchdog cleans up).
 CANCEL_GRACE_S = KILL_GRACE_S + KILL_WAIT_S + 2.0
 SETUP_CACHE = "~/.cache/autoresearch/ray-setup"  # on each worker node, expanded there
 SETUP_MIN_TIMEOUT_S = 3600.0  # as for the local setup: downloads may take a while
@@ -53,12 +59,38 @@ SETUP_MIN_TIMEOUT_S = 3600.0  # as for the local setup: downloads may take a whi
 LOST_ERRORS: tuple[type[BaseException], ...] = (
     rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError, rex.LocalRayletDiedError,
     rex.RaySystemError, rex.TaskUnschedulableError)
+WATCH_VAR = "AUTORESEARCH_RAY_RUN"  # inherited by every process of a run: how the watchdog finds them
+# Waits for the worker (argv[1]) to die or the run's folder (argv[3]) to go; if the worker died
+# first, kills what carries the run's mark (argv[2] in $argv[4]). Plain psutil: starts fast.
+_WATCHDOG = """
+import os, shutil, sys, time, psutil
+worker, mark, work, var = psutil.Process(int(sys.argv[1])), *sys.argv[2:5]
+def alive():
+    try:
+        return worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+while alive() and os.path.isdir(work):
+    time.sleep(1)
+if os.path.isdir(work):
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get(var) == mark:
+                p.kill()
+        except psutil.Error:
+            pass
+    shutil.rmtree(work, ignore_errors=True)
+"""
 
 
 @ray.remote
 def _run_on_worker(spec: RunSpec, tar: bytes, slot: Slot) -> Outcome:
     """On a worker: unpack the commit, prepare the node once, run, return the outcome with its logs."""
     work = Path(tempfile.mkdtemp(prefix=f"autoresearch-{spec.exp_id}-{spec.n}-"))
+    mark = uuid.uuid4().hex
+    watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), mark, str(work), WATCH_VAR],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)  # outlives this worker: that is its job
     try:
         folder, log_dir = work / "files", work / "logs"
         folder.mkdir()
@@ -72,7 +104,7 @@ def _run_on_worker(spec: RunSpec, tar: bytes, slot: Slot) -> Outcome:
         if slot.gpus > 0 and "CUDA_VISIBLE_DEVICES" in os.environ:
             # Ray picked this task's GPUs; a value copied from the coordinator must not override it.
             env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
-        spec.env = env
+        spec.env = {**env, WATCH_VAR: mark}
         if spec.setup:
             _setup_once(spec, folder, log_dir)
         outcome = run_in_folder(spec, folder, log_dir)
@@ -81,6 +113,8 @@ def _run_on_worker(spec: RunSpec, tar: bytes, slot: Slot) -> Outcome:
         return outcome
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        watchdog.kill()
+        watchdog.wait()
 
 
 def _setup_once(spec: RunSpec, folder: Path, log_dir: Path) -> None:
@@ -117,8 +151,8 @@ class RayBackend:
         # Only a connection we opened is ours to close (a test or a notebook may have opened one).
         self._connected = not ray.is_initialized()
         if self._connected:
-            options: dict[str, Any] = dict(address=address, ignore_reinit_error=True, log_to_driver=False,
-                                           logging_level=logging.WARNING)
+            options: dict[str, Any] = {"address": address, "ignore_reinit_error": True, "log_to_driver": False,
+                                       "logging_level": logging.WARNING}
             if address is None:  # may start a local cluster: no dashboard server for it
                 options["include_dashboard"] = False
             ray.init(**options)
@@ -151,8 +185,8 @@ class RayBackend:
         except rex.OutOfMemoryError as e:
             # Ray's memory monitor killed the task. Usually the experiment itself is the hog, so a
             # crash (as the kernel's OOM killer gives locally), not a re-run that would loop.
-            return self._local_outcome(spec, started, "crash", ("crash", "killed by Ray's memory monitor "
-                                       "(the node ran out of memory)"), str(e))
+            reason = "killed by Ray's memory monitor (the node ran out of memory)"
+            return self._local_outcome(spec, started, "crash", ("crash", reason), str(e))
         except LOST_ERRORS as e:
             raise WorkerLost(f"{type(e).__name__}: {e}") from e
         return self._localize(spec, outcome)
@@ -166,7 +200,7 @@ class RayBackend:
 
     def _archive(self, commit: str) -> bytes:
         proc = subprocess.run(["git", "-C", str(self.repo), "archive", "--format=tar", commit],
-                              capture_output=True)
+                              capture_output=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"git archive {commit} failed in {self.repo}: "
                                f"{proc.stderr.decode(errors='replace').strip()}")
@@ -197,6 +231,6 @@ class RayBackend:
         log = self.state_dir / "logs" / spec.log_name
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(note + "\n")
-        fields: dict[str, Any] = dict(exit_code=None, wall_s=time.time() - started, peak_mem_mb=None,
-                                      log_path=str(log), log_tail=note)
+        fields: dict[str, Any] = {"exit_code": None, "wall_s": time.time() - started, "peak_mem_mb": None,
+                                  "log_path": str(log), "log_tail": note}
         return Outcome(status, fields, failure=failure, started_at=started, ended_at=time.time())

@@ -1,0 +1,171 @@
+"""Keeping devices busy (issue 6): busy fraction per slot, and throughput scaling with slots.
+
+Busy fraction: a task whose experiment takes RUN seconds (sleep), an agent that thinks THINK
+seconds (= RUN) before every proposal. The serial loop (`ahead = 0`, as the original autoresearch)
+and the pipelined one (`ahead = 1`) run the same number of experiments; printed side by side is the
+share of wall time each slot spends in runs (from the start of the first proposal's run to the
+end of the last one; the baseline is left out), and the gap between a run's end and the next start.
+Target: >= 98% per slot pipelined (serial: ~50%).
+
+Scaling: a CPU-bound experiment (a fixed amount of pure-Python arithmetic, ~WORK seconds on one
+core: under contention it takes longer, so a shared core shows) with the fast `random` agent, run
+with 1 slot and with W slots on W cores; printed is experiments per hour and the ratio to W times
+the one-slot rate. Target: >= 0.9. `--backend ray` runs the same on a local Ray cluster.
+
+    python benchmarks/parallel.py [--run 2] [--experiments 15] [--workers 2] [--backend local|ray]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from autoresearch.agents import make_agent
+from autoresearch.config import ParallelConfig, load_config
+from autoresearch.gitops import init_repo
+from autoresearch.loop import Limits, Research
+
+SLEEP_TRAIN = """import time
+X = 5.0
+WIDTH = 3
+time.sleep(float(__import__("os").environ["RUN_S"]))
+print(f"score: {(X - 2.0) ** 2 + 0.1 * (WIDTH - 6) ** 2:.6f}")
+"""
+CPU_TRAIN = """import os
+X = 5.0
+WIDTH = 3
+acc = 0
+for i in range(int(os.environ["WORK_ITERS"])):
+    acc += i * i % 7
+print(f"score: {(X - 2.0) ** 2 + 0.1 * (WIDTH - 6) ** 2:.6f}")
+"""
+CONFIG = """[task]
+editable = ["train.py"]
+run = "python train.py"
+[budget]
+seconds = 1
+timeout = 120
+[metric]
+name = "score"
+[search]
+X = {{ low = -5.0, high = 10.0 }}
+WIDTH = {{ low = 1, high = 12 }}
+[env]
+{env}
+[sandbox]
+enabled = false
+"""
+
+
+class ThinkingAgent:
+    """The random agent, thinking `seconds` before each proposal (an LLM's latency)."""
+
+    def __init__(self, inner, seconds: float):
+        self.inner, self.seconds, self.name = inner, seconds, f"{inner.name}+think"
+
+    def propose(self, ctx):
+        time.sleep(self.seconds)
+        return self.inner.propose(ctx)
+
+
+def make_task(root: Path, train: str, env: str) -> Path:
+    root.mkdir(parents=True)
+    (root / "train.py").write_text(train)
+    (root / "autoresearch.toml").write_text(CONFIG.format(env=env))
+    init_repo(root)
+    return root
+
+
+def research(root: Path, agents, parallel: ParallelConfig, experiments: int) -> tuple[Research, list]:
+    config = load_config(root)
+    r = Research(config, agents, tag="bench", parallel=parallel)
+    r.open()
+    r.run(Limits(max_experiments=experiments + 1))  # + the baseline
+    runs = [run for run in r.ledger.all_runs("bench") if run.experiment_id != 1]
+    return r, runs
+
+
+def occupancy(runs) -> dict:
+    """Per slot: share of the window in runs, and the gaps between one run's end and the next start."""
+    window = max(r.created_at for r in runs) - min(r.started_at for r in runs)
+    out = {}
+    for slot in sorted({r.slot for r in runs}):
+        mine = sorted((r for r in runs if r.slot == slot), key=lambda r: r.started_at)
+        busy = sum(r.created_at - r.started_at for r in mine)
+        command = sum(r.wall_s or 0.0 for r in mine)
+        gaps = [b.started_at - a.created_at for a, b in zip(mine, mine[1:])]
+        out[slot] = dict(runs=len(mine), busy=busy / window, command=command / window,
+                         gap_median=statistics.median(gaps) if gaps else 0.0, gap_max=max(gaps, default=0.0))
+    return out
+
+
+def busy_fraction(tmp: Path, run_s: float, experiments: int, slots: int) -> None:
+    print(f"\n== busy fraction: runs of {run_s:g}s, agents thinking {run_s:g}s per proposal, "
+          f"{experiments} experiments, {slots} slot(s) ==")
+    rows = []
+    for label, ahead in (("serial (ahead=0)", 0), ("pipelined (ahead=1)", 1)):
+        root = make_task(tmp / f"busy-{ahead}", SLEEP_TRAIN, f'RUN_S = "{run_s}"')
+        config = load_config(root)
+        agents = [ThinkingAgent(make_agent("random", config, seed=i), run_s) for i in range(slots)]
+        r, runs = research(root, agents, ParallelConfig(slots=slots, ahead=ahead), experiments)
+        r.close()
+        for slot, o in occupancy(runs).items():
+            rows.append((label, slot, o))
+    print(f"{'loop':22} {'slot':6} {'runs':>5} {'busy':>8} {'in command':>11} {'gap median':>11} {'gap max':>9}")
+    for label, slot, o in rows:
+        print(f"{label:22} {slot:6} {o['runs']:5d} {o['busy']:8.1%} {o['command']:11.1%} "
+              f"{o['gap_median'] * 1000:9.0f}ms {o['gap_max'] * 1000:7.0f}ms")
+    worst = min(o["busy"] for label, _, o in rows if label.startswith("pipelined"))
+    print(f"pipelined, worst slot: {worst:.1%} busy (target >= 98%: {'PASS' if worst >= 0.98 else 'FAIL'})")
+
+
+def calibrate(seconds: float) -> int:
+    """Loop iterations of CPU_TRAIN's loop that take about `seconds` on one core here."""
+    n, t0, acc = 2_000_000, time.perf_counter(), 0
+    for i in range(n):
+        acc += i * i % 7
+    return int(n * seconds / (time.perf_counter() - t0))
+
+
+def scaling(tmp: Path, work_s: float, experiments: int, workers: int, backend: str, address: str | None) -> None:
+    iters = calibrate(work_s)
+    print(f"\n== scaling: CPU-bound experiments (~{work_s:g}s of arithmetic each on one core), random agent, "
+          f"backend {backend} ==")
+    rates = {}
+    for w in (1, workers):
+        root = make_task(tmp / f"scale-{backend}-{w}", CPU_TRAIN, f'WORK_ITERS = "{iters}"')
+        config = load_config(root)
+        parallel = ParallelConfig(slots=w, ahead=1, backend=backend, address=address, cpus_per_slot=1.0)
+        r, runs = research(root, [make_agent("random", config, seed=w)], parallel, experiments * w)
+        r.close()
+        window = max(x.created_at for x in runs) - min(x.started_at for x in runs)
+        rates[w] = len(runs) / window * 3600
+        mean_run = statistics.fmean(x.wall_s or 0.0 for x in runs)
+        print(f"{w} slot(s): {len(runs)} runs in {window:.1f}s = {rates[w]:,.0f} experiments/hour "
+              f"(mean run {mean_run:.2f}s)")
+    ratio = rates[workers] / (workers * rates[1])
+    print(f"{workers} slots vs {workers} x 1 slot: {ratio:.3f} (target >= 0.9: {'PASS' if ratio >= 0.9 else 'FAIL'})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", type=float, default=2.0, help="experiment (and thinking) seconds, busy part")
+    ap.add_argument("--experiments", type=int, default=15, help="experiments per configuration (per slot)")
+    ap.add_argument("--workers", type=int, default=2, help="slots for the scaling part (at most the cores)")
+    ap.add_argument("--work", type=float, default=2.0, help="seconds of CPU work per experiment, scaling part")
+    ap.add_argument("--backend", choices=("local", "ray"), default="local")
+    ap.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    ap.add_argument("--only", choices=("busy", "scaling"))
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.only in (None, "busy"):
+            busy_fraction(Path(tmp), args.run, args.experiments, 1)
+            busy_fraction(Path(tmp) / "two", args.run, args.experiments, args.workers)
+        if args.only in (None, "scaling"):
+            scaling(Path(tmp), args.work, args.experiments, args.workers, args.backend, args.address)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,9 @@
 """Keeping devices busy (issue 6): busy fraction per slot, and throughput scaling with slots.
 
-Busy fraction: a task whose experiment takes RUN seconds (sleep), an agent that thinks THINK
-seconds (= RUN) before every proposal. The serial loop (`ahead = 0`, as the original autoresearch)
+Busy fraction: a task whose experiment takes RUN seconds (sleep), an agent that thinks RUN
+seconds before every proposal and changes one of eight constants, in turn, to a random value (so
+that a proposal made ahead still applies after another experiment is kept: a conflicting one
+would be discarded unrun and its slot would wait for the next thought). The serial loop (`ahead = 0`, as the original autoresearch)
 and the pipelined one (`ahead = 1`) run the same number of experiments; printed side by side is the
 share of wall time each slot spends in runs (from the start of the first proposal's run to the
 end of the last one; the baseline is left out), and the gap between a run's end and the next start.
@@ -17,21 +19,23 @@ the one-slot rate. Target: >= 0.9. `--backend ray` runs the same on a local Ray 
 from __future__ import annotations
 
 import argparse
+import random
+import re
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from autoresearch.agents import make_agent
+from autoresearch.agents.base import Proposal
 from autoresearch.config import ParallelConfig, load_config
 from autoresearch.gitops import init_repo
 from autoresearch.loop import Limits, Research
 
-SLEEP_TRAIN = """import time
-X = 5.0
-WIDTH = 3
-time.sleep(float(__import__("os").environ["RUN_S"]))
-print(f"score: {(X - 2.0) ** 2 + 0.1 * (WIDTH - 6) ** 2:.6f}")
+N_CONSTANTS = 8
+SLEEP_TRAIN = "import os, time\n\n" + "".join(f"C{i} = 5.0\n\n# ---\n\n" for i in range(N_CONSTANTS)) + f"""\
+time.sleep(float(os.environ["RUN_S"]))
+print(f"score: {{sum((c - 1.0) ** 2 for c in ({', '.join(f'C{i}' for i in range(N_CONSTANTS))})):.6f}}")
 """
 CPU_TRAIN = """import os
 X = 5.0
@@ -50,8 +54,7 @@ timeout = 120
 [metric]
 name = "score"
 [search]
-X = {{ low = -5.0, high = 10.0 }}
-WIDTH = {{ low = 1, high = 12 }}
+{search}
 [env]
 {env}
 [sandbox]
@@ -59,21 +62,26 @@ enabled = false
 """
 
 
-class ThinkingAgent:
-    """The random agent, thinking `seconds` before each proposal (an LLM's latency)."""
+class SweepAgent:
+    """Thinks `seconds` (an LLM's latency), then sets the next constant in turn to a random value."""
 
-    def __init__(self, inner, seconds: float):
-        self.inner, self.seconds, self.name = inner, seconds, f"{inner.name}+think"
+    name = "sweep"
+
+    def __init__(self, seconds: float, seed: int, offset: int = 0):
+        self.seconds, self.rng, self.turn = seconds, random.Random(seed), offset
 
     def propose(self, ctx):
         time.sleep(self.seconds)
-        return self.inner.propose(ctx)
+        name, value = f"C{self.turn % N_CONSTANTS}", round(self.rng.uniform(0.0, 6.0), 3)
+        self.turn += 1
+        text = re.sub(rf"^{name} = .*$", f"{name} = {value}", ctx.files["train.py"], flags=re.M)
+        return Proposal(f"{name} = {value}", {"train.py": text})
 
 
-def make_task(root: Path, train: str, env: str) -> Path:
+def make_task(root: Path, train: str, env: str, search: str) -> Path:
     root.mkdir(parents=True)
     (root / "train.py").write_text(train)
-    (root / "autoresearch.toml").write_text(CONFIG.format(env=env))
+    (root / "autoresearch.toml").write_text(CONFIG.format(env=env, search=search))
     init_repo(root)
     return root
 
@@ -88,15 +96,18 @@ def research(root: Path, agents, parallel: ParallelConfig, experiments: int) -> 
 
 
 def occupancy(runs) -> dict:
-    """Per slot: share of the window in runs, and the gaps between one run's end and the next start."""
-    window = max(r.created_at for r in runs) - min(r.started_at for r in runs)
+    """Per slot: the share of the steady-state window spent in runs, and the gaps between one run's
+    end and the next start. The window leaves out filling (until every slot has started) and draining
+    (once a slot has run out of work for good: the experiment limit, not the scheduler, idles it)."""
+    slots = sorted({r.slot for r in runs})
+    start = max(min(r.started_at for r in runs if r.slot == s) for s in slots)
+    end = min(max(r.created_at for r in runs if r.slot == s) for s in slots)
     out = {}
-    for slot in sorted({r.slot for r in runs}):
+    for slot in slots:
         mine = sorted((r for r in runs if r.slot == slot), key=lambda r: r.started_at)
-        busy = sum(r.created_at - r.started_at for r in mine)
-        command = sum(r.wall_s or 0.0 for r in mine)
+        busy = sum(max(0.0, min(r.created_at, end) - max(r.started_at, start)) for r in mine)
         gaps = [b.started_at - a.created_at for a, b in zip(mine, mine[1:])]
-        out[slot] = dict(runs=len(mine), busy=busy / window, command=command / window,
+        out[slot] = dict(runs=len(mine), busy=busy / (end - start), window=end - start,
                          gap_median=statistics.median(gaps) if gaps else 0.0, gap_max=max(gaps, default=0.0))
     return out
 
@@ -105,27 +116,30 @@ def busy_fraction(tmp: Path, run_s: float, experiments: int, slots: int) -> None
     print(f"\n== busy fraction: runs of {run_s:g}s, agents thinking {run_s:g}s per proposal, "
           f"{experiments} experiments, {slots} slot(s) ==")
     rows = []
-    for label, ahead in (("serial (ahead=0)", 0), ("pipelined (ahead=1)", 1)):
-        root = make_task(tmp / f"busy-{ahead}", SLEEP_TRAIN, f'RUN_S = "{run_s}"')
-        config = load_config(root)
-        agents = [ThinkingAgent(make_agent("random", config, seed=i), run_s) for i in range(slots)]
+    for label, ahead in (("serial (ahead=0)", 0), ("pipelined (ahead=1)", 1), ("pipelined (ahead=2)", 2)):
+        root = make_task(tmp / f"busy-{ahead}", SLEEP_TRAIN, f'RUN_S = "{run_s}"',
+                         "\n".join(f"C{i} = {{ low = 0.0, high = 6.0 }}" for i in range(N_CONSTANTS)))
+        agents = [SweepAgent(run_s, seed=i, offset=i * N_CONSTANTS // slots) for i in range(slots)]
         r, runs = research(root, agents, ParallelConfig(slots=slots, ahead=ahead), experiments)
         r.close()
         for slot, o in occupancy(runs).items():
             rows.append((label, slot, o))
-    print(f"{'loop':22} {'slot':6} {'runs':>5} {'busy':>8} {'in command':>11} {'gap median':>11} {'gap max':>9}")
+    print(f"{'loop':22} {'slot':6} {'runs':>5} {'window':>8} {'busy':>8} {'gap median':>11} {'gap max':>9}")
     for label, slot, o in rows:
-        print(f"{label:22} {slot:6} {o['runs']:5d} {o['busy']:8.1%} {o['command']:11.1%} "
+        print(f"{label:22} {slot:6} {o['runs']:5d} {o['window']:7.1f}s {o['busy']:8.1%} "
               f"{o['gap_median'] * 1000:9.0f}ms {o['gap_max'] * 1000:7.0f}ms")
-    worst = min(o["busy"] for label, _, o in rows if label.startswith("pipelined"))
-    print(f"pipelined, worst slot: {worst:.1%} busy (target >= 98%: {'PASS' if worst >= 0.98 else 'FAIL'})")
+    worst = min(o["busy"] for label, _, o in rows if label.endswith("(ahead=2)"))
+    print(f"default (ahead=2), worst slot: {worst:.1%} busy (target >= 98%: {'PASS' if worst >= 0.98 else 'FAIL'})")
 
 
 def calibrate(seconds: float) -> int:
-    """Loop iterations of CPU_TRAIN's loop that take about `seconds` on one core here."""
-    n, t0, acc = 2_000_000, time.perf_counter(), 0
-    for i in range(n):
-        acc += i * i % 7
+    """Iterations of CPU_TRAIN's loop that take about `seconds` on one core here (run as it runs
+    there: at module level)."""
+    n = 2_000_000
+    code = compile(CPU_TRAIN.replace("int(os.environ[\"WORK_ITERS\"])", str(n)).replace("print(", "str("),
+                   "calibrate", "exec")
+    t0 = time.perf_counter()
+    exec(code, {})
     return int(n * seconds / (time.perf_counter() - t0))
 
 
@@ -135,7 +149,8 @@ def scaling(tmp: Path, work_s: float, experiments: int, workers: int, backend: s
           f"backend {backend} ==")
     rates = {}
     for w in (1, workers):
-        root = make_task(tmp / f"scale-{backend}-{w}", CPU_TRAIN, f'WORK_ITERS = "{iters}"')
+        root = make_task(tmp / f"scale-{backend}-{w}", CPU_TRAIN, f'WORK_ITERS = "{iters}"',
+                         'X = { low = -5.0, high = 10.0 }\nWIDTH = { low = 1, high = 12 }')
         config = load_config(root)
         parallel = ParallelConfig(slots=w, ahead=1, backend=backend, address=address, cpus_per_slot=1.0)
         r, runs = research(root, [make_agent("random", config, seed=w)], parallel, experiments * w)

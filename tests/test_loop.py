@@ -61,7 +61,7 @@ def check_consistency(task: Path, tag: str = "t") -> None:
     assert [r.split("\t")[3] for r in rows[1:]] == [e.status for e in finished]
     assert [r.split("\t")[0] for r in rows[1:]] == [e.commit[:7] for e in finished]
     # The chain of kept commits is the branch's first-parent history.
-    kept = [e.commit for e in exps if e.status == "keep"]
+    kept = [e.commit for e in ledger.kept(tag)]
     history = gitops.git(task, "rev-list", "--first-parent", branch).splitlines()
     assert kept[::-1] == history[:len(kept)]
     assert not list((task / ".autoresearch" / "worktrees").glob("exp-*"))

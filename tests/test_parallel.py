@@ -55,8 +55,8 @@ def start(task: Path, agents, **parallel) -> Research:
 def chain_is_consistent(task: Path) -> list:
     """Each keep was judged on top of the keep before it: its parent is that keep's commit."""
     check_consistency(task)
-    exps = Ledger(task / ".autoresearch" / "ledger.db").experiments("t")
-    kept = [e for e in exps if e.status == "keep"]
+    ledger = Ledger(task / ".autoresearch" / "ledger.db")
+    exps, kept = ledger.experiments("t"), ledger.kept("t")
     for before, after in zip(kept, kept[1:]):
         assert after.parent_commit == before.commit, (before.id, after.id)
         assert after.metric < before.metric
@@ -164,7 +164,8 @@ def test_stop_leaves_queued_proposals_for_the_next_run(toy_task: Path):
     def stop_when_queued():
         deadline = time.time() + 30
         while time.time() < deadline:
-            if len(ledger.experiments("t", ("queued",))) == 2:
+            running = [e.id for e in ledger.experiments("t", ("running",))]
+            if running and running[0] > 1 and len(ledger.experiments("t", ("queued",))) == 2:
                 r.stop_event.set()
                 return
             time.sleep(0.05)

@@ -219,3 +219,43 @@ def test_gpu_slots_get_rays_gpu_assignment(cluster: LocalCluster, repo: Path) ->
         assert "devices=0\n" in Path(outcome.fields["log_path"]).read_text()
     finally:
         cluster.cluster.remove_node(node)
+
+
+def test_research_requeues_the_experiment_of_a_dead_node(cluster: LocalCluster, tmp_path: Path) -> None:
+    """The coordinator loses a worker node mid-experiment: the run is recorded as lost, the
+    experiment goes back to the queue and is decided on the replacement node."""
+    from autoresearch.config import ParallelConfig
+    from autoresearch.ledger import Ledger
+    from autoresearch.loop import Research
+    from tests.test_loop import ScriptedAgent, check_consistency, replace
+
+    from tests.conftest import TOY_CONFIG
+
+    task = make_task(tmp_path / "toy", config=TOY_CONFIG + "\n[sandbox]\nenabled = false  # the run writes its pid\n")
+    pidfile = tmp_path / "pid"
+    slow = replace("score = ", f"import os, time; open({str(pidfile)!r}, 'a').write(f'{{os.getpid()}}\\n'); "
+                               "time.sleep(3)\nscore = ")
+    agent = ScriptedAgent([("slow: X=3", lambda f: {"train.py": slow(f)["train.py"].replace("X = 5.0", "X = 3.0")})])
+    r = Research(load_config(task), agent, tag="t", backend=RayBackend(task, task / ".autoresearch"),
+                 parallel=ParallelConfig(slots=1))
+    r.open()
+    runs: list[int] = []
+    research = threading.Thread(target=lambda: runs.append(r.run()), daemon=True)  # Ray wants nodes
+    research.start()  # added and removed from the main thread
+    try:
+        _wait_for_pid(pidfile)
+        time.sleep(0.5)
+        cluster.cluster.remove_node(cluster.worker)
+        cluster.add_worker()
+        research.join(90)
+        assert runs == [2]  # the baseline and the slow experiment, run once more after the loss
+    finally:
+        r.stop_event.set()
+        research.join(30)
+        r.close()
+    ledger = Ledger(task / ".autoresearch" / "ledger.db")
+    exps = ledger.experiments("t")
+    assert [(e.description, e.status) for e in exps] == [("baseline", "keep"), ("slow: X=3", "keep")]
+    assert exps[1].info["lost"] == 1 and exps[1].metric == pytest.approx(1.9)
+    assert [(run.kind, run.status) for run in ledger.runs(exps[1].id)] == [("primary", "lost"), ("primary", "ok")]
+    check_consistency(task)

@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--budget", type=float, help="override the time budget in seconds (AUTORESEARCH_TIME_BUDGET)")
     c.add_argument("--seed", type=int, help="seed for the non-LLM agents")
     c.add_argument("--slots", type=int, help="experiments at once (default: one per GPU, else 1; Ray: the cluster's)")
-    c.add_argument("--ahead", type=int, help="ready proposals per slot, made while experiments run (default 1; "
-                   "0 = serial)")
+    c.add_argument("--ahead", type=int, help="proposals per slot kept ready or in thought while experiments run "
+                   "(default 2; 0 = serial: the agent thinks only while no experiment runs)")
     c.add_argument("--backend", choices=("local", "ray"), help="where experiments run (default: local)")
     c.add_argument("--address", help="Ray cluster address (e.g. auto, ray://head:10001; default: a local cluster)")
     c.add_argument("--json", action="store_true", help="one JSON event per line instead of the live view")

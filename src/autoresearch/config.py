@@ -115,7 +115,8 @@ class ParallelConfig:
     """How many experiments run at once, where, and how far the agents think ahead (scheduler.py)."""
 
     slots: int | None = None  # None: one per visible GPU, else one CPU slot (Ray: from the cluster)
-    ahead: int = 1  # ready proposals per slot, made while experiments run (0: propose only when a slot is free)
+    ahead: int = 2  # proposals per slot kept ready or in thought while experiments run (0: serial): with 2,
+    #                 one is ready when a slot frees even when an agent thinks as long as a run takes
     rerun_rebased: bool = True  # a keep whose best moved meanwhile is rebased and re-run on the new best
     backend: str = "local"  # local | ray
     address: str | None = None  # the Ray cluster ("auto", "ray://host:10001"); none: a local one

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,11 @@ AUTHOR = {"GIT_AUTHOR_NAME": "autoresearch", "GIT_AUTHOR_EMAIL": "autoresearch@l
           "GIT_COMMITTER_NAME": "autoresearch", "GIT_COMMITTER_EMAIL": "autoresearch@localhost"}
 BRANCH_PREFIX = "autoresearch/"
 ARCHIVE_PREFIX = "refs/autoresearch/"
+
+
+# git's worktree bookkeeping (.git/worktrees/) is not safe for concurrent add/remove/prune: parallel
+# slots take turns (a few milliseconds each).
+_WORKTREES = threading.RLock()
 
 
 class GitError(RuntimeError):
@@ -116,15 +122,17 @@ def add_worktree(repo: Path, path: Path, commit: str) -> Path:
     if path.exists():
         remove_worktree(repo, path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    git(repo, "worktree", "add", "-q", "--detach", str(path), commit)
+    with _WORKTREES:
+        git(repo, "worktree", "add", "-q", "--detach", str(path), commit)
     return path
 
 
 def remove_worktree(repo: Path, path: Path) -> None:
-    git(repo, "worktree", "remove", "--force", "--force", str(path), check=False)
-    if path.exists():  # not a registered worktree (half-made): remove the folder, then the registration
-        shutil.rmtree(path, ignore_errors=True)
-        git(repo, "worktree", "prune", check=False)
+    with _WORKTREES:
+        git(repo, "worktree", "remove", "--force", "--force", str(path), check=False)
+        if path.exists():  # not a registered worktree (half-made): remove the folder, then the registration
+            shutil.rmtree(path, ignore_errors=True)
+            git(repo, "worktree", "prune", check=False)
 
 
 def commit_edits(worktree: Path, edits: dict[str, str], message: str) -> str:
@@ -163,34 +171,32 @@ def commit_files(repo: Path, parent: str, files: dict[str, str], message: str) -
             os.unlink(index)
 
 
-def changed_files(repo: Path, a: str, b: str) -> list[str]:
-    return git(repo, "diff", "--name-only", "--no-renames", a, b).splitlines()
+def merge_files(base: dict[str, str], ours: dict[str, str], theirs: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Replay the change `base -> theirs` onto `ours` (path -> content maps), file by file.
 
-
-def merge_onto(repo: Path, base: str, onto: str, commit: str) -> tuple[dict[str, str], list[str]]:
-    """Replay the change `base..commit` onto `onto`, file by file (a three-way merge).
-
-    Returns the merged content of every file the change touches that differs from `onto`, and the
-    paths that conflict (both sides changed the same lines). Whole-file edits only: a deleted file
-    counts as a conflict.
+    Returns the merged content of every file the change touches that differs from `ours`, and the
+    paths that conflict (both sides changed the same lines). Whole-file edits only: a file the
+    change deletes, or adds where `ours` has another, counts as a conflict.
     """
     merged, conflicts = {}, []
-    for path in changed_files(repo, base, commit):
-        old, ours, theirs = (read_file(repo, c, path) for c in (base, onto, commit))
-        if theirs is None:
+    for path in sorted(set(base) | set(theirs)):
+        old, mine, new = base.get(path), ours.get(path), theirs.get(path)
+        if new == old:
+            continue  # not part of the change
+        if new is None:
             conflicts.append(path)
             continue
-        if ours == old or ours == theirs:
-            result = theirs
-        elif old is None or ours is None:
+        if mine == old or mine == new:
+            result = new
+        elif old is None or mine is None:
             conflicts.append(path)
             continue
         else:
-            result = _merge_text(old, ours, theirs)
+            result = _merge_text(old, mine, new)
             if result is None:
                 conflicts.append(path)
                 continue
-        if result != ours:
+        if result != mine:
             merged[path] = result
     return merged, conflicts
 
@@ -233,13 +239,19 @@ def _overlap(a: tuple[int, int, tuple], b: tuple[int, int, tuple]) -> bool:
     return any(h[0] == h[1] and o[0] < h[0] < o[1] for h, o in ((a, b), (b, a)))  # insertion inside a change
 
 
-def diff_stat(repo: Path, a: str, b: str) -> DiffStat:
+def diff_stat(old: dict[str, str], new: dict[str, str]) -> DiffStat:
+    """Files changed and lines inserted/deleted from `old` to `new` (path -> content maps)."""
     stat = DiffStat()
-    for line in git(repo, "diff", "--numstat", a, b).splitlines():
-        added, deleted, _ = line.split("\t", 2)
+    for path in sorted(set(old) | set(new)):
+        a, b = old.get(path, ""), new.get(path, "")
+        if a == b:
+            continue
         stat.files_changed += 1
-        stat.insertions += int(added) if added.isdigit() else 0
-        stat.deletions += int(deleted) if deleted.isdigit() else 0
+        matcher = difflib.SequenceMatcher(None, a.splitlines(), b.splitlines(), autojunk=False)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+            if tag != "equal":
+                stat.deletions += i2 - i1
+                stat.insertions += j2 - j1
     return stat
 
 

@@ -228,11 +228,23 @@ class Ledger:
         self.db.execute(f"UPDATE experiments SET {cols} WHERE id = ?", (*fields.values(), exp_id))
 
     def finish(self, exp_id: int, status: str, **fields: Any) -> None:
-        self.update(exp_id, status=status, finished_at=time.time(), **fields)
+        now = time.time()
+        if status == "keep":  # the best is the latest keep: keep times strictly increase, whatever the clock does
+            last = self.db.execute("SELECT MAX(finished_at) FROM experiments WHERE status = 'keep' AND tag = "
+                                   "(SELECT tag FROM experiments WHERE id = ?)", (exp_id,)).fetchone()[0]
+            if last is not None and last >= now:
+                now = last + 1e-6
+        self.update(exp_id, status=status, finished_at=now, **fields)
 
     def get(self, exp_id: int) -> Experiment | None:
         row = self.db.execute("SELECT * FROM experiments WHERE id = ?", (exp_id,)).fetchone()
         return _experiment(row) if row else None
+
+    def kept(self, tag: str) -> list[Experiment]:
+        """The kept experiments in the order they were kept: the research branch's history."""
+        rows = self.db.execute("SELECT * FROM experiments WHERE tag = ? AND status = 'keep' ORDER BY finished_at, id",
+                               (tag,))
+        return [_experiment(r) for r in rows]
 
     def experiments(self, tag: str | None = None, statuses: tuple[str, ...] | None = None) -> list[Experiment]:
         sql, args = "SELECT * FROM experiments", []
@@ -248,9 +260,10 @@ class Ledger:
         return [_experiment(r) for r in self.db.execute(sql + " ORDER BY id", args)]
 
     def best(self, tag: str) -> Experiment | None:
-        """The latest kept experiment: the one the research branch points at."""
+        """The latest kept experiment: the one the research branch points at. Latest in the order of
+        the decisions, not of the ids: with parallel slots an older experiment may be kept last."""
         row = self.db.execute("SELECT * FROM experiments WHERE tag = ? AND status = 'keep' "
-                              "ORDER BY id DESC LIMIT 1", (tag,)).fetchone()
+                              "ORDER BY finished_at DESC, id DESC LIMIT 1", (tag,)).fetchone()
         return _experiment(row) if row else None
 
     def find_content(self, tag: str, content_hash: str, statuses: tuple[str, ...] = FINISHED + PENDING,

@@ -35,6 +35,7 @@ from autoresearch.slots import Slot
 MAX_REJECTIONS_IN_A_ROW = 25  # an agent that only produces invalid proposals is stopped
 MAX_REBASES = 3  # a candidate whose best keeps moving while it runs is discarded after this many rebases
 MAX_LOST = 3  # an experiment whose worker dies this many times is given up (interrupted)
+FILE_CACHE = 256  # commits whose editable files are kept in memory (rebases read them again and again)
 BUDGET_ENV = "AUTORESEARCH_TIME_BUDGET"
 
 
@@ -85,6 +86,8 @@ class Research:
         self.stop_event = threading.Event()
         self.lock = threading.RLock()  # admission, rebase, decision and the branch: one at a time
         self._run_numbers: dict[int, int] = {}
+        self._files: dict[str, dict[str, str]] = {}  # commit -> editable files, oldest first
+        self._files_lock = threading.Lock()
         self._lock_fd: int | None = None
 
     # -- start-up -----------------------------------------------------------------------------
@@ -224,18 +227,31 @@ class Research:
         assert self.backend is not None, "call open() first"
         return self.backend.slots
 
-    def context(self, best: Experiment) -> Context:
-        program_text = gitops.read_file(self.repo, best.commit or self.base, self.config.program) or ""
+    def context(self, best: Experiment | None) -> Context:
+        head = best.commit if best and best.commit else self.base
+        program_text = gitops.read_file(self.repo, head, self.config.program) or ""
         pending = self.ledger.experiments(self.tag, PENDING)
         claimed = {e.idea_id for e in pending}  # an idea being tried is not offered again
-        return Context(config=self.config, program=program_text, files=self.editable_at(best.commit or self.base),
+        return Context(config=self.config, program=program_text, files=self.editable_at(head),
                        history=self.ledger.experiments(self.tag, FINISHED),
                        ideas=[i for i in self.ledger.ideas("open") if i.id not in claimed],
                        best=best, tag=self.tag, notebook=self.state / "notebooks" / f"{self.tag}.md", pending=pending)
 
     def editable_at(self, commit: str) -> dict[str, str]:
-        paths = [p for p in gitops.list_files(self.repo, commit) if is_editable(self.config, p)]
-        return gitops.read_files(self.repo, commit, paths)
+        """The editable files of a commit (cached: commits never change)."""
+        with self._files_lock:
+            files = self._files.get(commit)
+        if files is None:
+            paths = [p for p in gitops.list_files(self.repo, commit) if is_editable(self.config, p)]
+            files = gitops.read_files(self.repo, commit, paths)
+            self._cache_files(commit, files)
+        return dict(files)
+
+    def _cache_files(self, commit: str, files: dict[str, str]) -> None:
+        with self._files_lock:
+            self._files[commit] = files
+            while len(self._files) > FILE_CACHE:
+                self._files.pop(next(iter(self._files)))
 
     def baseline(self, slot: Slot) -> Experiment:
         """Run the unmodified research base; its runs also give the first noise estimate."""
@@ -257,9 +273,9 @@ class Research:
     # -- proposals ----------------------------------------------------------------------------
 
     def propose(self, agent: Agent) -> Experiment | None:
-        """Ask `agent` for a proposal against the current best and admit it; None when it has none."""
+        """Ask `agent` for a proposal against the current best (the research base while the baseline
+        runs) and admit it; None when it has none."""
         best = self.ledger.best(self.tag)
-        assert best is not None, "the baseline comes first"
         ctx = self.context(best)
         try:
             proposal = agent.propose(ctx)
@@ -268,10 +284,11 @@ class Research:
             return None
         return self.admit(proposal, agent.name, best, ctx.files)
 
-    def admit(self, proposal: Proposal, agent_name: str, best: Experiment, files: dict[str, str]) -> Experiment:
+    def admit(self, proposal: Proposal, agent_name: str, best: Experiment | None,
+              files: dict[str, str]) -> Experiment:
         """Validate a proposal and, if it may run, commit it and queue it; else record it as rejected."""
         with self.lock:
-            parent = best.commit or self.base
+            head = parent = best.commit if best and best.commit else self.base
             if proposal.parent_id is not None:  # e.g. a fix for a crashed experiment, built on its commit
                 base_exp = self.ledger.get(proposal.parent_id)
                 if base_exp and base_exp.tag == self.tag and base_exp.commit:
@@ -283,13 +300,12 @@ class Research:
                                                   idea_id=proposal.idea_id, info=proposal.info,
                                                   params=proposal.params or _params(self.config, new_files))
             digest = _content_hash(new_files)
-            self.ledger.update(exp_id, base_commit=best.commit or self.base, content_hash=digest)
+            self.ledger.update(exp_id, base_commit=head, content_hash=digest)
             problem = proposal.info.get("reject_reason") or self.validate(proposal.edits, edits) \
                 or self._duplicate(digest, exp_id)
             if problem:
                 return self._finish(exp_id, "rejected", problem, best)
-            commit = gitops.commit_files(self.repo, parent, edits, f"{_one_line(proposal.description)}\n\n"
-                                         f"autoresearch experiment {exp_id} ({agent_name})\n")
+            commit = gitops.commit_files(self.repo, parent, edits, _message(self.ledger.get(exp_id)))
             self._record_commit(exp_id, parent, commit, files, edits)
             return self.ledger.get(exp_id)
 
@@ -300,12 +316,13 @@ class Research:
         return f"duplicate of experiment #{earlier.id} ({earlier.status}): same editable files"
 
     def _record_commit(self, exp_id: int, parent: str, commit: str, files: dict[str, str],
-                       edits: dict[str, str]) -> None:
+                       edits: dict[str, str], **fields: Any) -> None:
         gitops.update_ref(self.repo, gitops.archive_ref(self.tag, exp_id), commit)
-        stat = gitops.diff_stat(self.repo, parent, commit)
+        self._cache_files(commit, {**files, **edits})
+        stat = gitops.diff_stat(files, {**files, **edits})
         lines_delta = sum(complexity(c) for c in edits.values()) - sum(complexity(files.get(p, "")) for p in edits)
         self.ledger.update(exp_id, parent_commit=parent, commit=commit, files_changed=stat.files_changed,
-                           insertions=stat.insertions, deletions=stat.deletions, lines_delta=lines_delta)
+                           insertions=stat.insertions, deletions=stat.deletions, lines_delta=lines_delta, **fields)
 
     def validate(self, proposed: dict[str, str], edits: dict[str, str]) -> str | None:
         """Why a proposal cannot be run, or None. No run is spent on an invalid proposal."""
@@ -328,24 +345,23 @@ class Research:
         """Move a stale candidate onto the current best (called under the lock); (status, reason) when
         it cannot run there."""
         assert exp.commit and exp.base_commit and best.commit
-        merged, conflicts = gitops.merge_onto(self.repo, exp.base_commit, best.commit, exp.commit)
+        files = self.editable_at(best.commit)
+        merged, conflicts = gitops.merge_files(self.editable_at(exp.base_commit), files, self.editable_at(exp.commit))
         if conflicts:
             return "discard", (f"discard: conflicts with #{best.id} ({_one_line(best.description)[:60]}), kept since "
                                f"it was proposed, in {', '.join(conflicts)}")
         if not merged:
             return "rejected", f"nothing left to try: its change is already in the best (#{best.id})"
-        files = self.editable_at(best.commit)
         digest = _content_hash({**files, **merged})
-        self.ledger.update(exp.id, content_hash=digest)
         duplicate = self._duplicate(digest, exp.id)
         if duplicate:
+            self.ledger.update(exp.id, content_hash=digest)
             return "rejected", f"after rebasing onto #{best.id}: {duplicate}"
-        subject = gitops.git(self.repo, "log", "-1", "--format=%B", exp.commit)
         commit = gitops.commit_files(self.repo, best.commit, merged,
-                                     f"{subject}\nrebased from {exp.commit[:9]} onto #{best.id}\n")
+                                     f"{_message(exp)}rebased from {exp.commit[:9]} onto #{best.id}\n")
         rebased = [*exp.info.get("rebased", []), {"from": exp.commit, "onto": best.id}]
-        self._record_commit(exp.id, best.commit, commit, files, merged)
-        self.ledger.update(exp.id, base_commit=best.commit, info={**exp.info, "rebased": rebased})
+        self._record_commit(exp.id, best.commit, commit, files, merged, base_commit=best.commit, content_hash=digest,
+                            info={**exp.info, "rebased": rebased})
         self.observer.message(f"#{exp.id} rebased onto #{best.id} (kept since it was proposed)")
         return None
 
@@ -576,6 +592,10 @@ def _params(config: TaskConfig, files: dict[str, str]) -> dict[str, Any]:
         return current_params(config, files)
     except Exception:  # a file that does not parse has no params; the agent will learn nothing from it
         return {}
+
+
+def _message(exp: Experiment) -> str:
+    return f"{exp.description}\n\nautoresearch experiment {exp.id} ({exp.agent})\n"
 
 
 def _one_line(text: str) -> str:

@@ -16,7 +16,8 @@ def plot_progress(experiments: list[Experiment], spec: MetricSpec, out: Path, ti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [e for e in experiments if e.status in COLORS]
+    # In the order of the decisions: with parallel slots, an experiment may be decided after later ones.
+    runs = sorted((e for e in experiments if e.status in COLORS), key=lambda e: (e.finished_at or 0.0, e.id))
     if not runs:
         raise ValueError("no finished experiments to plot yet")
     fig, ax = plt.subplots(figsize=(12, 6), dpi=120)
@@ -40,7 +41,7 @@ def plot_progress(experiments: list[Experiment], spec: MetricSpec, out: Path, ti
             ax.annotate(label, (i, e.metric), textcoords="offset points", xytext=(4, 6), fontsize=7,
                         rotation=20, color="#1b5e20")
     arrow = "lower" if spec.direction == "minimize" else "higher"
-    ax.set_xlabel("experiment")
+    ax.set_xlabel("experiment (in the order decided)")
     ax.set_ylabel(f"{spec.name} ({arrow} is better)")
     n_keep = sum(1 for e in runs if e.status == "keep")
     ax.set_title(title or f"autoresearch progress: {len(runs)} experiments, {n_keep} kept")

@@ -138,6 +138,18 @@ def _setup_once(spec: RunSpec, folder: Path, log_dir: Path) -> None:
         marker.write_text(f"{spec.setup}\n")
 
 
+def _loopback_only() -> None:
+    """Make a cluster started here listen on 127.0.0.1, not the machine's outward address.
+
+    Ray's own single-machine mode (its default on macOS and Windows); set through Ray's private
+    constants module, so a Ray that renames it simply starts as it would by default.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # for the processes Ray starts
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        constants.ENABLE_RAY_CLUSTER = False
+
+
 class RayBackend:
     """Slots are Ray resource requests; each run is one Ray task on whichever node has room."""
 
@@ -153,7 +165,8 @@ class RayBackend:
         if self._connected:
             options: dict[str, Any] = {"address": address, "ignore_reinit_error": True, "log_to_driver": False,
                                        "logging_level": logging.WARNING}
-            if address is None:  # may start a local cluster: no dashboard server for it
+            if address is None:  # may start a local cluster: loopback only, no dashboard server
+                _loopback_only()
                 options["include_dashboard"] = False
             ray.init(**options)
         resources = ray.cluster_resources()

@@ -1,9 +1,11 @@
 """Keep every slot busy: agents propose ahead while experiments run.
 
 One thread per agent proposes (think, validate, commit, queue) and one thread per slot runs what
-is queued (rebase if the best moved, run, judge, record). Agents think while experiments run, up to
-`ahead` ready proposals per slot, so a slot that finishes takes its next experiment at once; with
-`ahead = 0` an agent proposes only for an idle slot (the serial loop of the original autoresearch).
+is queued (rebase if the best moved, run, judge, record). Agents think while experiments run and
+keep `ahead` proposals per slot in stock (ready, or being thought), so a slot that finishes takes
+its next experiment at once: with `ahead = 2`, one is ready even when an agent thinks as long as an
+experiment runs. With `ahead = 0` an agent proposes only for an idle slot (the serial loop of the
+original autoresearch). Agents also think while the baseline runs.
 
 The threads share one condition variable; the Research object's lock keeps the ledger and the
 branch consistent. The first error in any thread stops the others and is raised by `run()`.
@@ -42,9 +44,11 @@ class Scheduler:
 
     def run(self) -> int:
         r = self.r
-        if r.ledger.best(r.tag) is None and not self._should_stop():
-            r.baseline(self.slots[0])
-            self.runs = self.admitted = 1
+        self.based = r.ledger.best(r.tag) is not None  # until the baseline is kept, slots only wait
+        if not self.based:
+            if self._should_stop():
+                return 0
+            self.admitted = 1
         queued = [e.id for e in r.ledger.experiments(r.tag, ("queued",))]
         if queued:
             r.observer.message(f"resuming {len(queued)} queued proposal(s): {', '.join(f'#{i}' for i in queued)}")
@@ -54,8 +58,6 @@ class Scheduler:
                                     daemon=True) for slot in self.slots]
         threads += [threading.Thread(target=self._guarded, args=(self._propose_loop, agent), daemon=True,
                                      name=f"agent-{agent.name}-{i}") for i, agent in enumerate(r.agents)]
-        if r.ledger.best(r.tag) is None:  # stopped before the baseline ended: nothing to build on
-            threads = []
         for t in threads:
             t.start()
         for t in threads:
@@ -136,14 +138,27 @@ class Scheduler:
 
     # -- slots --------------------------------------------------------------------------------
 
+    def _baseline(self, slot: Slot) -> None:
+        """The unmodified base first, on one slot; agents propose against it meanwhile."""
+        exp = self.r.baseline(slot)  # raises when the baseline fails: nothing to build on
+        with self.cv:
+            self.runs += 1
+            if exp.status == "keep":
+                self.based = True
+            else:  # interrupted: whatever the agents queued stays queued for the next run
+                self.r.stop_event.set()
+            self.cv.notify_all()
+
     def _slot_loop(self, slot: Slot) -> None:
+        if not self.based and slot == self.slots[0]:
+            self._baseline(slot)
         while True:
             with self.cv:
                 self.idle += 1
                 self.cv.notify_all()
                 try:
-                    while not self.ready:
-                        if self._should_stop() or (self.proposers == 0 and self.thinking == 0):
+                    while not self.ready or not self.based:
+                        if self._should_stop() or (not self.ready and self.proposers == 0 and self.thinking == 0):
                             return
                         self.cv.wait(WAIT_S)
                     if self.r.stop_event.is_set() or self.error is not None:

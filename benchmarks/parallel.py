@@ -9,9 +9,9 @@ share of wall time each slot spends in runs (from the start of the first proposa
 end of the last one; the baseline is left out), and the gap between a run's end and the next start.
 Target: >= 98% per slot pipelined (serial: ~50%).
 
-Scaling: a CPU-bound experiment (a fixed amount of pure-Python arithmetic, ~WORK seconds on one
-core: under contention it takes longer, so a shared core shows) with the fast `random` agent, run
-with 1 slot and with W slots on W cores; printed is experiments per hour and the ratio to W times
+Scaling: a CPU-bound experiment (a fixed amount of pure-Python arithmetic, ~WORK seconds on an
+idle core: under contention it takes longer, so a shared core shows) with the same agent thinking
+no time at all, run with 1 slot and with W slots on W cores; printed is experiments per hour and the ratio to W times
 the one-slot rate. Target: >= 0.9. `--backend ray` runs the same on a local Ray cluster.
 
     python benchmarks/parallel.py [--run 2] [--experiments 15] [--workers 2] [--backend local|ray]
@@ -22,11 +22,12 @@ import argparse
 import random
 import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from autoresearch.agents import make_agent
 from autoresearch.agents.base import Proposal
 from autoresearch.config import ParallelConfig, load_config
 from autoresearch.gitops import init_repo
@@ -37,14 +38,10 @@ SLEEP_TRAIN = "import os, time\n\n" + "".join(f"C{i} = 5.0\n\n# ---\n\n" for i i
 time.sleep(float(os.environ["RUN_S"]))
 print(f"score: {{sum((c - 1.0) ** 2 for c in ({', '.join(f'C{i}' for i in range(N_CONSTANTS))})):.6f}}")
 """
-CPU_TRAIN = """import os
-X = 5.0
-WIDTH = 3
-acc = 0
-for i in range(int(os.environ["WORK_ITERS"])):
-    acc += i * i % 7
-print(f"score: {(X - 2.0) ** 2 + 0.1 * (WIDTH - 6) ** 2:.6f}")
-"""
+CPU_TRAIN = SLEEP_TRAIN.replace('time.sleep(float(os.environ["RUN_S"]))', """acc = 0
+for i in range(int(os.environ["WORK_ITERS"])):  # a fixed amount of work: under contention it takes longer
+    acc += i * i % 7""")
+SEARCH = "\n".join(f"C{i} = {{ low = 0.0, high = 6.0 }}" for i in range(N_CONSTANTS))
 CONFIG = """[task]
 editable = ["train.py"]
 run = "python train.py"
@@ -117,8 +114,7 @@ def busy_fraction(tmp: Path, run_s: float, experiments: int, slots: int) -> None
           f"{experiments} experiments, {slots} slot(s) ==")
     rows = []
     for label, ahead in (("serial (ahead=0)", 0), ("pipelined (ahead=1)", 1), ("pipelined (ahead=2)", 2)):
-        root = make_task(tmp / f"busy-{ahead}", SLEEP_TRAIN, f'RUN_S = "{run_s}"',
-                         "\n".join(f"C{i} = {{ low = 0.0, high = 6.0 }}" for i in range(N_CONSTANTS)))
+        root = make_task(tmp / f"busy-{ahead}", SLEEP_TRAIN, f'RUN_S = "{run_s}"', SEARCH)
         agents = [SweepAgent(run_s, seed=i, offset=i * N_CONSTANTS // slots) for i in range(slots)]
         r, runs = research(root, agents, ParallelConfig(slots=slots, ahead=ahead), experiments)
         r.close()
@@ -133,27 +129,29 @@ def busy_fraction(tmp: Path, run_s: float, experiments: int, slots: int) -> None
 
 
 def calibrate(seconds: float) -> int:
-    """Iterations of CPU_TRAIN's loop that take about `seconds` on one core here (run as it runs
-    there: at module level)."""
-    n = 2_000_000
-    code = compile(CPU_TRAIN.replace("int(os.environ[\"WORK_ITERS\"])", str(n)).replace("print(", "str("),
-                   "calibrate", "exec")
-    t0 = time.perf_counter()
-    exec(code, {})
-    return int(n * seconds / (time.perf_counter() - t0))
+    """Iterations of CPU_TRAIN's loop that take about `seconds` on one core here."""
+    n = 3_000_000
+    code = 'import time\nt = time.perf_counter()\nfor i in range(%d):\n    acc = i * i %% 7\nprint(time.perf_counter() - t)'
+    took = float(subprocess.run([sys.executable, "-c", code % n], capture_output=True, text=True).stdout)
+    return int(n * seconds / took)
 
 
 def scaling(tmp: Path, work_s: float, experiments: int, workers: int, backend: str, address: str | None) -> None:
     iters = calibrate(work_s)
-    print(f"\n== scaling: CPU-bound experiments (~{work_s:g}s of arithmetic each on one core), random agent, "
-          f"backend {backend} ==")
+    print(f"\n== scaling: CPU-bound experiments (a fixed amount of arithmetic: ~{work_s:g}s on an idle core), "
+          f"an agent that does not think, backend {backend} ==")
+    if backend == "ray" and address is None:  # one cluster for both measurements, warmed up
+        import ray
+
+        from autoresearch.ray_backend import _loopback_only
+        _loopback_only()
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+        time.sleep(10)  # Ray's own processes are busy for a few seconds after start
     rates = {}
     for w in (1, workers):
-        root = make_task(tmp / f"scale-{backend}-{w}", CPU_TRAIN, f'WORK_ITERS = "{iters}"',
-                         'X = { low = -5.0, high = 10.0 }\nWIDTH = { low = 1, high = 12 }')
-        config = load_config(root)
-        parallel = ParallelConfig(slots=w, ahead=1, backend=backend, address=address, cpus_per_slot=1.0)
-        r, runs = research(root, [make_agent("random", config, seed=w)], parallel, experiments * w)
+        root = make_task(tmp / f"scale-{backend}-{w}", CPU_TRAIN, f'WORK_ITERS = "{iters}"', SEARCH)
+        parallel = ParallelConfig(slots=w, ahead=2, backend=backend, address=address, cpus_per_slot=1.0)
+        r, runs = research(root, [SweepAgent(0.0, seed=w)], parallel, experiments * w)
         r.close()
         window = max(x.created_at for x in runs) - min(x.started_at for x in runs)
         rates[w] = len(runs) / window * 3600

@@ -240,6 +240,10 @@ class Ledger:
         row = self.db.execute("SELECT * FROM experiments WHERE id = ?", (exp_id,)).fetchone()
         return _experiment(row) if row else None
 
+    def count(self, tag: str, status: str) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM experiments WHERE tag = ? AND status = ?",
+                                   (tag, status)).fetchone()[0])
+
     def kept(self, tag: str) -> list[Experiment]:
         """The kept experiments in the order they were kept: the research branch's history."""
         rows = self.db.execute("SELECT * FROM experiments WHERE tag = ? AND status = 'keep' ORDER BY finished_at, id",
@@ -349,11 +353,13 @@ class Ledger:
     def write_results_tsv(self, path: Path, tag: str, metric_name: str) -> None:
         """The original autoresearch's format: commit, metric, memory_gb, status, description."""
         lines = [f"commit\t{metric_name}\tmemory_gb\tstatus\tdescription"]
-        for e in self.experiments(tag, FINISHED):
-            value = f"{e.metric:.6f}" if e.metric is not None else "0.000000"
-            mem = f"{(e.peak_mem_mb or 0.0) / 1024:.1f}"
-            desc = " ".join(e.description.replace("\t", " ").split())
-            lines.append(f"{(e.commit or e.parent_commit)[:7]}\t{value}\t{mem}\t{e.status}\t{desc}")
+        rows = self.db.execute("SELECT commit_sha, parent_commit, metric, peak_mem_mb, status, description FROM "
+                               f"experiments WHERE tag = ? AND status IN ({','.join('?' * len(FINISHED))}) ORDER BY id",
+                               (tag, *FINISHED))
+        for commit, parent, metric, mem_mb, status, description in rows:
+            value = f"{metric:.6f}" if metric is not None else "0.000000"
+            desc = " ".join(description.replace("\t", " ").split())
+            lines.append(f"{(commit or parent)[:7]}\t{value}\t{(mem_mb or 0.0) / 1024:.1f}\t{status}\t{desc}")
         _atomic_write(path, "\n".join(lines) + "\n")
 
 

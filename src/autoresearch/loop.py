@@ -286,26 +286,29 @@ class Research:
 
     def admit(self, proposal: Proposal, agent_name: str, best: Experiment | None,
               files: dict[str, str]) -> Experiment:
-        """Validate a proposal and, if it may run, commit it and queue it; else record it as rejected."""
-        with self.lock:
-            head = parent = best.commit if best and best.commit else self.base
-            if proposal.parent_id is not None:  # e.g. a fix for a crashed experiment, built on its commit
-                base_exp = self.ledger.get(proposal.parent_id)
-                if base_exp and base_exp.tag == self.tag and base_exp.commit:
-                    parent, files = base_exp.commit, self.editable_at(base_exp.commit)
-            edits = {p: c for p, c in proposal.edits.items() if files.get(p) != c}
-            new_files = {**files, **edits}
+        """Validate a proposal and, if it may run, commit it and queue it; else record it as rejected.
+
+        The commit is made before the lock is taken (git takes milliseconds; slots must not wait)."""
+        head = parent = best.commit if best and best.commit else self.base
+        if proposal.parent_id is not None:  # e.g. a fix for a crashed experiment, built on its commit
+            base_exp = self.ledger.get(proposal.parent_id)
+            if base_exp and base_exp.tag == self.tag and base_exp.commit:
+                parent, files = base_exp.commit, self.editable_at(base_exp.commit)
+        edits = {p: c for p, c in proposal.edits.items() if files.get(p) != c}
+        new_files = {**files, **edits}
+        description = _one_line(proposal.description)
+        problem = proposal.info.get("reject_reason") or self.validate(proposal.edits, edits)
+        commit = None if problem else gitops.commit_files(self.repo, parent, edits, _message(description, agent_name))
+        digest = _content_hash(new_files)
+        with self.lock:  # the duplicate check and the new row: atomic against other agents and slots
             exp_id = self.ledger.start_experiment(tag=self.tag, parent_commit=parent, agent=agent_name,
-                                                  description=_one_line(proposal.description), status="queued",
+                                                  description=description, status="queued",
                                                   idea_id=proposal.idea_id, info=proposal.info,
                                                   params=proposal.params or _params(self.config, new_files))
-            digest = _content_hash(new_files)
             self.ledger.update(exp_id, base_commit=head, content_hash=digest)
-            problem = proposal.info.get("reject_reason") or self.validate(proposal.edits, edits) \
-                or self._duplicate(digest, exp_id)
+            problem = problem or self._duplicate(digest, exp_id)
             if problem:
                 return self._finish(exp_id, "rejected", problem, best)
-            commit = gitops.commit_files(self.repo, parent, edits, _message(self.ledger.get(exp_id)))
             self._record_commit(exp_id, parent, commit, files, edits)
             return self.ledger.get(exp_id)
 
@@ -341,9 +344,9 @@ class Research:
                     return f"syntax error in {path} line {e.lineno}: {e.msg}"
         return None
 
-    def _rebase(self, exp: Experiment, best: Experiment) -> tuple[str, str] | None:
-        """Move a stale candidate onto the current best (called under the lock); (status, reason) when
-        it cannot run there."""
+    def _prepare_rebase(self, exp: Experiment, best: Experiment) -> tuple[str, str] | dict[str, Any]:
+        """The git work of moving a stale candidate onto `best` (no lock needed): the new commit and
+        what to record, or (status, reason) when it cannot run there."""
         assert exp.commit and exp.base_commit and best.commit
         files = self.editable_at(best.commit)
         merged, conflicts = gitops.merge_files(self.editable_at(exp.base_commit), files, self.editable_at(exp.commit))
@@ -352,16 +355,22 @@ class Research:
                                f"it was proposed, in {', '.join(conflicts)}")
         if not merged:
             return "rejected", f"nothing left to try: its change is already in the best (#{best.id})"
-        digest = _content_hash({**files, **merged})
-        duplicate = self._duplicate(digest, exp.id)
+        commit = gitops.commit_files(self.repo, best.commit, merged, _message(exp.description, exp.agent) +
+                                     f"rebased from {exp.commit[:9]} onto #{best.id}\n")
+        return {"commit": commit, "files": files, "merged": merged, "digest": _content_hash({**files, **merged})}
+
+    def _record_rebase(self, exp: Experiment, best: Experiment, prepared: tuple[str, str] | dict[str, Any]
+                       ) -> tuple[str, str] | None:
+        """Record a prepared rebase (under the lock); (status, reason) when it cannot run."""
+        if isinstance(prepared, tuple):
+            return prepared
+        duplicate = self._duplicate(prepared["digest"], exp.id)
         if duplicate:
-            self.ledger.update(exp.id, content_hash=digest)
+            self.ledger.update(exp.id, content_hash=prepared["digest"])
             return "rejected", f"after rebasing onto #{best.id}: {duplicate}"
-        commit = gitops.commit_files(self.repo, best.commit, merged,
-                                     f"{_message(exp)}rebased from {exp.commit[:9]} onto #{best.id}\n")
         rebased = [*exp.info.get("rebased", []), {"from": exp.commit, "onto": best.id}]
-        self._record_commit(exp.id, best.commit, commit, files, merged, base_commit=best.commit, content_hash=digest,
-                            info={**exp.info, "rebased": rebased})
+        self._record_commit(exp.id, best.commit, prepared["commit"], prepared["files"], prepared["merged"],
+                            base_commit=best.commit, content_hash=prepared["digest"], info={**exp.info, "rebased": rebased})
         self.observer.message(f"#{exp.id} rebased onto #{best.id} (kept since it was proposed)")
         return None
 
@@ -374,16 +383,9 @@ class Research:
         best and re-run there (or, with `rerun_rebased = false`, judged against it on what it measured).
         """
         for _ in range(MAX_REBASES + 1):
-            with self.lock:
-                best = self.ledger.best(self.tag)
-                exp = self.ledger.get(exp_id)
-                assert best is not None and exp is not None and exp.status == "queued", (exp_id, exp and exp.status)
-                if exp.base_commit != best.commit:
-                    problem = self._rebase(exp, best)
-                    if problem:
-                        return self._finish(exp_id, *problem, best)
-                    exp = self.ledger.get(exp_id)
-                self.ledger.update(exp_id, status="running", slot=slot.name)
+            best, exp, problem = self._start_on_best(exp_id, slot)
+            if problem:
+                return self._finish(exp_id, *problem, best)
             try:
                 status, reason, values, fields = self._measure(exp, best, slot)
             except WorkerLost as e:
@@ -391,19 +393,45 @@ class Research:
             with self.lock:
                 current = self.ledger.best(self.tag)
                 if status != "keep" or current.id == best.id:
-                    return self._finish(exp_id, status, reason, best, values, fields, reestimate=True)
-                self.observer.message(f"#{exp_id} beat #{best.id}, but #{current.id} was kept meanwhile")
-                if not self.parallel.rerun_rebased:
-                    problem = self._rebase(self.ledger.get(exp_id), current)
+                    exp = self._finish(exp_id, status, reason, best, values, fields)
+                elif not self.parallel.rerun_rebased:
+                    self.observer.message(f"#{exp_id} beat #{best.id}, but #{current.id} was kept meanwhile")
+                    problem = self._record_rebase(exp, current, self._prepare_rebase(exp, current))
                     if problem:
                         return self._finish(exp_id, *problem, current)
                     status, reason = self._judge_measured(exp_id, values, current)
-                    return self._finish(exp_id, status, reason, current, values, fields, reestimate=True)
-                self.ledger.supersede_runs(exp_id)  # measured on the old base: set aside, run again
-                self.ledger.update(exp_id, status="queued")
-        with self.lock:
-            return self._finish(exp_id, "discard", f"discard: the best moved {MAX_REBASES + 1} times while it ran",
-                                self.ledger.best(self.tag))
+                    exp = self._finish(exp_id, status, reason, current, values, fields)
+                else:
+                    self.observer.message(f"#{exp_id} beat #{best.id}, but #{current.id} was kept meanwhile: "
+                                          "rebasing and running it again")
+                    self.ledger.supersede_runs(exp_id)  # measured on the old base: set aside, run again
+                    self.ledger.update(exp_id, status="queued")
+                    continue
+            self._reestimate(exp, slot)  # outside the lock: other slots go on deciding meanwhile
+            return exp
+        return self._finish(exp_id, "discard", f"discard: the best moved {MAX_REBASES + 1} times while it ran",
+                            self.ledger.best(self.tag))
+
+    def _start_on_best(self, exp_id: int, slot: Slot) -> tuple[Experiment, Experiment, tuple[str, str] | None]:
+        """Mark a queued experiment running on top of the current best, rebasing it first if the best
+        moved since it was proposed: (best, experiment, None), or (best, experiment, (status, reason))
+        when it cannot run there."""
+        while True:
+            with self.lock:
+                best, exp = self.ledger.best(self.tag), self.ledger.get(exp_id)
+                assert best is not None and exp is not None and exp.status == "queued", (exp_id, exp and exp.status)
+                if exp.base_commit == best.commit:
+                    self.ledger.update(exp_id, status="running", slot=slot.name)
+                    return best, self.ledger.get(exp_id), None
+            prepared = self._prepare_rebase(exp, best)  # git work without the lock
+            with self.lock:
+                if self.ledger.best(self.tag).id != best.id:
+                    continue  # kept again meanwhile: rebase onto that one
+                problem = self._record_rebase(exp, best, prepared)
+                if problem:
+                    return best, exp, problem
+                self.ledger.update(exp_id, status="running", slot=slot.name)
+                return best, self.ledger.get(exp_id), None
 
     def _requeue(self, exp_id: int, error: Exception) -> Experiment:
         with self.lock:
@@ -419,7 +447,7 @@ class Research:
             return self.ledger.get(exp_id)
 
     def _finish(self, exp_id: int, status: str, reason: str, best: Experiment | None, values: list[float] = (),
-                fields: dict[str, Any] | None = None, reestimate: bool = False) -> Experiment:
+                fields: dict[str, Any] | None = None) -> Experiment:
         """Record a decision durably, then move the branch (a keep) and tell the observer."""
         with self.lock:
             fields = dict(fields or {})
@@ -433,14 +461,18 @@ class Research:
                 self.ledger.mark_idea(exp.idea_id, exp_id, exp.reason)
             self.write_results()
             self.observer.finished(exp, self.ledger.best(self.tag))
-            keeps = len(self.ledger.experiments(self.tag, ("keep",)))
+            return exp
+
+    def _reestimate(self, exp: Experiment, slot: Slot) -> None:
+        """Every `reestimate_every` keeps, re-measure the noise on the new best (on its slot)."""
         every = self.config.judge.reestimate_every
-        if reestimate and status == "keep" and every and keeps > 1 and (keeps - 1) % every == 0:
-            self.observer.message(f"re-measuring the noise on the best (#{exp_id})")
-            if self._repeat(exp_id, exp.commit, "noise", self.config.judge.noise_runs - 1, self.slots[0]):
-                self.ledger.update(exp_id, metric=_mean(self.ledger.run_values(exp_id)))
-                exp = self.ledger.get(exp_id)
-        return exp
+        if exp.status != "keep" or not every:
+            return
+        keeps = self.ledger.count(self.tag, "keep")
+        if keeps > 1 and (keeps - 1) % every == 0:
+            self.observer.message(f"re-measuring the noise on the best (#{exp.id})")
+            if self._repeat(exp.id, exp.commit, "noise", self.config.judge.noise_runs - 1, slot):
+                self.ledger.update(exp.id, metric=_mean(self.ledger.run_values(exp.id)))
 
     def _measure(self, exp: Experiment, best: Experiment | None, slot: Slot) -> tuple[str, str, list[float], dict]:
         """Run an experiment as often as the judge needs: (status, reason, metric values, fields)."""
@@ -594,8 +626,8 @@ def _params(config: TaskConfig, files: dict[str, str]) -> dict[str, Any]:
         return {}
 
 
-def _message(exp: Experiment) -> str:
-    return f"{exp.description}\n\nautoresearch experiment {exp.id} ({exp.agent})\n"
+def _message(description: str, agent: str) -> str:
+    return f"{description}\n\nproposed by {agent} (autoresearch)\n"
 
 
 def _one_line(text: str) -> str:

@@ -20,6 +20,7 @@ import shlex
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -155,11 +156,8 @@ class CodingCLIAgent:
     # -- helpers --------------------------------------------------------------------------------
 
     def _worktree_path(self) -> Path:
-        base = self.config.state_dir / "worktrees"
-        n = self.runs
-        while (base / f"agent-{n}").exists():
-            n += 1
-        return base / f"agent-{n}"
+        # Unique per call: several agents may think at once (parallel slots), each in its own worktree.
+        return self.config.state_dir / "worktrees" / f"agent-{self.runs}-{uuid.uuid4().hex[:8]}"
 
     def _argv(self, prompt: str, prompt_file: Path, workdir: Path, files: list[str]) -> list[str]:
         values = {"prompt": prompt, "prompt_file": str(prompt_file), "workdir": str(workdir),

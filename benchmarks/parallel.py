@@ -19,6 +19,7 @@ the one-slot rate. Target: >= 0.9. `--backend ray` runs the same on a local Ray 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import statistics
@@ -136,30 +137,53 @@ def calibrate(seconds: float) -> int:
     return int(n * seconds / took)
 
 
-def scaling(tmp: Path, work_s: float, experiments: int, workers: int, backend: str, address: str | None) -> None:
+def raw_rate(root: Path, iters: int, w: int, repeats: int = 2) -> float:
+    """Experiments per hour of `w` copies of the run command started side by side, no harness: the
+    machine's own ceiling for W slots."""
+    env = {**os.environ, "WORK_ITERS": str(iters)}
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        procs = [subprocess.Popen([sys.executable, "train.py"], cwd=root, env=env, stdout=subprocess.DEVNULL)
+                 for _ in range(w)]
+        for proc in procs:
+            proc.wait()
+    return w * repeats / (time.perf_counter() - t0) * 3600
+
+
+def scaling(tmp: Path, work_s: float, experiments: int, workers: int, backend: str, address: str | None,
+            rounds: int) -> None:
     iters = calibrate(work_s)
     print(f"\n== scaling: CPU-bound experiments (a fixed amount of arithmetic: ~{work_s:g}s on an idle core), "
-          f"an agent that does not think, backend {backend} ==")
-    if backend == "ray" and address is None:  # one cluster for both measurements, warmed up
+          f"an agent that does not think, backend {backend}, {rounds} interleaved rounds ==")
+    if backend == "ray" and address is None:  # one cluster for every measurement, warmed up
         import ray
 
-        from autoresearch.ray_backend import _loopback_only
-        _loopback_only()
+        from autoresearch.ray_backend import _local_cluster_env
+        _local_cluster_env()
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
         time.sleep(10)  # Ray's own processes are busy for a few seconds after start
-    rates = {}
-    for w in (1, workers):
-        root = make_task(tmp / f"scale-{backend}-{w}", CPU_TRAIN, f'WORK_ITERS = "{iters}"', SEARCH)
-        parallel = ParallelConfig(slots=w, ahead=2, backend=backend, address=address, cpus_per_slot=1.0)
-        r, runs = research(root, [SweepAgent(0.0, seed=w)], parallel, experiments * w)
-        r.close()
-        window = max(x.created_at for x in runs) - min(x.started_at for x in runs)
-        rates[w] = len(runs) / window * 3600
-        mean_run = statistics.fmean(x.wall_s or 0.0 for x in runs)
-        print(f"{w} slot(s): {len(runs)} runs in {window:.1f}s = {rates[w]:,.0f} experiments/hour "
-              f"(mean run {mean_run:.2f}s)")
-    ratio = rates[workers] / (workers * rates[1])
-    print(f"{workers} slots vs {workers} x 1 slot: {ratio:.3f} (target >= 0.9: {'PASS' if ratio >= 0.9 else 'FAIL'})")
+    runs_done = {1: 0, workers: 0}
+    seconds = {1: 0.0, workers: 0.0}
+    raw = {1: [], workers: []}
+    for k in range(rounds):  # this machine's speed drifts (shared host): alternate, then compare totals
+        for w in (1, workers):
+            root = make_task(tmp / f"scale-{backend}-{k}-{w}", CPU_TRAIN, f'WORK_ITERS = "{iters}"', SEARCH)
+            parallel = ParallelConfig(slots=w, ahead=2, backend=backend, address=address, cpus_per_slot=1.0)
+            r, runs = research(root, [SweepAgent(0.0, seed=w)], parallel, experiments * w)
+            r.close()
+            window = max(x.created_at for x in runs) - min(x.started_at for x in runs)
+            runs_done[w] += len(runs)
+            seconds[w] += window
+            raw[w].append(raw_rate(root, iters, w))
+            print(f"round {k + 1}, {w} slot(s): {len(runs)} runs in {window:.1f}s = {len(runs) / window * 3600:,.0f} "
+                  f"experiments/hour (mean run {statistics.fmean(x.wall_s or 0.0 for x in runs):.2f}s); "
+                  f"the bare commands: {raw[w][-1]:,.0f}/hour")
+    rate = {w: runs_done[w] / seconds[w] * 3600 for w in runs_done}
+    ratio = rate[workers] / (workers * rate[1])
+    ceiling = statistics.fmean(raw[workers]) / (workers * statistics.fmean(raw[1]))
+    print(f"autoresearch: {rate[1]:,.0f}/hour with 1 slot, {rate[workers]:,.0f}/hour with {workers}")
+    print(f"{workers} slots vs {workers} x 1 slot: {ratio:.3f} (target >= 0.9: {'PASS' if ratio >= 0.9 else 'FAIL'}); "
+          f"the bare commands side by side on this machine: {ceiling:.3f}")
 
 
 def main() -> None:
@@ -170,6 +194,7 @@ def main() -> None:
     ap.add_argument("--work", type=float, default=2.0, help="seconds of CPU work per experiment, scaling part")
     ap.add_argument("--backend", choices=("local", "ray"), default="local")
     ap.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the scaling part")
     ap.add_argument("--only", choices=("busy", "scaling"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -177,7 +202,7 @@ def main() -> None:
             busy_fraction(Path(tmp), args.run, args.experiments, 1)
             busy_fraction(Path(tmp) / "two", args.run, args.experiments, args.workers)
         if args.only in (None, "scaling"):
-            scaling(Path(tmp), args.work, args.experiments, args.workers, args.backend, args.address)
+            scaling(Path(tmp), args.work, args.experiments, args.workers, args.backend, args.address, args.rounds)
 
 
 if __name__ == "__main__":

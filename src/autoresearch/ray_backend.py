@@ -138,13 +138,14 @@ def _setup_once(spec: RunSpec, folder: Path, log_dir: Path) -> None:
         marker.write_text(f"{spec.setup}\n")
 
 
-def _loopback_only() -> None:
-    """Make a cluster started here listen on 127.0.0.1, not the machine's outward address.
-
-    Ray's own single-machine mode (its default on macOS and Windows); set through Ray's private
-    constants module, so a Ray that renames it simply starts as it would by default.
-    """
+def _local_cluster_env() -> None:
+    """Settings for a cluster started here by `ray.init()`: it listens on 127.0.0.1, not the machine's
+    outward address (Ray's own single-machine mode, its default on macOS and Windows; set through
+    Ray's private constants module, so a Ray that renames it starts as it would by default), and its
+    workers run experiments at normal priority (Ray starts them at nice 15, and an experiment would
+    then lose the cores to the coordinator and its agents on the same machine)."""
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # for the processes Ray starts
+    os.environ.setdefault("RAY_worker_niceness", "0")
     constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
     if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
         constants.ENABLE_RAY_CLUSTER = False
@@ -166,7 +167,7 @@ class RayBackend:
             options: dict[str, Any] = {"address": address, "ignore_reinit_error": True, "log_to_driver": False,
                                        "logging_level": logging.WARNING}
             if address is None:  # may start a local cluster: loopback only, no dashboard server
-                _loopback_only()
+                _local_cluster_env()
                 options["include_dashboard"] = False
             ray.init(**options)
         resources = ray.cluster_resources()

@@ -21,7 +21,7 @@ from autoresearch.agents.backends import BackendError, OpenAIBackend, RetryPolic
 from autoresearch.agents.base import Context
 from autoresearch.agents.edits import apply_reply, parse_reply
 from autoresearch.agents.llm import LLMAgent, ModelUnavailable
-from autoresearch.config import load_config
+from autoresearch.config import ParallelConfig, load_config
 from autoresearch.ledger import Ledger
 from autoresearch.loop import Limits, Research
 
@@ -140,7 +140,8 @@ def agent_for(task: Path, server: CannedServer, sleeps: Sleeps | None = None, **
 
 
 def research(task: Path, agent, tag: str = "t") -> Research:
-    r = Research(load_config(task), agent, tag=tag)
+    # Serial (the agent thinks only while nothing runs): the canned replies follow each other's results.
+    r = Research(load_config(task), agent, tag=tag, parallel=ParallelConfig(ahead=0))
     r.open()
     return r
 

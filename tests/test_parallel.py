@@ -2,6 +2,7 @@
 duplicates of queued work skipped, queued work resumed after a stop."""
 from __future__ import annotations
 
+import json
 import textwrap
 import threading
 import time
@@ -221,3 +222,18 @@ def test_three_way_merge_of_neighbouring_lines():
         base.replace("X = 1", "X = 5")
     assert _merge_text(base, base + "d\n", "z\n" + base) == "z\n" + base + "d\n"
     assert _merge_text(base, base + "d\n", base + "e\n") is None  # two insertions at one place
+
+
+def test_cli_runs_two_agents_on_two_slots(toy_task: Path):
+    from tests.test_cli import cli, events
+
+    out = cli("run", str(toy_task), "--slots", "2", "--agent", "random", "--agent", "search", "--seed", "3",
+              "--max-experiments", "9", "--json").stdout
+    evs = events(out)
+    assert any("2 slots on local: cpu0, cpu1" in e.get("text", "") for e in evs)
+    assert {e["slot"] for e in evs if e["event"] == "started"} == {"cpu0", "cpu1"}
+    assert evs[-1]["event"] == "done" and evs[-1]["runs"] == 9
+    exps = Ledger(toy_task / ".autoresearch" / "ledger.db").experiments(evs[-1]["tag"])
+    assert {e.agent for e in exps} >= {"baseline", "random", "search"}
+    status = json.loads(cli("status", "-C", str(toy_task), "--json").stdout)
+    assert status["counts"]["queued"] == 0 and status["counts"]["running"] == 0

@@ -237,3 +237,16 @@ def test_cli_runs_two_agents_on_two_slots(toy_task: Path):
     assert {e.agent for e in exps} >= {"baseline", "random", "search"}
     status = json.loads(cli("status", "-C", str(toy_task), "--json").stdout)
     assert status["counts"]["queued"] == 0 and status["counts"]["running"] == 0
+
+
+def test_queued_row_without_its_commit_is_not_resumed(toy_task: Path):
+    r = start(toy_task, ScriptedAgent([]), slots=1)
+    r.run()
+    exp_id = r.ledger.start_experiment(tag="t", parent_commit=r.base, agent="x", description="half admitted",
+                                       status="queued")  # as if killed before its commit was recorded
+    r.close()
+    r = start(toy_task, ScriptedAgent([]), slots=1)
+    assert r.run() == 0
+    r.close()
+    exp = Ledger(toy_task / ".autoresearch" / "ledger.db").get(exp_id)
+    assert exp.status == "interrupted" and "queueing" in exp.reason

@@ -147,6 +147,9 @@ class Research:
         """Make the ledger, worktrees and refs consistent after any kind of stop."""
         for exp in self.ledger.experiments(statuses=("running",)):
             self.ledger.finish(exp.id, "interrupted", reason="autoresearch stopped during this experiment")
+        for exp in self.ledger.experiments(statuses=("queued",)):
+            if not exp.commit:  # killed between its row and its commit's record: nothing to run
+                self.ledger.finish(exp.id, "interrupted", reason="autoresearch stopped while queueing this proposal")
         gitops.clear_stale_state(self.repo, self.state / "worktrees")
         for tag in self.ledger.tags():
             base = self.ledger.get_meta(f"base:{tag}")

@@ -39,12 +39,13 @@ class Scheduler:
         self.runs = 0
         self.error: BaseException | None = None
         self.timed_out = False
+        self.based = False  # whether the baseline is kept: until then slots only wait
 
     # -- the whole run ------------------------------------------------------------------------
 
     def run(self) -> int:
         r = self.r
-        self.based = r.ledger.best(r.tag) is not None  # until the baseline is kept, slots only wait
+        self.based = r.ledger.best(r.tag) is not None
         if not self.based:
             if self._should_stop():
                 return 0

@@ -95,7 +95,7 @@ def main() -> int:
         "",
         f"val_bpb mean **{statistics.mean(bpb):.4f}**, std {std:.4f}, min {min(bpb):.4f}, max {max(bpb):.4f}; "
         f"steps mean {statistics.mean(steps):.0f} (std {steps_std:.0f}).",
-        *([f"", f"{len(rows) - len(ok)} run(s) failed."] if len(ok) < len(rows) else []),
+        *(["", f"{len(rows) - len(ok)} run(s) failed."] if len(ok) < len(rows) else []),
     ]
     text = "\n".join(md) + "\n"
     print("\n" + text)

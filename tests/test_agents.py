@@ -11,7 +11,7 @@ from autoresearch.agents import AGENTS, RandomAgent, SearchAgent, make_agent, re
 from autoresearch.agents.base import Agent, Context, NoProposal, Proposal
 from autoresearch.agents.constants import (current_params, find_constants, literal_text,
                                            parse_setting_idea, search_space, set_constants)
-from autoresearch.config import Guard, MetricSpec, SearchParam, TaskConfig, parse_config
+from autoresearch.config import Guard, TaskConfig, parse_config
 from autoresearch.ledger import Experiment, Idea
 
 TRAIN = '''"""A toy training script."""

@@ -22,7 +22,6 @@ from autoresearch.agents.base import Context
 from autoresearch.agents.edits import apply_reply, parse_reply
 from autoresearch.agents.llm import LLMAgent, ModelUnavailable
 from autoresearch.config import ParallelConfig, load_config
-from autoresearch.ledger import Ledger
 from autoresearch.loop import Limits, Research
 
 openai = pytest.importorskip("openai")

@@ -1,7 +1,6 @@
 """The research loop on a toy task: baseline, keep, discard, reject, crash, timeout, consistency."""
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest

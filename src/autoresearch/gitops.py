@@ -135,17 +135,6 @@ def remove_worktree(repo: Path, path: Path) -> None:
             git(repo, "worktree", "prune", check=False)
 
 
-def commit_edits(worktree: Path, edits: dict[str, str], message: str) -> str:
-    """Write whole-file edits into the worktree and commit them; returns the new commit."""
-    for rel, content in edits.items():
-        target = worktree / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
-    git(worktree, "add", "--", *edits)
-    git(worktree, "commit", "-q", "--allow-empty", "--no-verify", "-m", message)
-    return rev_parse(worktree, "HEAD")
-
-
 def commit_files(repo: Path, parent: str, files: dict[str, str], message: str) -> str:
     """A commit on `parent` with `files` (path -> whole content) written; no worktree, no checkout.
 

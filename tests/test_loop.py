@@ -108,7 +108,7 @@ def test_planted_improvement_is_kept_and_worse_discarded(toy_task: Path):
 def test_budget_reaches_the_experiment_and_timeout_kills(toy_task: Path):
     slow = ("sleep forever", replace("score = ", "import time; time.sleep(60)\nscore = "))
     r = research(toy_task, ScriptedAgent([slow]), budget_s=1.5)
-    r.timeout_s = 2.0
+    r.measurer.timeout_s = 2.0  # the hard limit, below the 60 s sleep
     r.run()
     r.close()
     exps = Ledger(toy_task / ".autoresearch" / "ledger.db").experiments("t")

@@ -10,6 +10,7 @@ Experiments run in parallel on the backend's slots (scheduler.py drives the thre
 is made against the best of its time; when another experiment is kept first, it is rebased onto
 the new best (a three-way merge) and run, or re-run, there: a keep always moves the branch from the
 best it was judged against, under one lock, so there are no lost updates and no racing keeps.
+How often a candidate runs and how it is judged against its best is measure.py's part.
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import hashlib
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,9 +26,10 @@ from autoresearch import gitops
 from autoresearch.agents.base import Agent, Context, NoProposal, Proposal
 from autoresearch.backends import Backend, WorkerLost, make_backend
 from autoresearch.config import ConfigError, ParallelConfig, TaskConfig, frozen_files, is_editable
-from autoresearch.execution import FrozenFileError, Outcome, RunSpec
-from autoresearch.judge import check_guards, complexity, decide, pooled_sigma
+from autoresearch.execution import FrozenFileError
+from autoresearch.judge import complexity
 from autoresearch.ledger import FINISHED, PENDING, Experiment, Ledger
+from autoresearch.measure import Measurer, mean, run_env
 from autoresearch.sandbox import SandboxPolicy, describe, fallback_warning, sandbox_available
 from autoresearch.slots import Slot
 
@@ -36,7 +37,6 @@ MAX_REJECTIONS_IN_A_ROW = 25  # an agent that only produces invalid proposals is
 MAX_REBASES = 3  # a candidate whose best keeps moving while it runs is discarded after this many rebases
 MAX_LOST = 3  # an experiment whose worker dies this many times is given up (interrupted)
 FILE_CACHE = 256  # commits whose editable files are kept in memory (rebases read them again and again)
-BUDGET_ENV = "AUTORESEARCH_TIME_BUDGET"
 
 
 class ResearchError(RuntimeError):
@@ -85,7 +85,6 @@ class Research:
         self.backend = backend
         self.stop_event = threading.Event()
         self.lock = threading.RLock()  # admission, rebase, decision and the branch: one at a time
-        self._run_numbers: dict[int, int] = {}
         self._files: dict[str, dict[str, str]] = {}  # commit -> editable files, oldest first
         self._files_lock = threading.Lock()
         self._lock_fd: int | None = None
@@ -129,6 +128,8 @@ class Research:
                                             cpus_per_slot=p.cpus_per_slot, gpus_per_slot=p.gpus_per_slot)
             except ValueError as e:
                 raise ConfigError(self.config.path, "parallel.backend", str(e), "install it, or use backend = \"local\"")
+        self.measurer = Measurer(self.config, self.tag, self.ledger, self.backend, self.observer, self.stop_event,
+                                 self.budget_s, self.timeout_s, self.frozen, self.policy)
         slots = self.backend.slots
         self.observer.message(f"{len(slots)} slot{'s' * (len(slots) != 1)} on {self.backend.name}: "
                               f"{', '.join(s.name for s in slots)}; {self.parallel.ahead} proposal(s) ahead per slot")
@@ -197,7 +198,8 @@ class Research:
         path = self.state / "worktrees" / "setup"
         gitops.add_worktree(self.repo, path, self.base)
         try:
-            result = run_command(self.config.setup, path, env=clean_env(self._env()), timeout_s=max(self.timeout_s, 3600),
+            result = run_command(self.config.setup, path, env=clean_env(run_env(self.config, self.budget_s)),
+                                 timeout_s=max(self.timeout_s, 3600),
                                  log_path=self.state / "logs" / "setup.log", log_cap_bytes=self.config.log_cap_bytes,
                                  on_output=self.observer.output, should_stop=self.stop_event.is_set)
         finally:
@@ -402,7 +404,7 @@ class Research:
                     problem = self._record_rebase(exp, current, self._prepare_rebase(exp, current))
                     if problem:
                         return self._finish(exp_id, *problem, current)
-                    status, reason = self._judge_measured(exp_id, values, current)
+                    status, reason = self.measurer.judge_measured(exp_id, values, current)
                     exp = self._finish(exp_id, status, reason, current, values, fields)
                 else:
                     self.observer.message(f"#{exp_id} beat #{best.id}, but #{current.id} was kept meanwhile: "
@@ -410,7 +412,7 @@ class Research:
                     self.ledger.supersede_runs(exp_id)  # measured on the old base: set aside, run again
                     self.ledger.update(exp_id, status="queued")
                     continue
-            self._reestimate(exp, slot)  # outside the lock: other slots go on deciding meanwhile
+            self.measurer.reestimate(exp, slot)  # outside the lock: other slots go on deciding meanwhile
             return exp
         return self._finish(exp_id, "discard", f"discard: the best moved {MAX_REBASES + 1} times while it ran",
                             self.ledger.best(self.tag))
@@ -449,13 +451,19 @@ class Research:
             self.observer.message(f"#{exp_id} re-queued: its worker was lost ({error})")
             return self.ledger.get(exp_id)
 
+    def _measure(self, exp: Experiment, best: Experiment | None, slot: Slot) -> tuple[str, str, list[float], dict]:
+        try:
+            return self.measurer.measure(exp, best, slot)
+        except FrozenFileError as e:  # the frozen files were checked at admission: this is tampering
+            raise ResearchError(str(e)) from None
+
     def _finish(self, exp_id: int, status: str, reason: str, best: Experiment | None, values: list[float] = (),
                 fields: dict[str, Any] | None = None) -> Experiment:
         """Record a decision durably, then move the branch (a keep) and tell the observer."""
         with self.lock:
             fields = dict(fields or {})
             if values:
-                fields["metric"] = _mean(list(values))
+                fields["metric"] = mean(list(values))
             self.ledger.finish(exp_id, status, reason=reason, **fields)  # durable before the branch moves
             exp = self.ledger.get(exp_id)
             if status == "keep":
@@ -466,130 +474,7 @@ class Research:
             self.observer.finished(exp, self.ledger.best(self.tag))
             return exp
 
-    def _reestimate(self, exp: Experiment, slot: Slot) -> None:
-        """Every `reestimate_every` keeps, re-measure the noise on the new best (on its slot)."""
-        every = self.config.judge.reestimate_every
-        if exp.status != "keep" or not every:
-            return
-        keeps = self.ledger.count(self.tag, "keep")
-        if keeps > 1 and (keeps - 1) % every == 0:
-            self.observer.message(f"re-measuring the noise on the best (#{exp.id})")
-            if self._repeat(exp.id, exp.commit, "noise", self.config.judge.noise_runs - 1, slot):
-                self.ledger.update(exp.id, metric=_mean(self.ledger.run_values(exp.id)))
-
-    def _measure(self, exp: Experiment, best: Experiment | None, slot: Slot) -> tuple[str, str, list[float], dict]:
-        """Run an experiment as often as the judge needs: (status, reason, metric values, fields)."""
-        first = self._execute(exp.id, exp.commit, "primary", slot)
-        fields: dict[str, Any] = dict(first.fields)
-        values = [first.metric] if first.status == "ok" else []
-        if first.status != "ok":
-            status, reason = first.failure
-        elif best is None or best.metric is None:
-            values += self._repeat(exp.id, exp.commit, "noise", self.config.judge.noise_runs - 1, slot)
-            status, reason = "keep", f"baseline: {self.config.metric.name} {_mean(values):.6g}" + _spread(values)
-        else:
-            status, reason, values = self._decide(exp.id, exp.commit, best, first, exp.lines_delta, slot)
-        return status, reason, values, fields
-
-    def _decide(self, exp_id: int, commit: str, best: Experiment, first: Outcome,
-                lines_delta: int, slot: Slot) -> tuple[str, str, list[float]]:
-        """Keep/discard with noise-aware statistics, re-running candidate and best when uncertain."""
-        violation = check_guards(self.config.guards, first.metrics, self._baseline_metrics())
-        if violation:
-            return "discard", f"discard: {violation}", [first.metric]
-        cfg, values = self.config.judge, [first.metric]
-        while True:
-            best_values = self.ledger.run_values(best.id) or [best.metric]
-            sigma, dof = pooled_sigma(self.ledger.run_groups(self.tag))
-            decision = decide(self.config.metric, cfg, values, best_values, sigma, dof, lines_delta,
-                              confirmations_left=cfg.max_confirm - (len(values) - 1))
-            if decision.action == "keep":
-                flag = self._heldout_flag(first.metrics, best.metrics)
-                if flag:
-                    return "discard", f"discard: flagged, {flag}; {decision.reason}", values
-            if decision.action != "confirm":
-                return decision.status, decision.reason, values
-            self.observer.message(f"#{exp_id} {decision.reason}")
-            more = self._repeat(exp_id, commit, "confirm", 1, slot)
-            if not more:
-                return "discard", f"discard: a confirmation run failed or was stopped; {decision.reason}", values
-            values += more
-            if len(best_values) < len(values) + 2:  # the best's mean gets sharper too
-                if self._repeat(best.id, best.commit or self.base, "confirm", 1, slot):
-                    self.ledger.update(best.id, metric=_mean(self.ledger.run_values(best.id)))
-
-    def _judge_measured(self, exp_id: int, values: list[float], best: Experiment) -> tuple[str, str]:
-        """The decision on values measured on an older base, against `best` (no more runs)."""
-        exp = self.ledger.get(exp_id)
-        sigma, dof = pooled_sigma(self.ledger.run_groups(self.tag))
-        decision = decide(self.config.metric, self.config.judge, values, self.ledger.run_values(best.id) or
-                          [best.metric], sigma, dof, exp.lines_delta, confirmations_left=0)
-        return decision.status, f"{decision.reason} (measured before rebasing onto #{best.id})"
-
-    def _heldout_flag(self, metrics: dict[str, float], best_metrics: dict[str, float]) -> str | None:
-        """Why a candidate that improves the metric is suspect on the held-out split, or None."""
-        name, tol = self.config.evaluate.heldout, self.config.evaluate.heldout_tolerance
-        if not name or name not in best_metrics:
-            return None
-        if name not in metrics:
-            return f"the trusted evaluation reported no held-out {name}"
-        cand, best = metrics[name], best_metrics[name]
-        worse = cand - best if self.config.metric.direction == "minimize" else best - cand
-        if worse > tol:
-            return f"held-out {name} {cand:.6g} is worse than the best's {best:.6g} by more than {tol:g}"
-        return None
-
-    def _repeat(self, exp_id: int, commit: str, kind: str, times: int, slot: Slot) -> list[float]:
-        values = []
-        for _ in range(max(0, times)):
-            if self.stop_event.is_set():
-                break
-            outcome = self._execute(exp_id, commit, kind, slot)
-            if outcome.status != "ok":
-                break
-            values.append(outcome.metric)
-        return values
-
-    def _execute(self, exp_id: int, commit: str, kind: str, slot: Slot) -> Outcome:
-        """One run of a commit on a slot, recorded in the ledger's runs table."""
-        with self.lock:  # several slots may re-run the same best at once: each run gets its own number
-            n = max(len(self.ledger.runs(exp_id)), self._run_numbers.get(exp_id, 0))
-            self._run_numbers[exp_id] = n + 1
-        exp = self.ledger.get(exp_id)
-        if kind != "primary":
-            exp.description = f"{exp.description} ({kind} run {n + 1})"
-        exp.slot = slot.name
-        spec = RunSpec(exp_id=exp_id, n=n, kind=kind, commit=commit, command=self.config.run, env=self._env(exp_id),
-                       timeout_s=self.timeout_s, log_name=f"{self.tag}/{exp_id}{'' if n == 0 else f'.{n}'}.log",
-                       log_cap_bytes=self.config.log_cap_bytes, metric=self.config.metric, frozen=self.frozen,
-                       evaluate=self.config.evaluate, sandbox=self.policy, setup=self.config.setup)
-        self.observer.started(exp, self.budget_s)
-        started = time.time()
-        try:
-            outcome = self.backend.run(spec, slot, on_output=self.observer.output, should_stop=self.stop_event.is_set)
-        except FrozenFileError as e:
-            raise ResearchError(str(e)) from None
-        except WorkerLost:
-            self.ledger.add_run(exp_id, kind, "lost", slot=slot.name, started_at=started)
-            raise
-        self.ledger.add_run(exp_id, kind, "ok" if outcome.status == "ok" else outcome.status, outcome.metric,
-                            outcome.metrics, outcome.fields.get("wall_s"), outcome.fields.get("peak_mem_mb"),
-                            outcome.fields.get("log_path"), slot=slot.name, started_at=started)
-        return outcome
-
-    def _baseline_metrics(self) -> dict[str, float] | None:
-        for exp in self.ledger.experiments(self.tag, ("keep",)):
-            return exp.metrics
-        return None
-
     # -- helpers ------------------------------------------------------------------------------
-
-    def _env(self, exp_id: int | None = None) -> dict[str, str]:
-        """What the run gets on top of its worker's own (secret-free) environment."""
-        extra = {**self.config.env, BUDGET_ENV: f"{self.budget_s:g}"}
-        if exp_id is not None:
-            extra["AUTORESEARCH_EXPERIMENT_ID"] = str(exp_id)
-        return extra
 
     def write_results(self) -> None:
         with self.lock:
@@ -607,18 +492,6 @@ def _content_hash(files: dict[str, str]) -> str:
     for path in sorted(files):
         digest.update(f"{path}\0{len(files[path])}\0".encode() + files[path].encode())
     return digest.hexdigest()
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
-def _spread(values: list[float]) -> str:
-    if len(values) < 2:
-        return ""
-    m = _mean(values)
-    sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f" ± {sd:.2g} over {len(values)} runs"
 
 
 def _params(config: TaskConfig, files: dict[str, str]) -> dict[str, Any]:

@@ -107,6 +107,15 @@ def test_run_on_worker_node(backend: RayBackend, repo: Path) -> None:
     assert outcome.logs == {}
 
 
+def test_output_streams_while_the_run_goes_on(backend: RayBackend, repo: Path) -> None:
+    spec = spec_for(repo, "for i in 1 2 3; do echo line $i; done; sleep 3; echo score: 1", n=9)
+    seen: list[tuple[float, str]] = []
+    backend.run(spec, backend.slots[0], on_output=lambda line: seen.append((time.monotonic(), line.strip())))
+    ended = time.monotonic()
+    assert [line for _, line in seen] == ["line 1", "line 2", "line 3", "score: 1"]
+    assert ended - seen[0][0] > 2, "the first lines arrived only when the run ended"
+
+
 def test_make_backend_ray(cluster: LocalCluster, repo: Path) -> None:
     b = make_backend("ray", repo, repo / ".autoresearch", slots=2)
     assert b.name == "ray" and len(b.slots) == 2

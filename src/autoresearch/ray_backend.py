@@ -4,9 +4,9 @@ What runs where: the coordinator (ledger, git, agents) stays on the machine that
 `autoresearch run`; for each run it makes a tar of the commit's files with `git archive`, puts it
 in Ray's object store and submits `_run_on_worker`. On the worker the tar is unpacked into a fresh
 temporary folder and `execution.run_in_folder` does exactly what it does locally (frozen-file
-checks, budget, secret-free environment, trusted evaluation); the logs travel back inside the
-`Outcome` and are written under the coordinator's `state_dir/logs`. Nothing is streamed live:
-`on_output` is ignored, the log appears when the run ends.
+checks, budget, secret-free environment, trusted evaluation). The task is a Ray generator: it
+yields the run's output lines in batches while it runs (the coordinator hands them to `on_output`,
+the live view), then the `Outcome`, whose logs are written under the coordinator's `state_dir/logs`.
 
 Data: only the commit's tracked files travel. Whatever the task's `setup` command prepares
 (datasets, tokenizers) must live outside the repository folder (e.g. under ~/.cache), as it does
@@ -29,19 +29,22 @@ import io
 import json
 import logging
 import os
+import queue
 import shutil
 import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Generator, Iterator
 
 import ray
 import ray.exceptions as rex
+from ray import ObjectRefGenerator
 
 from autoresearch.backends import WorkerLost
 from autoresearch.execution import Outcome, RunSpec, run_in_folder
@@ -49,6 +52,8 @@ from autoresearch.runner import KILL_GRACE_S, KILL_WAIT_S, clean_env, run_comman
 from autoresearch.slots import THREAD_VARS, Slot
 
 POLL_S = 0.2  # how often a waiting run asks should_stop()
+OUTPUT_EVERY_S = 0.5  # how often a worker sends the run's new output lines
+OUTPUT_BATCH = 1000  # lines per message at most
 # After a polite cancel the worker's run_command kills the run's tree (SIGTERM, grace, SIGKILL);
 # only past this do we kill the Ray worker process itself (then the watchdog cleans up).
 CANCEL_GRACE_S = KILL_GRACE_S + KILL_WAIT_S + 2.0
@@ -84,8 +89,15 @@ if os.path.isdir(work):
 
 
 @ray.remote
-def _run_on_worker(spec: RunSpec, tar: bytes, slot: Slot) -> Outcome:
-    """On a worker: unpack the commit, prepare the node once, run, return the outcome with its logs."""
+def _run_on_worker(spec: RunSpec, tar: bytes, slot: Slot) -> Iterator[list[str] | Outcome]:
+    """On a worker: batches of the run's output lines while it goes on, then its outcome (sent once
+    the run's folder is gone: a run that has ended left nothing behind)."""
+    outcome = yield from _run_here(spec, tar, slot)
+    yield outcome
+
+
+def _run_here(spec: RunSpec, tar: bytes, slot: Slot) -> Generator[list[str], None, Outcome]:
+    """Unpack the commit, prepare the node once, run (yielding the output); the outcome with its logs."""
     work = Path(tempfile.mkdtemp(prefix=f"autoresearch-{spec.exp_id}-{spec.n}-"))
     mark = uuid.uuid4().hex
     watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), mark, str(work), WATCH_VAR],
@@ -107,7 +119,8 @@ def _run_on_worker(spec: RunSpec, tar: bytes, slot: Slot) -> Outcome:
         spec.env = {**env, WATCH_VAR: mark}
         if spec.setup:
             _setup_once(spec, folder, log_dir)
-        outcome = run_in_folder(spec, folder, log_dir)
+        outcome = yield from _streamed(lambda on_output, should_stop: run_in_folder(
+            spec, folder, log_dir, on_output=on_output, should_stop=should_stop))
         outcome.logs = {str(p.relative_to(log_dir)): p.read_bytes()[:spec.log_cap_bytes].decode(errors="replace")
                         for p in sorted(log_dir.rglob("*")) if p.is_file()}
         return outcome
@@ -115,6 +128,39 @@ def _run_on_worker(spec: RunSpec, tar: bytes, slot: Slot) -> Outcome:
         shutil.rmtree(work, ignore_errors=True)
         watchdog.kill()
         watchdog.wait()
+
+
+def _streamed(run: Callable[[Callable[[str], None], Callable[[], bool]], Outcome]
+              ) -> Generator[list[str], None, Outcome]:
+    """Run `run(on_output, should_stop)` in a thread, yielding its output lines in batches; returns
+    its outcome. A cancel (KeyboardInterrupt at a yield or a join) stops the run through should_stop,
+    and run_command kills its process tree."""
+    lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+    stop = threading.Event()
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["outcome"] = run(lines.put, stop.is_set)
+        except BaseException as e:  # raised again in the task, so it reaches the coordinator as itself
+            result["error"] = e
+
+    thread = threading.Thread(target=target, name="run", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive() or not lines.empty():
+            thread.join(OUTPUT_EVERY_S)
+            batch = []
+            while not lines.empty() and len(batch) < OUTPUT_BATCH:
+                batch.append(lines.get())
+            if batch:
+                yield batch
+    finally:
+        stop.set()
+        thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["outcome"]
 
 
 def _setup_once(spec: RunSpec, folder: Path, log_dir: Path) -> None:
@@ -180,18 +226,26 @@ class RayBackend:
 
     def run(self, spec: RunSpec, slot: Slot, *, on_output: Callable[[str], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> Outcome:
-        """Run on the cluster; `on_output` is not called (the log arrives when the run ends)."""
+        """Run on the cluster; `on_output` gets the output lines as the worker sends them (every
+        OUTPUT_EVERY_S), the full log arrives when the run ends."""
         started = time.time()
         tar = self._archive(spec.commit)
-        ref = _run_on_worker.options(num_cpus=slot.cpus, num_gpus=slot.gpus, max_retries=0).remote(
+        stream = _run_on_worker.options(num_cpus=slot.cpus, num_gpus=slot.gpus, max_retries=0).remote(
             spec, ray.put(tar), slot)
         try:
-            while not ray.wait([ref], timeout=POLL_S)[0]:
-                if should_stop is not None and should_stop():
-                    self._cancel(ref)
-                    return self._local_outcome(spec, started, "stopped", ("interrupted", "stopped by the user"),
-                                               "stopped by the user; the run's output stayed on the worker")
-            outcome: Outcome = ray.get(ref)
+            while True:
+                if not ray.wait([stream], timeout=POLL_S)[0]:
+                    if should_stop is not None and should_stop():
+                        self._cancel(stream)
+                        return self._local_outcome(spec, started, "stopped", ("interrupted", "stopped by the user"),
+                                                   "stopped by the user; the run's output stayed on the worker")
+                    continue
+                item = ray.get(next(stream))
+                if isinstance(item, Outcome):
+                    outcome = item
+                    break
+                for line in item if on_output is not None else ():
+                    on_output(line)
         except rex.RayTaskError as e:
             # Our own error on the worker (FrozenFileError, a failed setup): raise it as itself.
             cause = e.cause if isinstance(e.cause, BaseException) else RuntimeError(str(e))
@@ -221,10 +275,16 @@ class RayBackend:
         return proc.stdout
 
     @staticmethod
-    def _cancel(ref: ray.ObjectRef) -> None:
-        ray.cancel(ref)  # KeyboardInterrupt in the task: run_command kills the run's process tree
-        if not ray.wait([ref], timeout=CANCEL_GRACE_S)[0]:
-            ray.cancel(ref, force=True)  # kills the Ray worker process
+    def _cancel(stream: ObjectRefGenerator) -> None:
+        ray.cancel(stream)  # KeyboardInterrupt in the task: the run is stopped and its process tree killed
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        while time.monotonic() < deadline:  # drain what it still sends until it ends
+            if ray.wait([stream], timeout=POLL_S)[0]:
+                try:
+                    ray.get(next(stream))
+                except (StopIteration, rex.RayError):
+                    return
+        ray.cancel(stream, force=True)  # kills the Ray worker process
 
     def _localize(self, spec: RunSpec, outcome: Outcome) -> Outcome:
         """Write the worker's logs under state_dir/logs and point the outcome at them."""

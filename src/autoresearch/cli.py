@@ -125,7 +125,7 @@ def _task_args(c: argparse.ArgumentParser, json_flag: bool = True, tag: bool = T
 def cmd_run(args) -> int:
     from autoresearch.agents import make_agent
     from autoresearch.loop import Limits, Research, ResearchError
-    from autoresearch.ui import LiveView, PlainView
+    from autoresearch.ui import LiveView, PlainView, fmt_metric
 
     root, note = resolve_task(args.task)
     config = load_config(root)
@@ -191,7 +191,7 @@ def cmd_run(args) -> int:
         print(json.dumps(summary), flush=True)
     else:
         console.print(f"done: {runs} experiments; best {config.metric.name} = "
-                      f"{best.metric if best else '—'} on branch autoresearch/{tag} in {root}", highlight=False)
+                      f"{fmt_metric(best.metric if best else None)} on branch autoresearch/{tag} in {root}", highlight=False)
     return 0
 
 

@@ -25,7 +25,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from autoresearch.backends import WorkerLost, make_backend  # noqa: E402
 from autoresearch.config import load_config  # noqa: E402
 from autoresearch.execution import FrozenFileError, RunSpec  # noqa: E402
-from autoresearch.ray_backend import RayBackend  # noqa: E402
+from autoresearch.ray_backend import OUTPUT_BATCH, RayBackend, _streamed  # noqa: E402
 from tests.conftest import make_task  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
@@ -114,6 +114,27 @@ def test_output_streams_while_the_run_goes_on(backend: RayBackend, repo: Path) -
     ended = time.monotonic()
     assert [line for _, line in seen] == ["line 1", "line 2", "line 3", "score: 1"]
     assert ended - seen[0][0] > 2, "the first lines arrived only when the run ended"
+
+
+def test_streamed_sends_the_latest_lines_and_returns_or_raises() -> None:
+    def chatty(on_output: Callable[[str], None], should_stop: Callable[[], bool]) -> str:
+        for i in range(3 * OUTPUT_BATCH):
+            on_output(f"line {i}")
+        return "the outcome"
+
+    stream = _streamed(chatty)
+    batches = []
+    with pytest.raises(StopIteration) as end:
+        while True:
+            batches.append(next(stream))
+    assert end.value.value == "the outcome"
+    assert all(len(b) <= OUTPUT_BATCH for b in batches) and batches[-1][-1] == f"line {3 * OUTPUT_BATCH - 1}"
+
+    def failing(on_output: Callable[[str], None], should_stop: Callable[[], bool]) -> str:
+        raise FrozenFileError("train.py")
+
+    with pytest.raises(FrozenFileError):
+        list(_streamed(failing))
 
 
 def test_make_backend_ray(cluster: LocalCluster, repo: Path) -> None:

@@ -23,6 +23,7 @@ by reference, not by value.
 """
 from __future__ import annotations
 
+import collections
 import fcntl
 import hashlib
 import io
@@ -53,7 +54,7 @@ from autoresearch.slots import THREAD_VARS, Slot
 
 POLL_S = 0.2  # how often a waiting run asks should_stop()
 OUTPUT_EVERY_S = 0.5  # how often a worker sends the run's new output lines
-OUTPUT_BATCH = 1000  # lines per message at most
+OUTPUT_BATCH = 1000  # lines per message at most: the latest ones (the whole log comes at the end)
 # After a polite cancel the worker's run_command kills the run's tree (SIGTERM, grace, SIGKILL);
 # only past this do we kill the Ray worker process itself (then the watchdog cleans up).
 CANCEL_GRACE_S = KILL_GRACE_S + KILL_WAIT_S + 2.0
@@ -150,11 +151,9 @@ def _streamed(run: Callable[[Callable[[str], None], Callable[[], bool]], Outcome
     try:
         while thread.is_alive() or not lines.empty():
             thread.join(OUTPUT_EVERY_S)
-            batch = []
-            while not lines.empty() and len(batch) < OUTPUT_BATCH:
-                batch.append(lines.get())
+            batch = collections.deque((lines.get() for _ in range(lines.qsize())), maxlen=OUTPUT_BATCH)
             if batch:
-                yield batch
+                yield list(batch)
     finally:
         stop.set()
         thread.join()
@@ -227,7 +226,7 @@ class RayBackend:
     def run(self, spec: RunSpec, slot: Slot, *, on_output: Callable[[str], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> Outcome:
         """Run on the cluster; `on_output` gets the output lines as the worker sends them (every
-        OUTPUT_EVERY_S), the full log arrives when the run ends."""
+        OUTPUT_EVERY_S, the latest OUTPUT_BATCH at most), the full log arrives when the run ends."""
         started = time.time()
         tar = self._archive(spec.commit)
         stream = _run_on_worker.options(num_cpus=slot.cpus, num_gpus=slot.gpus, max_retries=0).remote(

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections import deque
 
@@ -87,17 +88,21 @@ class LiveView:
 
 
 class PlainView:
-    """Line-oriented output for logs and pipes; `--json` prints one JSON object per event."""
+    """Line-oriented output for logs and pipes; `--json` prints one JSON object per event.
+
+    Slots and agents report from their own threads: each line goes out whole, in one write
+    (print() writes the text and its newline separately, so two threads' lines could run together)."""
 
     def __init__(self, as_json: bool = False, stream=None):
         self.as_json = as_json
         self.stream = stream or sys.stdout
+        self._lock = threading.Lock()
 
     def _emit(self, event: str, line: str, **data) -> None:
-        if self.as_json:
-            print(json.dumps({"event": event, **data}), file=self.stream, flush=True)
-        else:
-            print(line, file=self.stream, flush=True)
+        text = json.dumps({"event": event, **data}) if self.as_json else line
+        with self._lock:
+            self.stream.write(text + "\n")
+            self.stream.flush()
 
     def message(self, text: str) -> None:
         self._emit("message", text, text=text)

@@ -10,7 +10,6 @@ import difflib
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,26 +137,73 @@ def remove_worktree(repo: Path, path: Path) -> None:
 def commit_files(repo: Path, parent: str, files: dict[str, str], message: str) -> str:
     """A commit on `parent` with `files` (path -> whole content) written; no worktree, no checkout.
 
-    Built in a private index, so any number of threads can commit to the same repository at once.
+    Built from trees (`git mktree`), not an index, so any number of threads can commit to the same
+    repository at once. Trees and commits never change, so their listings are cached: a commit on
+    top of one made here is three git calls (blob, tree, commit), which keeps rebasing off the
+    slots' critical path cheap.
     """
-    fd, index = tempfile.mkstemp(prefix="autoresearch-index-")
-    os.close(fd)
-    env = {"GIT_INDEX_FILE": index}
-    try:
-        os.unlink(index)  # git wants to create it
-        git(repo, "read-tree", parent, env=env)
-        modes = {}
-        for line in git(repo, "ls-tree", "-r", parent, "--", *files, env=env).splitlines():
-            meta, path = line.split("\t", 1)
-            modes[path] = meta.split()[0]
-        for path, content in files.items():
-            blob = git(repo, "hash-object", "-w", "--stdin", "--path", path, input=content)
-            git(repo, "update-index", "--add", "--cacheinfo", f"{modes.get(path, '100644')},{blob},{path}", env=env)
-        tree = git(repo, "write-tree", env=env)
-        return git(repo, "commit-tree", tree, "-p", parent, input=message)
-    finally:
-        if os.path.exists(index):
-            os.unlink(index)
+    changes = {tuple(path.split("/")): git(repo, "hash-object", "-w", "--stdin", "--path", path, input=content)
+               for path, content in files.items()}
+    tree = _replace_in_tree(repo, _commit_tree(repo, parent), changes)
+    commit = git(repo, "commit-tree", tree, "-p", parent, input=message)
+    _cache(_COMMIT_TREES, commit, tree)
+    return commit
+
+
+_TREE_CACHE = 1024  # listings of trees and commits' trees kept in memory
+_TREES: dict[str, tuple[tuple[str, str, str, str], ...]] = {}  # tree -> entries (mode, type, object, name)
+_COMMIT_TREES: dict[str, str] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _cache(table: dict, key: str, value) -> None:
+    with _CACHE_LOCK:
+        table[key] = value
+        while len(table) > _TREE_CACHE:
+            table.pop(next(iter(table)))
+
+
+def _commit_tree(repo: Path, commit: str) -> str:
+    tree = _COMMIT_TREES.get(commit)
+    if tree is None:
+        tree = git(repo, "rev-parse", f"{commit}^{{tree}}")
+        _cache(_COMMIT_TREES, commit, tree)
+    return tree
+
+
+def _tree_entries(repo: Path, tree: str | None) -> tuple[tuple[str, str, str, str], ...]:
+    if tree is None:
+        return ()
+    entries = _TREES.get(tree)
+    if entries is None:
+        entries = tuple(_parse_entry(e) for e in git(repo, "ls-tree", "-z", tree).split("\0") if e)
+        _cache(_TREES, tree, entries)
+    return entries
+
+
+def _parse_entry(entry: str) -> tuple[str, str, str, str]:
+    meta, name = entry.split("\t", 1)
+    mode, kind, obj = meta.split()
+    return mode, kind, obj, name
+
+
+def _replace_in_tree(repo: Path, tree: str | None, changes: dict[tuple[str, ...], str]) -> str:
+    """The tree `tree` with the blobs of `changes` (path parts -> blob) written in; modes are kept."""
+    entries = {name: (mode, kind, obj) for mode, kind, obj, name in _tree_entries(repo, tree)}
+    below: dict[str, dict[tuple[str, ...], str]] = {}
+    for parts, blob in changes.items():
+        if len(parts) == 1:
+            old = entries.get(parts[0])
+            entries[parts[0]] = (old[0] if old and old[1] == "blob" else "100644", "blob", blob)
+        else:
+            below.setdefault(parts[0], {})[parts[1:]] = blob
+    for name, sub in below.items():
+        old = entries.get(name)
+        entries[name] = ("040000", "tree", _replace_in_tree(repo, old[2] if old and old[1] == "tree" else None, sub))
+    listing = tuple((mode, kind, obj, name) for name, (mode, kind, obj) in sorted(entries.items()))
+    new = git(repo, "mktree", "-z", input="".join(f"{m} {k} {o}\t{n}\0" for m, k, o, n in listing))
+    _cache(_TREES, new, listing)
+    return new
 
 
 def merge_files(base: dict[str, str], ours: dict[str, str], theirs: dict[str, str]) -> tuple[dict[str, str], list[str]]:

@@ -63,7 +63,7 @@ def main() -> None:
         research = Research(config, agent, tag="bench")
         research.open()
         t0 = time.perf_counter()
-        runs = research.run(Limits(max_experiments=args.experiments))
+        research.run(Limits(max_experiments=args.experiments))
         wall = time.perf_counter() - t0
         exps = research.ledger.experiments("bench")
         research.close()

@@ -277,7 +277,7 @@ def test_batches_are_seeded_windows_of_the_train_split(small_data, use_data):
     use_data(small_data)
     a, b = prep.train_batches(4, 32, "cpu", seed=1), prep.train_batches(4, 32, "cpu", seed=1)
     for _ in range(3):
-        (xa, ya), (xb, yb) = next(a), next(b)
+        (xa, ya), (xb, _) = next(a), next(b)
         assert torch.equal(xa, xb) and xa.shape == (4, 32) and xa.dtype == torch.int64
         assert torch.equal(xa[:, 1:], ya[:, :-1])
     assert not torch.equal(next(prep.train_batches(4, 32, "cpu", seed=2))[0], next(prep.train_batches(4, 32, "cpu", seed=1))[0])

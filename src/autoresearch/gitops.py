@@ -146,28 +146,37 @@ def commit_files(repo: Path, parent: str, files: dict[str, str], message: str) -
                for path, content in files.items()}
     tree = _replace_in_tree(repo, _commit_tree(repo, parent), changes)
     commit = git(repo, "commit-tree", tree, "-p", parent, input=message)
-    _cache(_COMMIT_TREES, commit, tree)
+    _COMMIT_TREES.put(commit, tree)
     return commit
 
 
-_TREE_CACHE = 1024  # listings of trees and commits' trees kept in memory
-_TREES: dict[str, tuple[tuple[str, str, str, str], ...]] = {}  # tree -> entries (mode, type, object, name)
-_COMMIT_TREES: dict[str, str] = {}
-_CACHE_LOCK = threading.Lock()
+class ObjectCache:
+    """A bounded map keyed by git object id, safe across threads. Git objects never change, so an
+    entry never goes stale; the oldest are dropped past `size`."""
+
+    def __init__(self, size: int):
+        self.size, self._items, self._lock = size, {}, threading.Lock()
+
+    def get(self, key: str):
+        with self._lock:
+            return self._items.get(key)
+
+    def put(self, key: str, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.pop(next(iter(self._items)))
 
 
-def _cache(table: dict, key: str, value) -> None:
-    with _CACHE_LOCK:
-        table[key] = value
-        while len(table) > _TREE_CACHE:
-            table.pop(next(iter(table)))
+_TREES = ObjectCache(1024)  # tree -> its entries (mode, type, object, name)
+_COMMIT_TREES = ObjectCache(1024)  # commit -> its tree
 
 
 def _commit_tree(repo: Path, commit: str) -> str:
     tree = _COMMIT_TREES.get(commit)
     if tree is None:
         tree = git(repo, "rev-parse", f"{commit}^{{tree}}")
-        _cache(_COMMIT_TREES, commit, tree)
+        _COMMIT_TREES.put(commit, tree)
     return tree
 
 
@@ -177,7 +186,7 @@ def _tree_entries(repo: Path, tree: str | None) -> tuple[tuple[str, str, str, st
     entries = _TREES.get(tree)
     if entries is None:
         entries = tuple(_parse_entry(e) for e in git(repo, "ls-tree", "-z", tree).split("\0") if e)
-        _cache(_TREES, tree, entries)
+        _TREES.put(tree, entries)
     return entries
 
 
@@ -202,7 +211,7 @@ def _replace_in_tree(repo: Path, tree: str | None, changes: dict[tuple[str, ...]
         entries[name] = ("040000", "tree", _replace_in_tree(repo, old[2] if old and old[1] == "tree" else None, sub))
     listing = tuple((mode, kind, obj, name) for name, (mode, kind, obj) in sorted(entries.items()))
     new = git(repo, "mktree", "-z", input="".join(f"{m} {k} {o}\t{n}\0" for m, k, o, n in listing))
-    _cache(_TREES, new, listing)
+    _TREES.put(new, listing)
     return new
 
 

@@ -85,8 +85,7 @@ class Research:
         self.backend = backend
         self.stop_event = threading.Event()
         self.lock = threading.RLock()  # admission, rebase, decision and the branch: one at a time
-        self._files: dict[str, dict[str, str]] = {}  # commit -> editable files, oldest first
-        self._files_lock = threading.Lock()
+        self._files = gitops.ObjectCache(FILE_CACHE)  # commit -> its editable files
         self._lock_fd: int | None = None
 
     # -- start-up -----------------------------------------------------------------------------
@@ -244,19 +243,12 @@ class Research:
 
     def editable_at(self, commit: str) -> dict[str, str]:
         """The editable files of a commit (cached: commits never change)."""
-        with self._files_lock:
-            files = self._files.get(commit)
+        files = self._files.get(commit)
         if files is None:
             paths = [p for p in gitops.list_files(self.repo, commit) if is_editable(self.config, p)]
             files = gitops.read_files(self.repo, commit, paths)
-            self._cache_files(commit, files)
+            self._files.put(commit, files)
         return dict(files)
-
-    def _cache_files(self, commit: str, files: dict[str, str]) -> None:
-        with self._files_lock:
-            self._files[commit] = files
-            while len(self._files) > FILE_CACHE:
-                self._files.pop(next(iter(self._files)))
 
     def baseline(self, slot: Slot) -> Experiment:
         """Run the unmodified research base; its runs also give the first noise estimate."""
@@ -326,7 +318,7 @@ class Research:
     def _record_commit(self, exp_id: int, parent: str, commit: str, files: dict[str, str],
                        edits: dict[str, str], **fields: Any) -> None:
         gitops.update_ref(self.repo, gitops.archive_ref(self.tag, exp_id), commit)
-        self._cache_files(commit, {**files, **edits})
+        self._files.put(commit, {**files, **edits})
         stat = gitops.diff_stat(files, {**files, **edits})
         lines_delta = sum(complexity(c) for c in edits.values()) - sum(complexity(files.get(p, "")) for p in edits)
         self.ledger.update(exp_id, parent_commit=parent, commit=commit, files_changed=stat.files_changed,

@@ -200,11 +200,12 @@ def test_clean_env():
     assert env["PATH"].split(os.pathsep) == [bindir, "/usr/bin", "/bin"] or bindir in ("/usr/bin", "/bin")
 
 
-def test_clean_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch):
+def test_clean_env_allowlists_os_environ(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("SOME_SETTING", "1")
     env = clean_env()
-    assert "OPENAI_API_KEY" not in env and env["SOME_SETTING"] == "1"
+    assert "OPENAI_API_KEY" not in env and "SOME_SETTING" not in env  # an allowlist: unknown names stay out
+    assert env["PATH"] and clean_env(passed=["SOME_SETTING"])["SOME_SETTING"] == "1"  # unless named
 
 
 def test_python_is_our_interpreter(tmp_path: Path):

@@ -108,6 +108,9 @@ class SandboxConfig:
     readable: tuple[str, ...] = ()  # extra read-only paths (e.g. a data cache under $HOME)
     writable: tuple[str, ...] = ()  # extra read-write paths
     hidden: tuple[str, ...] = ()  # paths experiments must not see (e.g. a held-out split)
+    user: str = "nobody"  # started as root, experiments run as this unprivileged user
+    allow_root: bool = False  # started as root: run experiments as uid 0 (no capabilities) instead
+    pass_env: tuple[str, ...] = ()  # names of the caller's variables experiments may see besides the defaults
 
 
 @dataclass(frozen=True)
@@ -296,14 +299,21 @@ def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
                           "add command = \"python prepare.py --evaluate\" (a frozen evaluator)")
 
     sb = _table(data, "sandbox", path)
-    _only(sb, "sandbox", {"enabled", "network", "readable", "writable", "hidden"}, path)
-    for k in ("enabled", "network"):
+    _only(sb, "sandbox", set(SandboxConfig.__dataclass_fields__), path)
+    for k in ("enabled", "network", "allow_root"):
         if k in sb and not isinstance(sb[k], bool):
             raise ConfigError(path, f"sandbox.{k}", f"{sb[k]!r} is not true/false", "write true or false")
+    pass_env = tuple(_globs(sb, "sandbox.pass_env", path))
+    for name in pass_env:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(path, "sandbox.pass_env", f"{name!r} is not a variable name",
+                              "list names such as \"HF_HOME\" (no values, no wildcards)")
     cfg.sandbox = SandboxConfig(enabled=sb.get("enabled"), network=bool(sb.get("network", False)),
                                 readable=tuple(_globs(sb, "sandbox.readable", path)),
                                 writable=tuple(_globs(sb, "sandbox.writable", path)),
-                                hidden=tuple(_globs(sb, "sandbox.hidden", path)))
+                                hidden=tuple(_globs(sb, "sandbox.hidden", path)),
+                                user=_str(sb, "sandbox.user", path) or "nobody",
+                                allow_root=bool(sb.get("allow_root", False)), pass_env=pass_env)
 
     cfg.parallel = _parallel(_table(data, "parallel", path), path)
 

@@ -8,7 +8,7 @@ one, checks the frozen files again, and returns an `Outcome`. It never touches t
 """
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -19,9 +19,13 @@ from typing import Any, Callable
 from autoresearch.config import EvaluateConfig, MetricSpec
 from autoresearch.metrics import MetricError, read_metrics
 from autoresearch.runner import RunResult, clean_env, run_command
-from autoresearch.sandbox import SandboxPolicy
+from autoresearch.sandbox import SandboxPolicy, hand_over, identity
+from autoresearch.untrusted import read_file
 
 RUN_DIR_ENV = "AUTORESEARCH_RUN_DIR"
+# Resource metrics the harness measures itself: a printed value under one of these names is kept
+# as `claimed_<name>`, never used (a run using 310 MB must not pass a memory guard by printing 12).
+MEASURED_MEMORY = ("peak_memory_mb", "peak_mem_mb", "peak_rss_mb")
 
 
 class FrozenFileError(RuntimeError):
@@ -43,6 +47,7 @@ class RunSpec:
     log_cap_bytes: int
     metric: MetricSpec
     frozen: dict[str, str] = field(default_factory=dict)  # path -> content at the research base
+    pass_env: tuple[str, ...] = ()  # names of the worker's variables passed on ([sandbox] pass_env)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     sandbox: SandboxPolicy | None = None
     setup: str | None = None  # for workers on other machines: prepared once per node
@@ -71,7 +76,7 @@ def run_in_folder(spec: RunSpec, folder: Path, log_dir: Path, *, on_output: Call
     tampered = check_frozen(spec.frozen, folder)
     if tampered:
         raise FrozenFileError(f"frozen file {tampered} differs from the research base in {spec.commit[:9]}")
-    result = run_command(spec.command, folder, env=clean_env(spec.env), timeout_s=spec.timeout_s,
+    result = run_command(spec.command, folder, env=clean_env(spec.env, passed=spec.pass_env), timeout_s=spec.timeout_s,
                          log_path=log_dir / spec.log_name, log_cap_bytes=spec.log_cap_bytes, on_output=on_output,
                          should_stop=should_stop, sandbox=spec.sandbox)
     outcome = _outcome(spec, result, folder)
@@ -85,17 +90,20 @@ def run_in_folder(spec: RunSpec, folder: Path, log_dir: Path, *, on_output: Call
 
 
 def check_frozen(frozen: dict[str, str], folder: Path) -> str | None:
-    """The first frozen file whose content in `folder` differs from `frozen`, or None."""
+    """The first frozen file whose content in `folder` differs from `frozen`, or None.
+
+    Read as untrusted (the run may have replaced it by a FIFO, a symlink or a huge sparse file):
+    anything but a plain file of about the expected size differs."""
     for path, content in frozen.items():
-        file = folder / path
-        data = file.read_bytes().decode("utf-8", errors="replace") if file.exists() else ""
-        if _sha(data) != _sha(content):
+        try:
+            data = read_file(folder, path, max_bytes=4 * len(content) + 4096).decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            data = ""
+        except OSError:  # UntrustedFileError included
+            return path
+        if data != content:
             return path
     return None
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _outcome(spec: RunSpec, result: RunResult, folder: Path) -> Outcome:
@@ -110,14 +118,22 @@ def _outcome(spec: RunSpec, result: RunResult, folder: Path) -> Outcome:
         metrics, missing = read_metrics(output, spec.metric, folder), None
     except MetricError as e:
         metrics, missing = {}, str(e)
+    _measured_resources(metrics, result)
     fields["metrics"] = metrics
-    if "peak_memory_mb" in metrics:
-        fields["peak_mem_mb"] = metrics["peak_memory_mb"]
     if result.status == "crash":
         return Outcome("crash", fields, metrics=metrics, failure=("crash", f"exit code {result.exit_code}"))
     if missing:
         return Outcome("crash", fields, metrics=metrics, failure=("crash", f"no metric: {missing}"))
     return Outcome("ok", fields, metric=metrics[spec.metric.name], metrics=metrics)
+
+
+def _measured_resources(metrics: dict[str, float], result: RunResult) -> None:
+    """Put what the harness measured where guards look, keeping printed values only as claims."""
+    for name in MEASURED_MEMORY:
+        if name in metrics:
+            metrics[f"claimed_{name}"] = metrics.pop(name)
+    if result.peak_mem_mb is not None:
+        metrics["peak_memory_mb"] = round(result.peak_mem_mb, 3)
 
 
 def _trusted_evaluation(spec: RunSpec, folder: Path, log_dir: Path, outcome: Outcome,
@@ -134,9 +150,13 @@ def _trusted_evaluation(spec: RunSpec, folder: Path, log_dir: Path, outcome: Out
             target = trusted / path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content)
-        policy = None if spec.sandbox is None else SandboxPolicy(
-            network=False, readable=(*spec.sandbox.readable, *spec.sandbox.hidden, folder), writable=(), hidden=())
-        result = run_command(spec.evaluate.command or "", trusted, env=clean_env({**spec.env, RUN_DIR_ENV: str(folder)}),
+        if spec.sandbox is not None:
+            hand_over(trusted, identity(spec.sandbox))
+        policy = None if spec.sandbox is None else dataclasses.replace(
+            spec.sandbox, network=False, readable=(*spec.sandbox.readable, *spec.sandbox.hidden, folder), writable=(),
+            hidden=())
+        result = run_command(spec.evaluate.command or "", trusted,
+                             env=clean_env({**spec.env, RUN_DIR_ENV: str(folder)}, passed=spec.pass_env),
                              timeout_s=spec.evaluate.timeout_s, log_path=log_dir / spec.eval_log_name,
                              log_cap_bytes=spec.log_cap_bytes, should_stop=should_stop, sandbox=policy)
         text = Path(result.log_path).read_text(errors="replace")

@@ -30,7 +30,8 @@ from autoresearch.execution import FrozenFileError
 from autoresearch.judge import complexity
 from autoresearch.ledger import FINISHED, PENDING, Experiment, Ledger
 from autoresearch.measure import Measurer, mean, run_env
-from autoresearch.sandbox import SandboxPolicy, describe, fallback_warning, sandbox_available
+from autoresearch.runner import clean_env, run_command
+from autoresearch.sandbox import SandboxError, SandboxPolicy, describe, fallback_warning, preflight, sandbox_available
 from autoresearch.slots import Slot
 
 MAX_REJECTIONS_IN_A_ROW = 25  # an agent that only produces invalid proposals is stopped
@@ -78,8 +79,9 @@ class Research:
         self.state = config.state_dir
         self.parallel = parallel or config.parallel
         self.budget_s = float(budget_s if budget_s is not None else config.budget_s)
-        # Keep the config's slack for start-up and evaluation when the budget is overridden.
-        self.timeout_s = max(self.budget_s + 30.0, config.timeout_s + self.budget_s - config.budget_s)
+        # The configured hard timeout as it is; an overridden budget shifts it by the same amount.
+        self.timeout_s = config.timeout_s + max(0.0, self.budget_s - config.budget_s) if budget_s is not None \
+            else config.timeout_s
         self.observer: Observer = observer or QuietObserver()
         self.ledger = ledger or Ledger(self.state / "ledger.db")
         self.backend = backend
@@ -182,22 +184,35 @@ class Research:
         if not sandbox_available():
             if sb.enabled:
                 raise ResearchError(f"the task requires the sandbox, but {fallback_warning()}")
+            if os.geteuid() == 0 and not sb.allow_root:
+                raise ResearchError(
+                    f"autoresearch runs as root and {fallback_warning()}\n  Experiments would run as root with "
+                    "every capability. fix: install bubblewrap (experiments then run as an unprivileged user), "
+                    "run autoresearch as an ordinary user, or accept the risk with [sandbox] allow_root = true "
+                    "(or enabled = false)")
             self.observer.message(f"warning: {fallback_warning()}")
             return None
         policy = SandboxPolicy(network=sb.network, readable=tuple(expand_path(p) for p in sb.readable),
                                writable=tuple(expand_path(p) for p in sb.writable),
-                               hidden=tuple(expand_path(p) for p in sb.hidden))
+                               hidden=tuple(expand_path(p) for p in sb.hidden), user=sb.user, allow_root=sb.allow_root)
+        try:
+            problem = preflight(policy, self.repo, self.state / "worktrees" / "preflight",
+                                clean_env(run_env(self.config, self.budget_s), passed=sb.pass_env))
+        except SandboxError as e:
+            raise ResearchError(str(e)) from None
+        if problem:
+            raise ResearchError(f"{problem}\n  fix: make them readable (writable) for that user, run autoresearch "
+                                "as an ordinary user, or set [sandbox] allow_root = true")
         self.observer.message(f"sandbox: {describe(policy)}")
         return policy
 
     def _setup(self) -> None:
-        from autoresearch.runner import clean_env, run_command
-
         self.observer.message(f"setup: {self.config.setup}")
         path = self.state / "worktrees" / "setup"
         gitops.add_worktree(self.repo, path, self.base)
         try:
-            result = run_command(self.config.setup, path, env=clean_env(run_env(self.config, self.budget_s)),
+            result = run_command(self.config.setup, path, env=clean_env(run_env(self.config, self.budget_s),
+                                                                                passed=self.config.sandbox.pass_env),
                                  timeout_s=max(self.timeout_s, 3600),
                                  log_path=self.state / "logs" / "setup.log", log_cap_bytes=self.config.log_cap_bytes,
                                  on_output=self.observer.output, should_stop=self.stop_event.is_set)

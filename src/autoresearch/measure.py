@@ -110,6 +110,7 @@ class Measurer:
                        env=run_env(self.config, self.budget_s, exp_id), timeout_s=self.timeout_s,
                        log_name=f"{self.tag}/{exp_id}{'' if n == 0 else f'.{n}'}.log",
                        log_cap_bytes=self.config.log_cap_bytes, metric=self.config.metric, frozen=self.frozen,
+                       pass_env=self.config.sandbox.pass_env,
                        evaluate=self.config.evaluate, sandbox=self.policy, setup=self.config.setup)
         self.observer.started(exp, self.budget_s)
         started = time.time()

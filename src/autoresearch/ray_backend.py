@@ -174,7 +174,7 @@ def _setup_once(spec: RunSpec, folder: Path, log_dir: Path) -> None:
         if marker.exists():
             return
         host = socket.gethostname()
-        result = run_command(spec.setup, folder, env=clean_env(spec.env),
+        result = run_command(spec.setup, folder, env=clean_env(spec.env, passed=spec.pass_env),
                              timeout_s=max(spec.timeout_s, SETUP_MIN_TIMEOUT_S),
                              log_path=log_dir / "setup" / f"{host}.log", log_cap_bytes=spec.log_cap_bytes)
         if result.status != "ok":

@@ -28,7 +28,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Mapping
+from typing import Callable, Iterable, Literal, Mapping
 
 import psutil
 
@@ -48,15 +48,15 @@ TAIL_LINES = 50
 TAIL_BYTES = 4096
 MARK_VAR = "AUTORESEARCH_RUN_MARK"  # unique per run; inherited by every descendant
 
+# Experiments get an allowlisted environment, never a copy of the caller's: what programs need to
+# run (PATH, locale, home, terminal), what places devices and threads, and nothing else. Values the
+# task needs come from its [env] table; other variables only by name ([sandbox] pass_env).
+ENV_NAMES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR",
+                       "PYTHONHASHSEED", "PYTHONIOENCODING", "TOKENIZERS_PARALLELISM", "PYTORCH_CUDA_ALLOC_CONF"})
+ENV_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "HIP_", "ROCR_", "ROCM_", "OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_")
+ENV_SUFFIXES = ("_NUM_THREADS",)
+# Even an allowed name is dropped when it reads like a credential (NVIDIA_API_KEY, CUDA_TOKEN...).
 SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "COOKIE", "SESSION")
-SECRET_NAMES = frozenset({
-    "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN",
-    "GITHUB_TOKEN", "GH_TOKEN", "GITLAB_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_API_KEY",
-    "GEMINI_API_KEY", "MISTRAL_API_KEY", "GROQ_API_KEY", "COHERE_API_KEY", "DEEPSEEK_API_KEY",
-    "OPENROUTER_API_KEY", "WANDB_API_KEY", "NETRC", "DATABASE_URL", "PGPASSFILE", "SSH_AGENT_PID",
-    "GPG_AGENT_INFO", "KAGGLE_USERNAME", "KAGGLE_KEY",
-})
-SECRET_PREFIXES = ("AWS_", "AZURE_", "AUTORESEARCH_AGENT_")
 SAFE_NAMES = frozenset({"TOKENIZERS_PARALLELISM"})  # contain a secret word but are harmless settings
 
 Status = Literal["ok", "crash", "timeout", "stopped"]
@@ -76,20 +76,27 @@ class RunResult:
 # -- environment -------------------------------------------------------------------------------
 
 def is_secret(name: str) -> bool:
-    """Whether an environment variable must not reach an experiment."""
+    """Whether a variable name reads like a credential (never passed on, even when allowed)."""
     upper = name.upper()
-    if upper in SAFE_NAMES:
-        return False
-    return (upper in SECRET_NAMES or upper.startswith(SECRET_PREFIXES)
-            or any(word in upper for word in SECRET_WORDS))
+    return upper not in SAFE_NAMES and any(word in upper for word in SECRET_WORDS)
 
 
-def clean_env(extra: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for an experiment: `base` (default os.environ) without secrets, plus `extra`.
+def is_allowed(name: str, passed: Iterable[str] = ()) -> bool:
+    """Whether a variable of the caller's environment may reach an experiment."""
+    if name in passed:
+        return True
+    return not is_secret(name) and (name in ENV_NAMES or name.startswith(ENV_PREFIXES) or name.endswith(ENV_SUFFIXES))
+
+
+def clean_env(extra: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None,
+              passed: Iterable[str] = ()) -> dict[str, str]:
+    """The environment for an experiment: the allowlisted part of `base` (default os.environ), the
+    names in `passed`, then `extra` (the task's [env] and the harness's variables).
 
     `python` on PATH is the interpreter autoresearch runs under, and output is unbuffered.
     """
-    env = {k: v for k, v in (os.environ if base is None else base).items() if not is_secret(k)}
+    passed = frozenset(passed)
+    env = {k: v for k, v in (os.environ if base is None else base).items() if is_allowed(k, passed)}
     env["PYTHONUNBUFFERED"] = "1"
     env.update({k: str(v) for k, v in (extra or {}).items()})
     bindir = os.path.dirname(sys.executable)  # not resolved: a venv's bin/python is a symlink

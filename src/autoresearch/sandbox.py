@@ -14,7 +14,15 @@ precedence (a deeper path always wins over a shallower one, see `_plan`):
 
 No network unless `policy.network` (a separate network namespace: loopback only), separate pid, ipc
 and uts namespaces, a new session (no TIOCSTI into the terminal), no capabilities, no nested user
-namespaces where bwrap supports `--disable-userns`. The environment is exactly the `env` given.
+namespaces where bwrap supports `--disable-userns`, and the kernel's writable procfs knobs
+(`/proc/sys`, `/proc/sysrq-trigger`, ...) read-only: root inside could otherwise set
+`kernel.core_pattern` and run a program on the host as root. The environment is exactly the `env`
+given.
+
+Started as root, autoresearch runs the experiment as an unprivileged user (`policy.user`, `nobody`
+by default): bwrap, still root, builds the mounts, then `setpriv` switches to that user with every
+capability and the bounding set dropped and no_new_privs set (so no setuid binary gives root back).
+The worktree is handed to that user. `policy.allow_root` keeps uid 0 (without capabilities) instead.
 Killing the outer bwrap process kills everything inside: bwrap's init in the pid namespace gets
 SIGKILL through `--die-with-parent`, and when a pid namespace's init dies the kernel kills the rest.
 
@@ -26,6 +34,7 @@ import glob
 import logging
 import os
 import pwd
+import shlex
 import shutil
 import site
 import subprocess
@@ -44,6 +53,17 @@ PROBE_TIMEOUT_S = 10.0
 SYSTEM_SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers",
                   "/etc/ssh/ssh_host_*_key", "/etc/ssl/private", "/var/lib/sss/secrets")
 GPU_DEVICES = ("/dev/nvidia*", "/dev/nvidia-caps", "/dev/dri", "/dev/kfd")  # CUDA, ROCm
+# Kernel knobs in a fresh procfs that uid 0 could write (docker's list): mounted read-only.
+PROC_READONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs")
+# Kernel state nobody's experiment needs (keyrings, timers, kernel memory): hidden.
+PROC_MASKED = ("/proc/kcore", "/proc/keys", "/proc/key-users", "/proc/timer_list", "/proc/sched_debug",
+               "/proc/kmsg", "/proc/kallsyms", "/proc/latency_stats")
+DEFAULT_USER = "nobody"  # who experiments run as when autoresearch runs as root
+SETPRIV = "setpriv"  # util-linux: drops to the sandbox user inside bwrap
+# bwrap as root without a user namespace keeps only what setpriv needs to switch users; setpriv then
+# drops these too (a uid change clears the effective and permitted sets; the bounding set goes).
+_ROOT_FLAGS = ("--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+               "--cap-add", "CAP_SETPCAP")
 FALLBACK_WARNING = (
     "bubblewrap (bwrap) is not available{reason}: experiments run WITHOUT a sandbox. Model-written code can "
     "use the network, read your home directory (SSH keys, API key files, shell history), read and change "
@@ -71,6 +91,8 @@ class SandboxPolicy:
     writable: tuple[Path, ...] = ()  # extra read-write folders (caches, outputs); created if missing
     readable: tuple[Path, ...] = ()  # extra read-only paths that would otherwise be hidden; missing ones skipped
     hidden: tuple[Path, ...] = ()  # paths to hide even under a visible root (state dir, held-out split)
+    user: str = DEFAULT_USER  # run as this user when autoresearch runs as root
+    allow_root: bool = False  # as root: keep uid 0 (without capabilities) instead of `user`
 
     def __post_init__(self) -> None:
         for name in ("writable", "readable", "hidden"):
@@ -121,6 +143,50 @@ def _run_probe() -> tuple[bool, tuple[str, ...], str]:
     return False, (), f"a sandboxed `true` failed ({errors[0] if errors else 'no usable flags'})"
 
 
+class SandboxError(RuntimeError):
+    """The sandbox cannot run experiments as configured (says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The unprivileged user an experiment runs as when autoresearch is root."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def identity(policy: SandboxPolicy) -> Identity | None:
+    """Who the experiment runs as: None for "as this process" (not root, or root allowed)."""
+    if os.geteuid() != 0 or policy.allow_root:
+        return None
+    try:
+        entry = pwd.getpwnam(policy.user)
+    except KeyError:
+        raise SandboxError(f"autoresearch runs as root and experiments should run as the user {policy.user!r}, "
+                           "which does not exist.\n  fix: create it (`useradd --system --no-create-home "
+                           f"{policy.user}`), set [sandbox] user to an existing unprivileged user, or run "
+                           "autoresearch as an ordinary user") from None
+    if entry.pw_uid == 0:
+        raise SandboxError(f"[sandbox] user {policy.user!r} is root; name an unprivileged user "
+                           "(or set allow_root = true to run experiments as uid 0 without capabilities)")
+    if shutil.which(SETPRIV) is None:
+        raise SandboxError(f"autoresearch runs as root but `{SETPRIV}` (util-linux) is missing, so experiments "
+                           f"cannot be switched to the user {policy.user!r}.\n  fix: install util-linux, run "
+                           "autoresearch as an ordinary user, or set [sandbox] allow_root = true")
+    return Identity(policy.user, entry.pw_uid, entry.pw_gid)
+
+
+def hand_over(folder: Path, who: Identity | None) -> None:
+    """Give a folder the experiment will write in (its worktree, the evaluator's folder) to `who`."""
+    if who is None:
+        return
+    for root, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            os.lchown(os.path.join(root, name), who.uid, who.gid)
+    os.lchown(folder, who.uid, who.gid)
+
+
 def sandbox_available() -> bool:
     """Whether bwrap is installed and a trivial sandboxed command succeeds (cached per process)."""
     return _probe()[0]
@@ -142,6 +208,35 @@ def _reset_probe() -> None:
     global _probe_result
     with _probe_lock:
         _probe_result = None
+        _root_probe.clear()
+
+
+_root_probe: dict[Identity, str] = {}  # identity -> "" when bwrap + setpriv works for it, else why not
+
+
+def _check_root_mode(who: Identity) -> None:
+    """Raise SandboxError unless bwrap as root can switch to `who` (probed once per identity)."""
+    with _probe_lock:
+        if who not in _root_probe:
+            argv = [shutil.which(BWRAP) or BWRAP, *_ROOT_FLAGS, "--ro-bind", "/", "/", "--dev", "/dev",
+                    "--proc", "/proc", "--unshare-net", *_NAMESPACE_FLAGS, "--", *_setpriv(who), "/bin/sh", "-c",
+                    "true"]
+            try:
+                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                      timeout=PROBE_TIMEOUT_S)
+                _root_probe[who] = "" if proc.returncode == 0 else (
+                    proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+            except (OSError, subprocess.TimeoutExpired) as e:
+                _root_probe[who] = f"{type(e).__name__}: {e}"
+        problem = _root_probe[who]
+    if problem:
+        raise SandboxError(f"cannot run experiments as {who.name} under bwrap ({problem}).\n  fix: run "
+                           "autoresearch as an ordinary user, or set [sandbox] allow_root = true")
+
+
+def _setpriv(who: Identity) -> list[str]:
+    return [shutil.which(SETPRIV) or SETPRIV, f"--reuid={who.uid}", f"--regid={who.gid}", "--clear-groups",
+            "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", "--"]
 
 
 # -- the mount plan ----------------------------------------------------------------------------
@@ -220,7 +315,7 @@ def _resolv_dirs() -> list[Path]:
 
 
 def _plan(worktree: Path, policy: SandboxPolicy, env: Mapping[str, str],
-          repo: Path | None) -> list[tuple[str, Path]]:
+          repo: Path | None, who: Identity | None = None) -> list[tuple[str, Path]]:
     """(kind, path) mounts in the order bwrap must apply them: by depth, then by precedence."""
     mounts: dict[Path, str] = {}
 
@@ -254,6 +349,7 @@ def _plan(worktree: Path, policy: SandboxPolicy, env: Mapping[str, str],
         rp = _real(p, base)
         if not rp.exists():
             rp.mkdir(parents=True, exist_ok=True)
+            hand_over(rp, who)  # ours to give: an existing folder keeps its owner
             log.info("sandbox: created writable folder %s", rp)
         add("rw", rp)
     for p in [*(Path(m) for pattern in SYSTEM_SECRETS for m in glob.glob(pattern)), *policy.hidden]:
@@ -266,13 +362,29 @@ def _plan(worktree: Path, policy: SandboxPolicy, env: Mapping[str, str],
     return sorted(((k, p) for p, k in mounts.items()), key=lambda kp: (len(kp[1].parts), _RANK[kp[0]], str(kp[1])))
 
 
-def _mount_args(plan: Iterable[tuple[str, Path]]) -> list[str]:
+_TMPFS_KINDS = ("base", "home", "state", "hide")
+
+
+def _mount_args(plan: Iterable[tuple[str, Path]], shared_scratch: bool = False) -> list[str]:
+    """bwrap arguments for the plan. With `shared_scratch` (the sandbox user is not the root that
+    mounts), the folders bwrap makes on its tmpfs mounts to hold deeper mounts get mode 0755, not
+    bwrap's 0700, so the user can reach its worktree, the interpreter and the repository."""
+    plan = list(plan)
     args: list[str] = []
     readonly_tmpfs: list[str] = []
+    kinds = {path: kind for kind, path in plan}
+    made: set[Path] = set()
     for kind, path in plan:
         p = str(path)
+        if shared_scratch:
+            for parent in reversed(path.parents):
+                holder = next((q for q in (parent, *parent.parents) if q in kinds), None)
+                if parent not in kinds and parent not in made and holder is not None and kinds[holder] in _TMPFS_KINDS:
+                    args += ["--perms", "0755", "--dir", str(parent)]
+                    made.add(parent)
         if kind in ("base", "home"):
-            args += ["--tmpfs", p]  # writable scratch, thrown away after the run
+            # Writable scratch, thrown away after the run; root made it, so the sandbox user needs 1777.
+            args += [*(["--perms", "1777"] if shared_scratch else []), "--tmpfs", p]
         elif kind in ("state", "hide"):
             if path.is_dir():
                 args += ["--tmpfs", p]
@@ -317,20 +429,41 @@ def sandbox_argv(command: str, worktree: Path, policy: SandboxPolicy, env: Mappi
     if not worktree.is_dir():
         raise FileNotFoundError(f"worktree {worktree} is not a folder")
     repo = _real(repo) if repo is not None else find_repo(worktree)
+    who = identity(policy)
+    if who is not None:
+        _check_root_mode(who)
+        flags = _ROOT_FLAGS
+        hand_over(worktree, who)
     argv = [shutil.which(BWRAP) or BWRAP, *flags, *_NAMESPACE_FLAGS]
     if not policy.network:
         argv.append("--unshare-net")
-    argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *_proc_args()]
     argv += _device_args()
-    argv += _mount_args(_plan(worktree, policy, env, repo))
+    argv += _mount_args(_plan(worktree, policy, env, repo, who), shared_scratch=who is not None)
     if os.path.isdir("/dev/shm") and os.path.islink("/run/shm"):
         argv += ["--symlink", "/dev/shm", "/run/shm"]  # /run is a fresh tmpfs; keep the old alias
     argv.append("--clearenv")
     for name, value in env.items():
         if name and "=" not in name:
             argv += ["--setenv", name, str(value)]
-    argv += ["--chdir", str(worktree), "--", "/bin/sh", "-c", command]
+    if who is None:
+        argv += ["--chdir", str(worktree), "--", "/bin/sh", "-c", command]
+    else:  # bwrap's root, without capabilities, may not enter a worktree it gave away: cd as the user
+        argv += ["--chdir", "/", "--", *_setpriv(who), "/bin/sh", "-c",
+                 f"cd -- {shlex.quote(str(worktree))} || exit 126\n{command}"]
     return argv
+
+
+def _proc_args() -> list[str]:
+    """Read-only kernel knobs and masked kernel state inside the fresh /proc."""
+    args: list[str] = []
+    for p in PROC_READONLY:
+        if os.path.exists(p):
+            args += ["--ro-bind", p, p]
+    for p in PROC_MASKED:
+        if os.path.exists(p):
+            args += ["--ro-bind", "/dev/null", p]
+    return args
 
 
 def wrap(command: str, worktree: Path, policy: SandboxPolicy | None, env: Mapping[str, str],
@@ -356,4 +489,42 @@ def describe(policy: SandboxPolicy | None) -> str:
     if policy.hidden:
         parts.append(f"hidden: {len(policy.hidden)}")
     parts.append("home hidden")
+    who = identity(policy)
+    if who is not None:
+        parts.append(f"as user {who.name}")
+    elif os.geteuid() == 0:
+        parts.append("as uid 0 without capabilities (allow_root)")
     return "bwrap: " + ", ".join(parts)
+
+
+def preflight(policy: SandboxPolicy, repo: Path, scratch: Path, env: Mapping[str, str]) -> str | None:
+    """Why experiments cannot work in this sandbox (as its user: the repository, the interpreter and
+    the extra folders out of reach), or None. Runs one sandboxed shell in `scratch`, a new folder."""
+    repo = _real(repo)
+    checks = [f"test -r {shlex.quote(str(repo))} || echo 'cannot read the task repository {repo}'",
+              "python -c pass >/dev/null 2>&1 || echo 'cannot run python (the interpreter autoresearch runs "
+              "under, or what PATH names)'"]
+    for p in policy.readable:
+        rp = _real(p, repo)
+        if rp.exists():
+            checks.append(f"test -r {shlex.quote(str(rp))} || echo 'cannot read [sandbox] readable {rp}'")
+    for p in policy.writable:
+        rp = _real(p, repo)
+        checks.append(f"test -w {shlex.quote(str(rp))} || echo 'cannot write [sandbox] writable {rp}'")
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        argv = sandbox_argv("\n".join(checks), scratch, policy, env, repo=repo)
+        proc = subprocess.run(argv, env=dict(env), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"the sandbox did not start: {e}"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    problems = proc.stdout.strip().splitlines()
+    if proc.returncode not in (0,) and not problems:
+        problems = [(proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]]
+    if not problems:
+        return None
+    who = identity(policy)
+    as_whom = f"as the user {who.name}" if who else "in the sandbox"
+    return f"experiments {as_whom}: " + "; ".join(problems)

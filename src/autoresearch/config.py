@@ -6,6 +6,7 @@ mistake is reported before any run, naming the file, the key and the fix.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,11 @@ except ModuleNotFoundError:  # Python 3.10
 CONFIG_NAME = "autoresearch.toml"
 DEFAULT_BUDGET_S = 300.0
 DEFAULT_LOG_CAP_MB = 16.0
+DEFAULT_PROCESSES = 4096  # per run, threads included: a fork bomb stops here; torch + data workers stay far below
+# "Within budget": a run may take the baseline's wall time plus this share of the budget. Generous
+# enough for a bigger model's longer evaluation and export, tight enough that training past the
+# budget (4 s against 2 s) is caught.
+DEFAULT_OVERRUN = 0.5
 METRIC_SOURCES = ("line", "regex", "json")
 DIRECTIONS = ("minimize", "maximize")
 GUARD_KEYS = ("max", "min", "max_ratio", "min_ratio")
@@ -114,6 +120,24 @@ class SandboxConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Per-run resource limits, enforced through a cgroup per run where cgroups are available
+    (see cgroups.py). 0 turns a limit off."""
+
+    memory_mb: float | None = None  # None: 90% of this machine's memory, so one run cannot take the host down
+    processes: int = DEFAULT_PROCESSES  # tasks, threads included
+
+    def memory_limit_mb(self) -> float | None:
+        if self.memory_mb is None:
+            try:
+                total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            except (ValueError, OSError):
+                return None
+            return round(0.9 * total / (1 << 20))
+        return self.memory_mb or None
+
+
+@dataclass(frozen=True)
 class ParallelConfig:
     """How many experiments run at once, where, and how far the agents think ahead (scheduler.py)."""
 
@@ -139,6 +163,7 @@ class TaskConfig:
     metric: MetricSpec = field(default_factory=lambda: MetricSpec("score"))
     budget_s: float = DEFAULT_BUDGET_S
     timeout_s: float = 2 * DEFAULT_BUDGET_S + 60
+    overrun: float = DEFAULT_OVERRUN  # a kept run takes at most the baseline's wall time + overrun x budget
     guards: list[Guard] = field(default_factory=list)
     search: dict[str, SearchParam] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
@@ -148,6 +173,7 @@ class TaskConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     @property
     def path(self) -> Path:
@@ -175,7 +201,7 @@ def load_config(root: Path | str) -> TaskConfig:
 
 def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
     known = {"task", "budget", "metric", "guards", "search", "env", "logs", "agent", "judge", "evaluate", "sandbox",
-             "parallel"}
+             "parallel", "limits"}
     for k in data:
         if k not in known:
             raise ConfigError(path, k, "unknown section", f"use one of: {', '.join(sorted(known))}")
@@ -208,9 +234,13 @@ def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
                           "a file is either editable or frozen: remove it from one list")
 
     budget = _table(data, "budget", path)
-    _only(budget, "budget", {"seconds", "timeout"}, path)
+    _only(budget, "budget", {"seconds", "timeout", "overrun"}, path)
     cfg.budget_s = _num(budget, "budget.seconds", path, default=DEFAULT_BUDGET_S, positive=True)
     cfg.timeout_s = _num(budget, "budget.timeout", path, default=2 * cfg.budget_s + 60, positive=True)
+    cfg.overrun = _num(budget, "budget.overrun", path, default=DEFAULT_OVERRUN)
+    if cfg.overrun < 0:
+        raise ConfigError(path, "budget.overrun", f"{cfg.overrun:g} is negative",
+                          f"give a share of the budget, e.g. overrun = {DEFAULT_OVERRUN}")
     if cfg.timeout_s < cfg.budget_s:
         raise ConfigError(path, "budget.timeout", f"timeout {cfg.timeout_s:g}s is below the budget "
                           f"{cfg.budget_s:g}s", "set timeout above the budget (start-up and evaluation take time too)")
@@ -317,6 +347,17 @@ def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
 
     cfg.parallel = _parallel(_table(data, "parallel", path), path)
 
+    limits = _table(data, "limits", path)
+    _only(limits, "limits", {"memory_mb", "processes"}, path)
+    memory = _num(limits, "limits.memory_mb", path, default=-1.0)
+    processes = _num(limits, "limits.processes", path, default=DEFAULT_PROCESSES)
+    if "memory_mb" in limits and memory < 0:
+        raise ConfigError(path, "limits.memory_mb", f"{memory:g} is negative", "give megabytes, or 0 for no limit")
+    if processes < 0 or processes != int(processes):
+        raise ConfigError(path, "limits.processes", f"{processes:g} is not a whole number >= 0",
+                          f"e.g. processes = {DEFAULT_PROCESSES} (0: no limit)")
+    cfg.limits = LimitsConfig(memory_mb=memory if "memory_mb" in limits else None, processes=int(processes))
+
     logs = _table(data, "logs", path)
     _only(logs, "logs", {"cap_mb"}, path)
     cfg.log_cap_bytes = int(_num(logs, "logs.cap_mb", path, default=DEFAULT_LOG_CAP_MB, positive=True) * 1024 * 1024)
@@ -332,12 +373,34 @@ def frozen_files(cfg: TaskConfig) -> list[str]:
     return _expand(cfg.root, cfg.frozen)
 
 
+def normalize_path(relpath: str) -> str:
+    """A proposal's file path in its one canonical form (`./a//b.py` -> `a/b.py`), or ValueError
+    saying why it can never be written: absolute, `..`, a `.git` part, NUL or control characters."""
+    if not isinstance(relpath, str) or not relpath:
+        raise ValueError(f"{relpath!r} is not a file path")
+    if any(ord(c) < 32 or c == "\x7f" for c in relpath):
+        raise ValueError(f"{relpath!r} contains a NUL or control character")
+    text = relpath.replace("\\", "/")
+    if text.startswith("/"):
+        raise ValueError(f"{relpath!r} is absolute; give a path inside the repository")
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if not parts:
+        raise ValueError(f"{relpath!r} names no file")
+    if ".." in parts:
+        raise ValueError(f"{relpath!r} leaves the repository (..)")
+    if any(p.lower() == ".git" for p in parts):
+        raise ValueError(f"{relpath!r} is inside .git")
+    return "/".join(parts)
+
+
 def is_editable(cfg: TaskConfig, relpath: str) -> bool:
-    """Whether an agent may write `relpath` (existing or new) under the editable globs."""
+    """Whether an agent may write `relpath` (existing or new) under the editable globs. The one
+    place that says so: the loop, the LLM agents and the coding-CLI agents all ask here."""
     from fnmatch import fnmatch
 
-    relpath = relpath.replace("\\", "/")
-    if relpath.startswith("/") or ".." in Path(relpath).parts:
+    try:
+        relpath = normalize_path(relpath)
+    except ValueError:
         return False
     return any(fnmatch(relpath, g) for g in cfg.editable) and not any(fnmatch(relpath, g) for g in cfg.frozen)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from autoresearch.cgroups import ResourceLimits
 from autoresearch.config import EvaluateConfig, MetricSpec
 from autoresearch.metrics import MetricError, read_metrics
 from autoresearch.runner import RunResult, clean_env, run_command
@@ -23,6 +24,7 @@ from autoresearch.sandbox import SandboxPolicy, hand_over, identity
 from autoresearch.untrusted import read_file
 
 RUN_DIR_ENV = "AUTORESEARCH_RUN_DIR"
+DEFAULT_CGROUP = "autoresearch-worker"  # the cgroup group of runs whose spec names none (other machines)
 # Resource metrics the harness measures itself: a printed value under one of these names is kept
 # as `claimed_<name>`, never used (a run using 310 MB must not pass a memory guard by printing 12).
 MEASURED_MEMORY = ("peak_memory_mb", "peak_mem_mb", "peak_rss_mb")
@@ -48,6 +50,8 @@ class RunSpec:
     metric: MetricSpec
     frozen: dict[str, str] = field(default_factory=dict)  # path -> content at the research base
     pass_env: tuple[str, ...] = ()  # names of the worker's variables passed on ([sandbox] pass_env)
+    limits: ResourceLimits = field(default_factory=ResourceLimits)  # per run, where cgroups are available
+    cgroup: str | None = None  # the task's cgroup group (cgroups.group_name); None: the worker's own
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     sandbox: SandboxPolicy | None = None
     setup: str | None = None  # for workers on other machines: prepared once per node
@@ -78,7 +82,8 @@ def run_in_folder(spec: RunSpec, folder: Path, log_dir: Path, *, on_output: Call
         raise FrozenFileError(f"frozen file {tampered} differs from the research base in {spec.commit[:9]}")
     result = run_command(spec.command, folder, env=clean_env(spec.env, passed=spec.pass_env), timeout_s=spec.timeout_s,
                          log_path=log_dir / spec.log_name, log_cap_bytes=spec.log_cap_bytes, on_output=on_output,
-                         should_stop=should_stop, sandbox=spec.sandbox)
+                         should_stop=should_stop, sandbox=spec.sandbox, cgroup=spec.cgroup or DEFAULT_CGROUP,
+                         limits=spec.limits)
     outcome = _outcome(spec, result, folder)
     modified = check_frozen(spec.frozen, folder)
     if modified and outcome.status == "ok":
@@ -121,7 +126,9 @@ def _outcome(spec: RunSpec, result: RunResult, folder: Path) -> Outcome:
     _measured_resources(metrics, result)
     fields["metrics"] = metrics
     if result.status == "crash":
-        return Outcome("crash", fields, metrics=metrics, failure=("crash", f"exit code {result.exit_code}"))
+        why = f"killed by the memory limit ({spec.limits.memory_mb:g} MB)" if result.oom_killed and \
+            spec.limits.memory_mb else f"exit code {result.exit_code}"
+        return Outcome("crash", fields, metrics=metrics, failure=("crash", why))
     if missing:
         return Outcome("crash", fields, metrics=metrics, failure=("crash", f"no metric: {missing}"))
     return Outcome("ok", fields, metric=metrics[spec.metric.name], metrics=metrics)
@@ -158,7 +165,8 @@ def _trusted_evaluation(spec: RunSpec, folder: Path, log_dir: Path, outcome: Out
         result = run_command(spec.evaluate.command or "", trusted,
                              env=clean_env({**spec.env, RUN_DIR_ENV: str(folder)}, passed=spec.pass_env),
                              timeout_s=spec.evaluate.timeout_s, log_path=log_dir / spec.eval_log_name,
-                             log_cap_bytes=spec.log_cap_bytes, should_stop=should_stop, sandbox=policy)
+                             log_cap_bytes=spec.log_cap_bytes, should_stop=should_stop, sandbox=policy,
+                             cgroup=spec.cgroup or DEFAULT_CGROUP, limits=spec.limits)
         text = Path(result.log_path).read_text(errors="replace")
         metrics = read_metrics(text, spec.metric, trusted) if result.status == "ok" else None
     except MetricError as e:

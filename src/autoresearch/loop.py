@@ -14,18 +14,21 @@ How often a candidate runs and how it is judged against its best is measure.py's
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
+import logging
 import os
 import re
+import sqlite3
 import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from autoresearch import gitops
+from autoresearch import cgroups, gitops
 from autoresearch.agents.base import Agent, Context, NoProposal, Proposal
 from autoresearch.backends import Backend, WorkerLost, make_backend
-from autoresearch.config import ConfigError, ParallelConfig, TaskConfig, frozen_files, is_editable
+from autoresearch.config import ConfigError, ParallelConfig, TaskConfig, frozen_files, is_editable, normalize_path
 from autoresearch.execution import FrozenFileError
 from autoresearch.judge import complexity
 from autoresearch.ledger import FINISHED, PENDING, Experiment, Ledger
@@ -33,6 +36,8 @@ from autoresearch.measure import Measurer, mean, run_env
 from autoresearch.runner import clean_env, run_command
 from autoresearch.sandbox import SandboxError, SandboxPolicy, describe, fallback_warning, preflight, sandbox_available
 from autoresearch.slots import Slot
+
+log = logging.getLogger(__name__)
 
 MAX_REJECTIONS_IN_A_ROW = 25  # an agent that only produces invalid proposals is stopped
 MAX_REBASES = 3  # a candidate whose best keeps moving while it runs is discarded after this many rebases
@@ -152,6 +157,9 @@ class Research:
         for exp in self.ledger.experiments(statuses=("queued",)):
             if not exp.commit:  # killed between its row and its commit's record: nothing to run
                 self.ledger.finish(exp.id, "interrupted", reason="autoresearch stopped while queueing this proposal")
+        killed = cgroups.reap(cgroups.group_name(self.state))  # runs a SIGKILLed coordinator left running
+        if killed:
+            self.observer.message(f"killed {killed} process(es) left running by an earlier autoresearch process")
         gitops.clear_stale_state(self.repo, self.state / "worktrees")
         for tag in self.ledger.tags():
             base = self.ledger.get_meta(f"base:{tag}")
@@ -306,11 +314,17 @@ class Research:
             base_exp = self.ledger.get(proposal.parent_id)
             if base_exp and base_exp.tag == self.tag and base_exp.commit:
                 parent, files = base_exp.commit, self.editable_at(base_exp.commit)
-        edits = {p: c for p, c in proposal.edits.items() if files.get(p) != c}
+        proposed, problem = _normalized(proposal.edits)
+        edits = {p: c for p, c in proposed.items() if files.get(p) != c}
         new_files = {**files, **edits}
         description = _one_line(proposal.description)
-        problem = proposal.info.get("reject_reason") or self.validate(proposal.edits, edits)
-        commit = None if problem else gitops.commit_files(self.repo, parent, edits, _message(description, agent_name))
+        problem = problem or proposal.info.get("reject_reason") or self.validate(proposed, edits)
+        commit = None
+        if not problem:
+            try:
+                commit = gitops.commit_files(self.repo, parent, edits, _message(description, agent_name))
+            except gitops.GitError as e:  # e.g. a name git refuses: this proposal fails, not the research
+                problem = f"git could not commit it: {str(e).strip()[:300]}"
         digest = _content_hash(new_files)
         with self.lock:  # the duplicate check and the new row: atomic against other agents and slots
             exp_id = self.ledger.start_experiment(tag=self.tag, parent_commit=parent, agent=agent_name,
@@ -390,6 +404,30 @@ class Research:
 
     def process(self, exp_id: int, slot: Slot) -> Experiment:
         """Run a queued experiment on `slot` until it is decided (or re-queued: its worker was lost).
+
+        An unexpected error fails this experiment (recorded as a crash with the error), not the
+        research. A full disk stops the research cleanly: the experiment goes back to the queue and
+        runs again when `autoresearch run` is started once there is space.
+        """
+        try:
+            return self._process(exp_id, slot)
+        except ResearchError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one experiment's failure, whatever it is
+            if _disk_full(e):
+                try:
+                    self.ledger.supersede_runs(exp_id)
+                    self.ledger.update(exp_id, status="queued", reason="re-queued: the disk was full")
+                except Exception:  # noqa: BLE001 - the ledger may be on the full disk: recover() marks it
+                    pass
+                raise ResearchError(f"the disk is full ({e}). Experiment #{exp_id} was not judged and runs again "
+                                    "on resume. fix: free some space, then `autoresearch run` again") from None
+            log.exception("experiment #%s failed inside autoresearch", exp_id)
+            return self._finish(exp_id, "crash", f"internal error while running it: {type(e).__name__}: "
+                                f"{str(e)[:300]}", self.ledger.best(self.tag))
+
+    def _process(self, exp_id: int, slot: Slot) -> Experiment:
+        """process() without the error handling.
 
         A candidate judged a keep against a best that has moved on meanwhile is rebased onto the new
         best and re-run there (or, with `rerun_rebased = false`, judged against it on what it measured).
@@ -486,6 +524,29 @@ class Research:
     def write_results(self) -> None:
         with self.lock:
             self.ledger.write_results_tsv(self.repo / "results.tsv", self.tag, self.config.metric.name)
+
+
+def _disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(error, sqlite3.OperationalError) and "full" in str(error)
+
+
+def _normalized(edits: dict[str, str]) -> tuple[dict[str, str], str | None]:
+    """A proposal's edits under canonical paths, or why they cannot be taken (an odd path, two
+    spellings of one file, content that is not text)."""
+    out: dict[str, str] = {}
+    for path, content in edits.items():
+        try:
+            norm = normalize_path(path)
+        except ValueError as e:
+            return {}, f"invalid path: {e}"
+        if norm in out:
+            return {}, f"{path!r} and another path both name {norm}"
+        if not isinstance(content, str) or "\x00" in content:
+            return {}, f"the new content of {norm} is not text"
+        out[norm] = content
+    return out, None
 
 
 def expand_path(text: str) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autoresearch.backends import Backend, WorkerLost
+from autoresearch.cgroups import ResourceLimits, group_name
 from autoresearch.config import TaskConfig
 from autoresearch.execution import Outcome, RunSpec
 from autoresearch.judge import check_guards, decide, pooled_sigma
@@ -91,7 +92,7 @@ class Measurer:
             if self.stop_event.is_set():
                 break
             outcome = self.execute(exp_id, commit, kind, slot)
-            if outcome.status != "ok":
+            if outcome.status != "ok" or (kind == "confirm" and self.over_budget(outcome)):
                 break
             values.append(outcome.metric)
         return values
@@ -110,7 +111,8 @@ class Measurer:
                        env=run_env(self.config, self.budget_s, exp_id), timeout_s=self.timeout_s,
                        log_name=f"{self.tag}/{exp_id}{'' if n == 0 else f'.{n}'}.log",
                        log_cap_bytes=self.config.log_cap_bytes, metric=self.config.metric, frozen=self.frozen,
-                       pass_env=self.config.sandbox.pass_env,
+                       pass_env=self.config.sandbox.pass_env, cgroup=group_name(self.config.state_dir),
+                       limits=ResourceLimits(self.config.limits.memory_limit_mb(), self.config.limits.processes or None),
                        evaluate=self.config.evaluate, sandbox=self.policy, setup=self.config.setup)
         self.observer.started(exp, self.budget_s)
         started = time.time()
@@ -128,7 +130,8 @@ class Measurer:
 
     def _decide(self, exp: Experiment, best: Experiment, first: Outcome, slot: Slot) -> tuple[str, str, list[float]]:
         """Keep/discard with noise-aware statistics, re-running candidate and best when uncertain."""
-        violation = check_guards(self.config.guards, first.metrics, self._baseline_metrics())
+        violation = self.over_budget(first) or check_guards(self.config.guards, first.metrics,
+                                                            self._baseline_metrics())
         if violation:
             return "discard", f"discard: {violation}", [first.metric]
         cfg, values = self.config.judge, [first.metric]
@@ -146,7 +149,8 @@ class Measurer:
             self.observer.message(f"#{exp.id} {decision.reason}")
             more = self.repeat(exp.id, exp.commit, "confirm", 1, slot)
             if not more:
-                return "discard", f"discard: a confirmation run failed or was stopped; {decision.reason}", values
+                return "discard", (f"discard: a confirmation run failed, ran over budget or was stopped; "
+                                   f"{decision.reason}"), values
             values += more
             if len(best_values) < len(values) + 2:  # the best's mean gets sharper too
                 if self.repeat(best.id, best.commit, "confirm", 1, slot):
@@ -165,10 +169,30 @@ class Measurer:
             return f"held-out {name} {cand:.6g} is worse than the best's {best:.6g} by more than {tol:g}"
         return None
 
-    def _baseline_metrics(self) -> dict[str, float] | None:
+    def over_budget(self, outcome: Outcome) -> str | None:
+        """Why a run took longer than the budget allows, or None.
+
+        Within budget means: at most the baseline's wall time (or the budget, if longer) plus
+        `[budget] overrun` x budget, measured by the harness from spawn to exit."""
+        wall = outcome.fields.get("wall_s")
+        baseline = self._baseline()
+        if wall is None or baseline is None:
+            return None  # the baseline itself defines what its task's runs take
+        reference = max(self.budget_s, baseline.wall_s or 0.0)
+        limit = reference + self.config.overrun * self.budget_s
+        if wall <= limit:
+            return None
+        return (f"over budget: ran {wall:.1f}s, limit {limit:.1f}s (baseline {baseline.wall_s or 0:.1f}s + "
+                f"{self.config.overrun:g} x the {self.budget_s:g}s budget)")
+
+    def _baseline(self) -> Experiment | None:
         for exp in self.ledger.experiments(self.tag, ("keep",)):
-            return exp.metrics
+            return exp
         return None
+
+    def _baseline_metrics(self) -> dict[str, float] | None:
+        baseline = self._baseline()
+        return baseline.metrics if baseline else None
 
 
 def mean(values: list[float]) -> float:

@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Literal, Mapping
 
 import psutil
 
+from autoresearch.cgroups import ResourceLimits, RunCgroup
 from autoresearch.sandbox import SandboxPolicy, sandbox_argv
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class RunResult:
     log_path: Path
     log_tail: str  # last ~50 lines / 4 KB of output
     truncated: bool  # output exceeded the cap; the log keeps its head and tail
+    oom_killed: bool = False  # the run's memory limit ([limits] memory_mb) killed a process of it
 
 
 # -- environment -------------------------------------------------------------------------------
@@ -129,11 +131,16 @@ class _Output:
         self.on_output = on_output
         self.callback_errors = 0
         self.done = False
+        self.error: OSError | None = None  # writing the log failed (a full disk): the run is not judged
 
     def feed(self, data: bytes) -> None:
         self.total += len(data)
         self.last = (self.last + data)[-4 * TAIL_BYTES:]
-        self._log(data)
+        if self.error is None:
+            try:
+                self._log(data)
+            except OSError as e:  # keep draining the pipe, or the run blocks on it until the timeout
+                self.error = e
         if self.on_output is not None:
             self._lines(data, eof=False)
 
@@ -205,7 +212,7 @@ class _Output:
         try:
             if self.on_output is not None:
                 self._lines(b"", eof=True)
-            if self.truncated:
+            if self.truncated and self.error is None:
                 tail = b"".join(self.ring)
                 cut = tail.find(b"\n", 0, MAX_LINE_BYTES)
                 if 0 <= cut < len(tail) - 1:
@@ -216,8 +223,13 @@ class _Output:
                 self.file.seek(self.head_cap)
                 self.file.write(sep + f"[... {dropped} bytes truncated by autoresearch ...]\n".encode() + tail)
                 self.ring.clear()
+        except OSError as e:
+            self.error = self.error or e
         finally:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError as e:
+                self.error = self.error or e
 
     def tail_text(self) -> str:
         text = self.last.decode("utf-8", errors="replace")
@@ -465,10 +477,13 @@ def _wait_dead(root: _Root, procs: list[psutil.Process], timeout: float) -> None
 
 def run_command(command: str, cwd: Path, *, env: Mapping[str, str], timeout_s: float, log_path: Path,
                 log_cap_bytes: int = 16 << 20, on_output: Callable[[str], None] | None = None,
-                should_stop: Callable[[], bool] | None = None, sandbox: "SandboxPolicy | None" = None) -> RunResult:
+                should_stop: Callable[[], bool] | None = None, sandbox: "SandboxPolicy | None" = None,
+                cgroup: str | None = None, limits: ResourceLimits | None = None) -> RunResult:
     """Run `command` with /bin/sh in `cwd`; kill its whole tree past `timeout_s` or on `should_stop()`.
 
     With a `sandbox` policy, the command runs under bubblewrap (the caller checks availability).
+    With a `cgroup` group name (cgroups.group_name), it runs in a cgroup of its own in that group
+    where cgroups are available: killed as a whole at the end, with `limits` applied.
 
     `on_output` gets each output line (from a reader thread). The output is copied to `log_path`,
     capped at `log_cap_bytes` (head and tail kept). No process of the run survives the call.
@@ -480,13 +495,18 @@ def run_command(command: str, cwd: Path, *, env: Mapping[str, str], timeout_s: f
     run_env = {**env, MARK_VAR: mark}
     started_wall = time.time()
     t0 = time.monotonic()
+    group = RunCgroup.create(cgroup, limits) if cgroup else None
     try:
         argv = sandbox_argv(command, Path(cwd), sandbox, run_env) if sandbox else ["/bin/sh", "-c", command]
+        if group is not None:
+            argv = group.wrap(argv)
         proc = subprocess.Popen(argv, cwd=str(cwd), env=run_env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                                 close_fds=True)
     except BaseException:
         out.finish()
+        if group is not None:
+            group.destroy()
         raise
     root = _Root(proc)
     tree = _Tree(proc.pid, mark, started_wall)
@@ -530,6 +550,10 @@ def run_command(command: str, cwd: Path, *, env: Mapping[str, str], timeout_s: f
         try:
             _kill_tree(root, tree, grace=True)
         finally:
+            oom = False
+            if group is not None:  # whatever left the tree (setsid, double fork, cleared env) dies here
+                oom = group.oom_killed()
+                group.destroy()
             root.close()
             reader.join(READER_JOIN_S)
             if reader.is_alive():
@@ -539,6 +563,8 @@ def run_command(command: str, cwd: Path, *, env: Mapping[str, str], timeout_s: f
                 log.warning("output reader of %s did not finish (on_output stuck?)", log_path)
             else:
                 proc.stdout.close()
+    if out.error is not None:  # e.g. ENOSPC: what the run printed is lost, so it cannot be judged
+        raise OSError(out.error.errno, f"cannot write the run's log {log_path}: {out.error.strerror}")
     wall = (root.ended or time.monotonic()) - t0
     code = root.exit_code
     if status is None:
@@ -549,10 +575,4 @@ def run_command(command: str, cwd: Path, *, env: Mapping[str, str], timeout_s: f
     child_kb = root.maxrss_kb if root.maxrss_kb > own_kb else 0
     peak = max(tree.peak_rss / (1 << 20), child_kb / 1024)
     return RunResult(status=status, exit_code=code, wall_s=wall, peak_mem_mb=peak if peak > 0 else None,
-                     log_path=log_path, log_tail=out.tail_text(), truncated=out.truncated)
-
-
-def run_setup(command: str, cwd: Path, env: Mapping[str, str], timeout_s: float, log_path: Path,
-              **kwargs) -> RunResult:
-    """A one-off command (a task's setup): run_command with the same guarantees."""
-    return run_command(command, cwd, env=env, timeout_s=timeout_s, log_path=log_path, **kwargs)
+                     log_path=log_path, log_tail=out.tail_text(), truncated=out.truncated, oom_killed=oom)

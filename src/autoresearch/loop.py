@@ -127,6 +127,10 @@ class Research:
                 raise ConfigError(self.config.path, "search", str(e),
                                   "name only UPPER_CASE constants assigned once to a number") from e
         self.policy = self._sandbox_policy()
+        if not self.config.evaluate.command:
+            self.observer.message(f"note: no [evaluate] step, so {self.config.metric.name} is self-reported: it is what "
+                                  "the experiment prints, and a hostile experiment can print any number "
+                                  "(docs/threat-model.md)")
         if self.backend is None:
             p = self.parallel
             try:

@@ -1,6 +1,7 @@
 """Noise-aware decisions, the simplicity price, guards."""
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -22,6 +23,15 @@ def test_pooled_sigma_and_t_quantile():
     assert pooled_sigma([[1.0]]) == (None, 0)
     assert t_quantile(1.959964, 10) == pytest.approx(2.228, abs=0.01)  # the table value
     assert t_quantile(1.959964, 1000) == pytest.approx(1.962, abs=0.01)
+
+
+def test_pooled_sigma_and_decide_ignore_invalid_values():
+    assert pooled_sigma([[1e300, 1.0, 3.0], [math.nan, 2.0], [math.inf, -math.inf], [None, 4.0]]) == \
+        pooled_sigma([[1.0, 3.0]])
+    sigma, dof = pooled_sigma([[1e12, -1e12], [-1e12, 1e12]])  # at the bound: no overflow, exact
+    assert dof == 2 and sigma == pytest.approx(2 ** 0.5 * 1e12)
+    d = decide(LOWER, CFG, [0.9] * 50, [1.0] * 50, sigma=5e-324, dof=98)  # σ·sqrt(1/50 + 1/50) rounds to 0
+    assert d.action == "keep" and "no noise estimate" in d.reason
 
 
 def test_clear_improvement_is_kept_with_explanation():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from autoresearch.config import MetricSpec
-from autoresearch.metrics import MetricError, parse_summary, read_metrics
+from autoresearch.metrics import MAX_ABS_METRIC, MetricError, parse_summary, read_metrics, valid_metric
 
 
 def test_parse_summary_numbers_and_names():
@@ -60,9 +60,16 @@ def test_line_source_not_finite(tmp_path: Path, value: str):
         read_metrics(f"score: 1.0\nscore: {value}\n", MetricSpec("score"), tmp_path)
 
 
-def test_secondary_nan_is_kept(tmp_path: Path):
-    m = read_metrics("score: 1\naux: nan\n", MetricSpec("score"), tmp_path)
-    assert m["score"] == 1 and math.isnan(m["aux"])
+def test_invalid_secondary_values_are_dropped(tmp_path: Path):
+    m = read_metrics("score: 1\naux: nan\nbig: 1e13\nneg: -inf\nok: -1e12\n", MetricSpec("score"), tmp_path)
+    assert m == {"score": 1.0, "ok": -1e12}
+
+
+@pytest.mark.parametrize("value", ["1e300", "-1e13", "1.000001e12"])
+def test_line_source_beyond_the_bound(tmp_path: Path, value: str):
+    with pytest.raises(MetricError, match=r"score is .* beyond ±1e\+12"):
+        read_metrics(f"score: {value}\n", MetricSpec("score"), tmp_path)
+    assert valid_metric(MAX_ABS_METRIC) and valid_metric(-MAX_ABS_METRIC) and not valid_metric(float(value))
 
 
 def test_regex_source_last_match(tmp_path: Path):

@@ -9,15 +9,21 @@ the best with them, before the decision; the sequence was calibrated by simulati
 measured end to end by benchmarks/judge_noise.py. Complexity has a price: each added source line costs
 `complexity_cost` metric units, and equal metric with less code is kept as a simplification.
 Guard metrics (limits relative to the baseline) discard with the reason.
+
+Every value judged here is a valid metric (metrics.valid_metric: finite, within ±MAX_ABS_METRIC);
+others are ignored, never computed with. The judge is the one owner of that filter for what the
+ledger feeds back (the ledger returns what it recorded, and an older version recorded anything a
+run printed: 1e300, inf), so no value in a ledger can make a decision raise, and every restart
+judges again.
 """
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass
 from typing import Literal
 
 from autoresearch.config import Guard, JudgeConfig, MetricSpec
+from autoresearch.metrics import MAX_ABS_METRIC, valid_metric
 
 
 @dataclass(frozen=True)
@@ -56,12 +62,21 @@ def check_guards(guards: list[Guard], metrics: dict[str, float],
 
 def pooled_sigma(groups: list[list[float]]) -> tuple[float | None, int]:
     """Run-to-run standard deviation pooled over groups of repeated runs of the same commit,
-    with its degrees of freedom."""
-    dof = sum(len(g) - 1 for g in groups if len(g) > 1)
+    with its degrees of freedom. Invalid values are left out of their group."""
+    groups = [g for g in (_valid(g) for g in groups) if len(g) > 1]
+    dof = sum(len(g) - 1 for g in groups)
     if dof == 0:
         return None, 0
-    ss = sum(sum((x - statistics.fmean(g)) ** 2 for x in g) for g in groups if len(g) > 1)
+    ss = math.fsum(math.fsum((x - _mean(g)) ** 2 for x in g) for g in groups)  # each term below 4e24
     return math.sqrt(ss / dof), dof
+
+
+def _valid(values: list[float]) -> list[float]:
+    return [float(x) for x in values if x is not None and valid_metric(x)]
+
+
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values)
 
 
 def t_quantile(z: float, dof: int) -> float:
@@ -79,20 +94,30 @@ def decide(spec: MetricSpec, cfg: JudgeConfig, candidate: list[float], best: lis
            sigma: float | None, dof: int = 0, lines_added: int = 0, confirmations_left: int = 0) -> Decision:
     """Compare the candidate's runs with the best's runs, given the noise σ.
 
-    `lines_added` is the candidate's net change in non-blank, non-comment source lines.
+    `lines_added` is the candidate's net change in non-blank, non-comment source lines. Invalid
+    values are ignored: a candidate without a valid one is discarded, and a best without one is
+    replaced by any valid candidate.
     """
-    c, b = statistics.fmean(candidate), statistics.fmean(best)
+    candidate, best = _valid(candidate), _valid(best)
+    bound = f"finite, within ±{MAX_ABS_METRIC:g}"
+    if not candidate:
+        return Decision("discard", f"discard: no valid {spec.name} among the candidate's runs ({bound})")
+    c = _mean(candidate)
+    if not best:
+        return Decision("keep", f"keep: {spec.name} {c:.6g}; the best has no valid {spec.name} ({bound}) to beat")
+    b = _mean(best)
     gain = (b - c) if spec.direction == "minimize" else (c - b)  # > 0: the candidate is better
     price = cfg.complexity_cost * lines_added
     net = gain - price
     delta = c - b
     runs = f"{len(candidate)} run{'s' if len(candidate) > 1 else ''}"
     cost = f", {lines_added:+d} lines cost {price:.3g}" if price else ""
-    if sigma is None or sigma <= 0 or cfg.z <= 0:  # no noise estimate: the original rule
+    noisy = sigma is not None and valid_metric(sigma) and sigma > 0
+    se = sigma * math.sqrt(1 / len(candidate) + 1 / len(best)) if noisy else 0.0
+    if se <= 0 or cfg.z <= 0:  # no noise estimate (or one so small it rounds to 0): the original rule
         if net > cfg.min_effect:
             return Decision("keep", f"keep: {delta:+.4g} ({runs}{cost}; no noise estimate)")
         return Decision("discard", f"discard: {delta:+.4g} ({runs}{cost}; not better)")
-    se = sigma * math.sqrt(1 / len(candidate) + 1 / len(best))
     threshold = max(t_quantile(cfg.z, dof) * se if dof else cfg.z * se, cfg.min_effect)
     z = gain / se
     explain = f"{delta:+.4g} ± {se:.2g} ({z:.1f}σ, {runs}{cost})"

@@ -308,12 +308,15 @@ class Ledger:
         return [Run(**{**dict(r), "metrics": json.loads(r["metrics"])}) for r in rows]
 
     def run_values(self, experiment_id: int) -> list[float]:
-        """The metric of every successful run of one experiment."""
+        """The metric of every successful run of one experiment, as recorded (see run_groups)."""
         return [r[0] for r in self.db.execute("SELECT metric FROM runs WHERE experiment_id = ? AND status = 'ok' "
                                               "AND metric IS NOT NULL ORDER BY id", (experiment_id,))]
 
     def run_groups(self, tag: str) -> list[list[float]]:
-        """Metric values of repeated runs, grouped by experiment: the raw material of the noise estimate."""
+        """Metric values of repeated runs, grouped by experiment: the raw material of the noise estimate.
+
+        As recorded: an older ledger may hold values no valid run gives (1e300, inf); judge.py, the
+        one consumer that computes with them, ignores those."""
         groups: dict[int, list[float]] = {}
         for exp_id, metric in self.db.execute(
                 "SELECT r.experiment_id, r.metric FROM runs r JOIN experiments e ON e.id = r.experiment_id "

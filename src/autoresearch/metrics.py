@@ -2,7 +2,9 @@
 
 A run reports numbers as `name: value` summary lines, e.g. `val_bpb: 0.9979`. All of them are
 collected (guards use the secondary ones); the primary metric is read per the task's
-MetricSpec and must be a finite number, otherwise MetricError says what was looked for where.
+MetricSpec and must be a valid value, a finite number within ±MAX_ABS_METRIC, otherwise
+MetricError says what was looked for where (and the run counts as a crash with that reason).
+Secondary values that are not valid are dropped: only valid values reach the ledger.
 """
 from __future__ import annotations
 
@@ -15,6 +17,10 @@ from typing import Any
 from autoresearch.config import MetricSpec
 
 MAX_JSON_BYTES = 16 << 20
+# No real metric comes near this (losses, accuracies, bits, seconds, megabytes: all far below); a
+# value beyond it is a diverged or hostile run. The bound also keeps every sum of squares the judge
+# takes over run values finite (1e300 squared overflows a float).
+MAX_ABS_METRIC = 1e12
 
 _NUMBER = r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|nan|inf(?:inity)?)"
 _SUMMARY = re.compile(rf"^[ \t]*([A-Za-z_][A-Za-z0-9_./-]*)[ \t]*:[ \t]*({_NUMBER})[ \t]*$",
@@ -22,7 +28,12 @@ _SUMMARY = re.compile(rf"^[ \t]*([A-Za-z_][A-Za-z0-9_./-]*)[ \t]*:[ \t]*({_NUMBE
 
 
 class MetricError(ValueError):
-    """The primary metric is missing or not a finite number."""
+    """The primary metric is missing or not a valid value."""
+
+
+def valid_metric(value: float) -> bool:
+    """A finite number within ±MAX_ABS_METRIC: the only values that are recorded or judged."""
+    return math.isfinite(value) and abs(value) <= MAX_ABS_METRIC
 
 
 def parse_summary(text: str) -> dict[str, float]:
@@ -32,7 +43,7 @@ def parse_summary(text: str) -> dict[str, float]:
 
 
 def read_metrics(output: str, spec: MetricSpec, workdir: Path) -> dict[str, float]:
-    """All summary values of `output`, plus the primary metric `spec.name` read per `spec.source`."""
+    """The valid summary values of `output`, plus the primary metric `spec.name` read per `spec.source`."""
     values = parse_summary(output)
     if spec.source == "line":
         if spec.name not in values:
@@ -48,6 +59,10 @@ def read_metrics(output: str, spec: MetricSpec, workdir: Path) -> dict[str, floa
         raise MetricError(f"unknown metric source {spec.source!r} (use line, regex or json)")
     if not math.isfinite(primary):
         raise MetricError(f"metric {spec.name} is {primary} (from {where}); the run diverged or failed")
+    if not valid_metric(primary):
+        raise MetricError(f"metric {spec.name} is {primary:g} (from {where}), beyond ±{MAX_ABS_METRIC:g}: "
+                          "not a plausible result; the run diverged or printed garbage")
+    values = {name: v for name, v in values.items() if valid_metric(v)}
     values[spec.name] = primary
     return values
 

@@ -1,0 +1,123 @@
+"""The adversarial suite, values: hostile numbers and states against the harness, one test per attack.
+
+Each test replays an attack from an adversarial review on what a run reports, what the command line
+is given or what is left on disk (a poisoned ledger, a corrupt one), through the real metrics
+reader, judge, ledger and command line, and fails if the hole reopens. Attacks by the experiment's
+code itself (escapes, tampering, resources) are in test_adversarial.py.
+"""
+from __future__ import annotations
+
+import fcntl
+import gc
+import json
+import math
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from autoresearch import cli, gitops, ledger as ledger_module, metrics
+from autoresearch.config import ConfigError, JudgeConfig, MetricSpec, load_config
+from autoresearch.judge import decide, pooled_sigma
+from autoresearch.ledger import Ledger
+from autoresearch.loop import Limits, Research
+from autoresearch.metrics import MetricError, read_metrics
+from tests.conftest import TOY_CONFIG, make_task
+from tests.test_loop import SERIAL, ScriptedAgent, replace
+
+LOWER = MetricSpec("score", "minimize")
+
+
+@pytest.fixture(autouse=True)
+def _keep_signal_handlers():
+    """cli.main's `run` installs SIGINT/SIGTERM handlers; the test process gets its own back."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+# -- 1. absurd metric values ------------------------------------------------------------------
+
+def test_run_printing_1e300_is_a_crash_not_a_result(tmp_path: Path):
+    with pytest.raises(MetricError, match=r"score is 1e\+300 .*beyond ±1e\+12"):
+        read_metrics("score: 1e300\n", LOWER, tmp_path)
+    with pytest.raises(MetricError, match="beyond"):
+        read_metrics("score: -2e12\n", LOWER, tmp_path)
+    bound = metrics.MAX_ABS_METRIC
+    assert read_metrics(f"score: {bound!r}\n", LOWER, tmp_path)["score"] == bound
+
+
+def test_absurd_secondary_metrics_are_never_stored(tmp_path: Path):
+    out = "score: 1.5\nloss: 1e300\naux: nan\ngrad: inf\nneg: -inf\nsteps: 100\n"
+    assert read_metrics(out, LOWER, tmp_path) == {"score": 1.5, "steps": 100.0}
+    (tmp_path / "m.json").write_text('{"score": 2.0, "big": 1e300, "deep": {"x": 1e13, "y": 3}}')
+    spec = MetricSpec("score", source="json", file="m.json")
+    assert read_metrics("", spec, tmp_path) == {"score": 2.0, "deep.y": 3.0}
+
+
+def test_ledger_holding_1e300_and_inf_does_not_break_the_noise_estimate(tmp_path: Path):
+    """An older version stored whatever a run printed; every restart fed it back to pooled_sigma."""
+    ledger = Ledger(tmp_path / "state" / "ledger.db")
+    rows = {"a": [1.0, 1.2, 1e300], "b": [2.0, math.inf, 2.2], "c": [1e300, 1e300], "d": [-math.inf, 5.0]}
+    for name, values in rows.items():
+        exp = ledger.start_experiment(tag="t", parent_commit="a" * 40, agent="x", description=name)
+        for v in values:
+            ledger.add_run(exp, "noise", "ok", v)
+    groups = ledger.run_groups("t")
+    assert any(1e300 in g for g in groups)  # the ledger keeps its record; the judge ignores the values
+    sigma, dof = pooled_sigma(groups)
+    assert (sigma, dof) == pooled_sigma([[1.0, 1.2], [2.0, 2.2]])
+    assert dof == 2 and sigma == pytest.approx(0.1 * math.sqrt(2))
+
+
+@pytest.mark.parametrize("best", [[1e300], [1e300, 1e300], [1e308, 1e308], [math.inf], [math.nan], [math.inf, -math.inf]])
+def test_decide_against_a_poisoned_best_is_sane(best):
+    """A best whose recorded values are absurd is replaced by any valid candidate."""
+    d = decide(LOWER, JudgeConfig(), [0.9], best, sigma=0.01, dof=5)
+    assert d.action == "keep" and "no valid score" in d.reason, d.reason
+    d = decide(LOWER, JudgeConfig(), [0.9], [1.0, *best], sigma=0.01, dof=5)  # the valid runs decide
+    assert d.action == "keep" and "-0.1 ±" in d.reason, d.reason
+
+
+@pytest.mark.parametrize("candidate", [[1e300], [math.nan], [math.inf, 1e13]])
+def test_decide_never_keeps_a_poisoned_candidate(candidate):
+    for sigma in (0.01, None, math.inf, math.nan, 1e300):
+        d = decide(LOWER, JudgeConfig(), candidate, [1.0, 1.01], sigma=sigma, dof=3)
+        assert d.action == "discard" and "no valid score" in d.reason, d.reason
+    maximize = MetricSpec("score", "maximize")
+    assert decide(maximize, JudgeConfig(), candidate, [1.0], sigma=None).action == "discard"
+
+
+def test_poisoned_ledger_does_not_brick_the_next_research_run(toy_task: Path):
+    """1e300 and inf in the runs table (left by an older version): the next run judges normally."""
+    r = Research(load_config(toy_task), ScriptedAgent([("better: X=4", replace("X = 5.0", "X = 4.0"))]), tag="t",
+                 parallel=SERIAL)
+    r.open()
+    r.run(Limits(max_experiments=2))
+    r.close()
+    ledger = Ledger(toy_task / ".autoresearch" / "ledger.db")
+    base, win = ledger.experiments("t")
+    assert (base.status, win.status) == ("keep", "keep")
+    ledger.add_run(base.id, "confirm", "ok", 1e300)
+    ledger.add_run(win.id, "confirm", "ok", math.inf)
+    ledger.close()
+    agent = ScriptedAgent([("worse: X=4.5", replace("X = 4.0", "X = 4.5")),
+                           ("better: X=3", replace("X = 4.0", "X = 3.0"))])
+    r = Research(load_config(toy_task), agent, tag="t", parallel=SERIAL)
+    r.open()
+    r.run(Limits(max_experiments=2))
+    r.close()
+    worse, better = Ledger(toy_task / ".autoresearch" / "ledger.db").experiments("t")[2:]
+    assert (worse.status, better.status) == ("discard", "keep"), (worse.reason, better.reason)
+
+
+def test_experiment_printing_1e300_crashes_with_the_reason(toy_task: Path):
+    agent = ScriptedAgent([("overflow", replace('print(f"score: {score:.6f}")', 'print("score: 1e300")'))])
+    r = Research(load_config(toy_task), agent, tag="t", parallel=SERIAL)
+    r.open()
+    r.run(Limits(max_experiments=2))
+    r.close()
+    exp = Ledger(toy_task / ".autoresearch" / "ledger.db").experiments("t")[1]
+    assert exp.status == "crash" and "beyond ±1e+12" in exp.reason and exp.metric is None

@@ -121,3 +121,48 @@ def test_experiment_printing_1e300_crashes_with_the_reason(toy_task: Path):
     r.close()
     exp = Ledger(toy_task / ".autoresearch" / "ledger.db").experiments("t")[1]
     assert exp.status == "crash" and "beyond ±1e+12" in exp.reason and exp.metric is None
+
+
+# -- 2. numbers on the command line and in the config -----------------------------------------
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--budget", "nan", "--budget: must be a finite number of seconds above 0, not 'nan'"),
+    ("--budget", "inf", "--budget: must be a finite number of seconds above 0, not 'inf'"),
+    ("--budget", "-5", "--budget: must be a finite number of seconds above 0, not '-5'"),
+    ("--budget", "0", "--budget: must be a finite number of seconds above 0, not '0'"),
+    ("--budget", "soon", "--budget: must be a finite number of seconds above 0, not 'soon'"),
+    ("--max-hours", "nan", "--max-hours: must be a finite number of hours above 0, not 'nan'"),
+    ("--max-hours", "inf", "--max-hours: must be a finite number of hours above 0, not 'inf'"),
+    ("--max-hours", "0", "--max-hours: must be a finite number of hours above 0, not '0'"),
+    ("--max-experiments", "0", "--max-experiments: must be a whole number of at least 1, not '0'"),
+    ("--max-experiments", "-1", "--max-experiments: must be a whole number of at least 1, not '-1'"),
+    ("--max-experiments", "1.5", "--max-experiments: must be a whole number of at least 1, not '1.5'"),
+    ("--slots", "0", "--slots: must be a whole number of at least 1, not '0'"),
+    ("--slots", "-2", "--slots: must be a whole number of at least 1, not '-2'"),
+    ("--ahead", "-1", "--ahead: must be a whole number of at least 0, not '-1'"),
+])
+def test_run_refuses_bad_numbers(tmp_path: Path, capsys, option: str, value: str, message: str):
+    # A missing task: before the options were checked, this failed on the task, not the option.
+    assert cli.main(["run", str(tmp_path / "missing"), option, value]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+
+
+def test_run_accepts_good_numbers():
+    args = cli.build_parser().parse_args(["run", "--budget", "1.5", "--max-hours", "0.01", "--max-experiments", "1",
+                                          "--slots", "2", "--ahead", "0"])
+    assert (args.budget, args.max_hours, args.max_experiments, args.slots, args.ahead) == (1.5, 0.01, 1, 2, 0)
+
+
+@pytest.mark.parametrize("change, key", [
+    (("seconds = 5", "seconds = nan"), "budget.seconds"),
+    (("seconds = 5", "seconds = inf"), "budget.seconds"),
+    (("timeout = 30", "timeout = inf"), "budget.timeout"),
+    (("[search]", "[judge]\nz = nan\n\n[search]"), "judge.z"),
+    (("[search]", "[limits]\nmemory_mb = -inf\n\n[search]"), "limits.memory_mb"),
+])
+def test_config_refuses_non_finite_numbers(tmp_path: Path, change, key: str):
+    task = make_task(tmp_path / "bad", config=TOY_CONFIG.replace(*change), git=False)
+    with pytest.raises(ConfigError) as err:
+        load_config(task)
+    assert err.value.key == key and "finite" in err.value.fix

@@ -63,6 +63,14 @@ def test_run_with_offline_default_then_inspect(toy_task: Path):
     assert gitops.git(toy_task, "status", "--porcelain") == ""  # state files are excluded from git status
 
 
+def test_main_returns_the_parsers_exit_code(capsys):
+    from autoresearch.cli import main
+
+    assert main(["--version"]) == 0 and "autoresearch" in capsys.readouterr().out
+    assert main(["run", "--max-experiments", "zero"]) == 2
+    assert "--max-experiments: must be a whole number of at least 1, not 'zero'" in capsys.readouterr().err
+
+
 def test_bad_config_fails_before_any_run(toy_task: Path):
     cfg = toy_task / "autoresearch.toml"
     cfg.write_text(cfg.read_text().replace('name = "score"', 'name = ""'))

@@ -26,6 +26,7 @@ def test_toy_config_loads(toy_task: Path):
     (('run = "python train.py"\n', ""), "task.run", "run ="),
     (("timeout = 30", "timeout = 1"), "budget.timeout", "above the budget"),
     (("seconds = 5", "seconds = \"five\""), "budget.seconds", "number"),
+    (("seconds = 5", "seconds = nan"), "budget.seconds", "finite"),
     (("[search]", "[serch]"), "serch", "one of"),
     (("X = { low = -5.0, high = 10.0 }", "X = { low = 10.0, high = 1.0 }"), "search.X", "widen"),
     (('frozen = ["prepare.py"]', 'frozen = ["train.py"]'), "task.frozen", "either editable or frozen"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import signal
 import sys
 import time
@@ -26,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["serve-model"]:  # its own parser: llama.cpp server options pass through
         from autoresearch.serve import main as serve_main
         return serve_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # a bad option (argparse printed why), or --help / --version
+        return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "func", None):
         build_parser().print_help()
         return 2
@@ -49,12 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--agent", action="append", help=f"agent name (default: an LLM if configured, else "
                    f"{DEFAULT_AGENT}); repeat it to have several agents feed the same research run")
     c.add_argument("--tag", help="research run name; branch autoresearch/<tag> (default: resume the last)")
-    c.add_argument("--max-experiments", type=int, help="stop after this many runs")
-    c.add_argument("--max-hours", type=float, help="stop after this many hours")
-    c.add_argument("--budget", type=float, help="override the time budget in seconds (AUTORESEARCH_TIME_BUDGET)")
+    c.add_argument("--max-experiments", type=_whole(1), help="stop after this many runs")
+    c.add_argument("--max-hours", type=_positive("hours"), help="stop after this many hours")
+    c.add_argument("--budget", type=_positive("seconds"),
+                   help="override the time budget in seconds (AUTORESEARCH_TIME_BUDGET)")
     c.add_argument("--seed", type=int, help="seed for the non-LLM agents")
-    c.add_argument("--slots", type=int, help="experiments at once (default: one per GPU, else 1; Ray: the cluster's)")
-    c.add_argument("--ahead", type=int, help="proposals per slot kept ready or in thought while experiments run "
+    c.add_argument("--slots", type=_whole(1),
+                   help="experiments at once (default: one per GPU, else 1; Ray: the cluster's)")
+    c.add_argument("--ahead", type=_whole(0), help="proposals per slot kept ready or in thought while experiments run "
                    "(default 2; 0 = serial: the agent thinks only while no experiment runs)")
     c.add_argument("--backend", choices=("local", "ray"), help="where experiments run (default: local)")
     c.add_argument("--address", help="Ray cluster address (e.g. auto, ray://head:10001; default: a local cluster)")
@@ -112,6 +118,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _positive(unit: str):
+    """An argparse type: a finite number above 0 (nan and inf would remove a limit, 0 or less is none)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"must be a finite number of {unit} above 0, not {text!r}")
+        return value
+    return parse
+
+
+def _whole(least: int):
+    """An argparse type: an integer of at least `least`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be a whole number of at least {least}, not {text!r}")
+        return value
+    return parse
+
+
 def _task_args(c: argparse.ArgumentParser, json_flag: bool = True, tag: bool = True) -> None:
     c.add_argument("--task", "-C", dest="task", default=".", help="task repository or example name (default: .)")
     if tag:
@@ -152,8 +184,6 @@ def cmd_run(args) -> int:
     for key in ("slots", "ahead", "backend", "address"):
         if getattr(args, key) is not None:
             parallel = dataclasses.replace(parallel, **{key: getattr(args, key)})
-    if parallel.slots is not None and parallel.slots < 1 or parallel.ahead < 0:
-        raise TaskError("--slots must be at least 1 and --ahead at least 0")
     ledger = Ledger(config.state_dir / "ledger.db")
     tag = args.tag or ledger.get_meta("last_tag") or time.strftime("%b%d").lower()
     ledger.set_meta("last_tag", tag)

@@ -512,9 +512,13 @@ def _globs(table: dict, key: str, path: Path, required: bool = False) -> list[st
 
 
 def _num(table: dict, key: str, path: Path, default: float, positive: bool = False) -> float:
+    import math
+
     value = table.get(key.rsplit(".", 1)[-1], default)
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise ConfigError(path, key, f"{value!r} is not a number", "write a number without quotes")
+    if not math.isfinite(value):  # TOML allows nan and inf; nan passes every `<=` test below
+        raise ConfigError(path, key, f"{value} is not a finite number", "give a finite number (not nan or inf)")
     if positive and value <= 0:
         raise ConfigError(path, key, f"{value} must be positive", "give a value above zero")
     return float(value)

@@ -166,3 +166,18 @@ def test_config_refuses_non_finite_numbers(tmp_path: Path, change, key: str):
     with pytest.raises(ConfigError) as err:
         load_config(task)
     assert err.value.key == key and "finite" in err.value.fix
+
+
+# -- 3. a refused second run ------------------------------------------------------------------
+
+def test_refused_second_run_leaves_last_tag_alone(toy_task: Path, capsys):
+    state = toy_task / ".autoresearch"
+    Ledger(state / "ledger.db").set_meta("last_tag", "first")
+    fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another autoresearch process holds the task
+        assert cli.main(["run", str(toy_task), "--tag", "other", "--max-experiments", "1"]) == 1
+    finally:
+        os.close(fd)
+    assert "another autoresearch process" in capsys.readouterr().err
+    assert Ledger(state / "ledger.db").get_meta("last_tag") == "first"

@@ -186,7 +186,6 @@ def cmd_run(args) -> int:
             parallel = dataclasses.replace(parallel, **{key: getattr(args, key)})
     ledger = Ledger(config.state_dir / "ledger.db")
     tag = args.tag or ledger.get_meta("last_tag") or time.strftime("%b%d").lower()
-    ledger.set_meta("last_tag", tag)
     interactive = console.is_terminal and not args.json
     view = LiveView(f"autoresearch · {config.name} · {tag} · agent {', '.join(names)}", config.metric.name) \
         if interactive else PlainView(as_json=args.json)
@@ -203,6 +202,7 @@ def cmd_run(args) -> int:
     signal.signal(signal.SIGTERM, on_sigint)
     try:
         research.open()
+        ledger.set_meta("last_tag", tag)  # only once open() holds the lock: a refused run changes nothing
         if interactive:
             with view:
                 runs = research.run(Limits(args.max_experiments, args.max_hours))

@@ -188,6 +188,15 @@ def test_printed_memory_does_not_pass_the_memory_guard(tmp_path: Path) -> None:
     assert exps[1].metrics["claimed_peak_memory_mb"] == 12  # kept for the record, never used
 
 
+def test_a_guarded_metric_the_run_does_not_print_is_a_violation(tmp_path: Path) -> None:
+    task = make_task(tmp_path / "t", TRAIN + "print('accuracy_drop: 0.1')\n",
+                     config("[guards]\naccuracy_drop = { max = 0.5 }\n"))
+    quiet = ("better, and quiet about accuracy", lambda f: {"train.py": f["train.py"].replace(
+        "X = 5.0", "X = 2.5").replace("print('accuracy_drop: 0.1')", "")})
+    exps, _ = research(task, [quiet])
+    assert exps[1].status == "discard" and "accuracy_drop: the run did not report it" in exps[1].reason
+
+
 # -- 5. the time budget -------------------------------------------------------------------------
 
 def test_training_past_the_budget_is_not_kept(tmp_path: Path) -> None:
@@ -211,6 +220,19 @@ def test_hostile_frozen_file_is_tampering_not_a_hang(tmp_path: Path, attack: str
     task = make_task(tmp_path / "t", TRAIN, config())
     exps, _ = research(task, [("replace the frozen file", replace("X = 5.0", f"X = 2.5\n{attack}"))])
     assert exps[1].status == "discard" and "frozen file prepare.py" in exps[1].reason, exps[1].reason
+
+
+@pytest.mark.parametrize("attack", ["os.mkfifo('metrics.json')", "os.symlink('/etc/hostname', 'metrics.json')",
+                                    "f = open('metrics.json', 'wb'); f.truncate(100 << 30); f.close()"])
+def test_hostile_metrics_file_is_a_crash_not_a_hang(tmp_path: Path, attack: str) -> None:
+    train = TRAIN.replace('print(f"score: {score:.6f}")',
+                          'import json\njson.dump({"score": score}, open("metrics.json", "w"))')
+    task = make_task(tmp_path / "t", train, config().replace('name = "score"',
+                                                             'name = "score"\nsource = "json"\nfile = "metrics.json"'))
+    hostile = ("better, hostile metrics file", lambda f: {"train.py": f["train.py"].replace("X = 5.0", "X = 2.5").replace(
+        'json.dump({"score": score}, open("metrics.json", "w"))', attack)})
+    exps, _ = research(task, [hostile])
+    assert exps[1].status == "crash" and "cannot read metrics.json" in exps[1].reason, exps[1].reason
 
 
 # -- 7. odd proposal paths ----------------------------------------------------------------------

@@ -67,9 +67,12 @@ def test_simplicity_price_and_simplifications():
 
 def test_guards_relative_to_baseline():
     guards = [Guard("peak_memory_mb", max_ratio=1.25), Guard("training_seconds", max=65)]
-    assert check_guards(guards, {"peak_memory_mb": 120}, {"peak_memory_mb": 100}) is None
-    assert "1.25x baseline" in check_guards(guards, {"peak_memory_mb": 126}, {"peak_memory_mb": 100})
-    assert "above max 65" in check_guards(guards, {"training_seconds": 70}, {})
+    assert check_guards(guards, {"peak_memory_mb": 120, "training_seconds": 60}, {"peak_memory_mb": 100}) is None
+    assert "1.25x baseline" in check_guards(guards, {"peak_memory_mb": 126, "training_seconds": 60},
+                                            {"peak_memory_mb": 100})
+    assert "above max 65" in check_guards(guards, {"peak_memory_mb": 1, "training_seconds": 70}, {})
+    # Silence is no pass: a guarded metric the run did not report is a violation.
+    assert "training_seconds: the run did not report it" in check_guards(guards, {"peak_memory_mb": 120}, {})
 
 
 NOISY = '''import os, random

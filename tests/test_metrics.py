@@ -127,5 +127,10 @@ def test_json_source_outside_workdir(tmp_path: Path):
     work.mkdir()
     (tmp_path / "secret.json").write_text('{"loss": 1}')
     (work / "metrics.json").symlink_to(tmp_path / "secret.json")
-    with pytest.raises(MetricError, match="outside"):
+    with pytest.raises(MetricError, match="symlink"):
         read_metrics("", MetricSpec("loss", source="json", file="metrics.json"), work)
+    (work / "sub").symlink_to(tmp_path)  # a symlinked folder on the way is refused too
+    with pytest.raises(MetricError, match="not a folder"):
+        read_metrics("", MetricSpec("loss", source="json", file="sub/secret.json"), work)
+    with pytest.raises(MetricError, match="not a path inside"):
+        read_metrics("", MetricSpec("loss", source="json", file="../secret.json"), work)

@@ -42,11 +42,12 @@ class Decision:
 
 def check_guards(guards: list[Guard], metrics: dict[str, float],
                  baseline: dict[str, float] | None) -> str | None:
-    """The first guard violation as a reason, or None if all hold."""
+    """The first guard violation as a reason, or None if all hold. A guarded metric the run did not
+    report is a violation: a guard that silence passes guards nothing."""
     for g in guards:
         value = metrics.get(g.metric)
         if value is None:
-            continue  # a run that does not report a guarded metric is not penalised for it
+            return f"guard {g.metric}: the run did not report it"
         if g.max is not None and value > g.max:
             return f"guard {g.metric}={value:g} above max {g.max:g}"
         if g.min is not None and value < g.min:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from autoresearch.config import MetricSpec
+from autoresearch.untrusted import read_file
 
 MAX_JSON_BYTES = 16 << 20
 # No real metric comes near this (losses, accuracies, bits, seconds, megabytes: all far below); a
@@ -92,20 +93,12 @@ def _from_regex(output: str, spec: MetricSpec) -> tuple[float, str]:
 def _from_json(spec: MetricSpec, workdir: Path) -> tuple[float, str, dict[str, float]]:
     if not spec.file:
         raise MetricError(f"metric {spec.name}: source is json but no file is given")
-    path = workdir / spec.file
     where = f"{spec.file} in the run's directory"
-    try:
-        resolved = path.resolve()
-        if not resolved.is_relative_to(workdir.resolve()):
-            raise MetricError(f"metric {spec.name}: {spec.file} points outside the run's directory")
-        if resolved.stat().st_size > MAX_JSON_BYTES:
-            raise MetricError(f"metric {spec.name}: {where} is larger than {MAX_JSON_BYTES >> 20} MB")
-        data = json.loads(resolved.read_text(errors="replace"))
+    try:  # the run wrote it: a FIFO, a symlink out of the folder or a huge file is refused, not followed
+        data = json.loads(read_file(workdir, spec.file, MAX_JSON_BYTES).decode("utf-8", errors="replace"))
     except FileNotFoundError:
         raise MetricError(f"metric {spec.name}: the run did not write {where}") from None
-    except (OSError, ValueError) as e:
-        if isinstance(e, MetricError):
-            raise
+    except (OSError, ValueError, RecursionError) as e:
         raise MetricError(f"metric {spec.name}: cannot read {where}: {e}") from None
     if not isinstance(data, dict):
         raise MetricError(f"metric {spec.name}: {where} holds a {type(data).__name__}, not a JSON object")

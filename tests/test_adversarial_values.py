@@ -181,3 +181,111 @@ def test_refused_second_run_leaves_last_tag_alone(toy_task: Path, capsys):
         os.close(fd)
     assert "another autoresearch process" in capsys.readouterr().err
     assert Ledger(state / "ledger.db").get_meta("last_tag") == "first"
+
+
+# -- 4. a corrupt ledger ----------------------------------------------------------------------
+
+def _status(task: Path, capsys) -> dict:
+    capsys.readouterr()
+    assert cli.main(["status", "-C", str(task), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _corrupt(db: Path) -> None:
+    gc.collect()  # no connection of this process keeps the old file alive
+    db.write_bytes(b"this is not a database\n" * 512)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+
+def test_corrupt_ledger_is_a_clear_error_and_doctor_rebuilds_it_from_git(toy_task: Path, capsys):
+    assert cli.main(["run", str(toy_task), "--max-experiments", "3", "--json", "--seed", "1"]) == 0
+    before = _status(toy_task, capsys)
+    assert cli.main(["log", "-C", str(toy_task), "--json"]) == 0
+    log_before = json.loads(capsys.readouterr().out)
+    db = toy_task / ".autoresearch" / "ledger.db"
+    _corrupt(db)
+
+    for command in (["status"], ["log"], ["show", "1"], ["plot"], ["export"], ["idea", "list"], ["idea", "add", "x"]):
+        assert cli.main([*command, "-C", str(toy_task)]) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and str(db) in err and "doctor" in err and "--repair" in err, err
+        assert "Traceback" not in err and "refs/autoresearch/<tag>/<id>" in err
+    assert cli.main(["run", str(toy_task), "--max-experiments", "1"]) == 2
+    assert "doctor" in capsys.readouterr().err
+
+    assert cli.main(["doctor", "-C", str(toy_task), "--json"]) == 1  # checks, changes nothing
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False and report["repaired"] is False and db.read_bytes().startswith(b"this is not")
+
+    assert cli.main(["doctor", "-C", str(toy_task), "--repair", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["repaired"] is True and report["experiments"] == len(log_before)
+    aside = Path(report["moved_to"])
+    assert aside.name.startswith("ledger.db.corrupt-") and aside.read_bytes().startswith(b"this is not")
+
+    after = _status(toy_task, capsys)
+    assert after["tag"] == before["tag"] and after["experiments"] == before["experiments"]
+    assert after["best"]["id"] == before["best"]["id"] and after["best"]["commit"] == before["best"]["commit"]
+    assert after["best"]["metric"] == pytest.approx(before["best"]["metric"])
+    assert cli.main(["log", "-C", str(toy_task), "--json"]) == 0
+    log_after = json.loads(capsys.readouterr().out)
+    assert [e["id"] for e in log_after] == [e["id"] for e in log_before]
+    assert [e["commit"] for e in log_after] == [e["commit"] for e in log_before]
+    assert [e["status"] == "keep" for e in log_after] == [e["status"] == "keep" for e in log_before]
+    assert log_after[0]["agent"] == "baseline" and log_after[1]["agent"] == log_before[1]["agent"]
+    assert [e["description"] for e in log_after] == [e["description"] for e in log_before]
+    assert all("autoresearch doctor" in e["reason"] for e in log_after)
+
+    assert cli.main(["doctor", "-C", str(toy_task)]) == 0  # healthy now
+    # The research goes on from the rebuilt ledger, on the same branch.
+    assert cli.main(["run", str(toy_task), "--max-experiments", "1", "--json", "--seed", "2"]) == 0
+    final = _status(toy_task, capsys)
+    assert final["experiments"] == before["experiments"] + 1
+    head = gitops.rev_parse(toy_task, gitops.branch_ref(before["tag"]))
+    assert head == final["best"]["commit"]
+
+
+def test_doctor_does_not_move_the_ledger_under_a_running_research(toy_task: Path, capsys):
+    state = toy_task / ".autoresearch"
+    Ledger(state / "ledger.db").close()
+    _corrupt(state / "ledger.db")
+    fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert cli.main(["doctor", "-C", str(toy_task), "--repair"]) == 2
+    finally:
+        os.close(fd)
+    assert "another autoresearch process" in capsys.readouterr().err
+    assert (state / "ledger.db").read_bytes().startswith(b"this is not") and not list(state.glob("*.corrupt-*"))
+
+
+def test_ledger_error_names_the_file_and_the_way_back(tmp_path: Path):
+    db = tmp_path / "task" / ".autoresearch" / "ledger.db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"garbage" * 100)
+    with pytest.raises(ledger_module.LedgerError) as err:
+        Ledger(db)
+    text = str(err.value)
+    assert str(db) in text and "refs/autoresearch/<tag>/<id>" in text and "autoresearch/<tag>" in text
+    assert str(db.parent / "logs") in text and f"autoresearch doctor -C {tmp_path / 'task'} --repair" in text
+
+
+def test_doctor_rebuilds_a_deleted_ledger_from_git(toy_task: Path, capsys):
+    assert cli.main(["run", str(toy_task), "--max-experiments", "2", "--json", "--seed", "1"]) == 0
+    before = _status(toy_task, capsys)
+    db = toy_task / ".autoresearch" / "ledger.db"
+    gc.collect()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    assert cli.main(["doctor", "-C", str(toy_task)]) == 1
+    assert "does not exist" in capsys.readouterr().out
+    assert cli.main(["doctor", "-C", str(toy_task), "--repair", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["moved_to"] is None and report["tags"] == {before["tag"]: {"experiments": 2, "kept": before[
+        "counts"]["keep"]}}
+    after = _status(toy_task, capsys)
+    assert after["best"]["commit"] == before["best"]["commit"] and after["baseline_metric"] == before["baseline_metric"]
+    ledger = Ledger(db)
+    assert [r.kind for r in ledger.runs(1)] == ["primary", "noise", "noise"]  # the noise estimate survives
+    assert ledger.get_meta(f"base:{before['tag']}") == ledger.get(1).commit

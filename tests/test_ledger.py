@@ -4,7 +4,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from autoresearch.ledger import Ledger
+import pytest
+
+from autoresearch.ledger import Experiment, Ledger, LedgerError
 
 
 def test_rows_ideas_and_results_tsv(tmp_path: Path):
@@ -35,3 +37,23 @@ def test_rows_ideas_and_results_tsv(tmp_path: Path):
                      "bbbbbbb\t1.500000\t2.0\tkeep\tbaseline",
                      "ccccccc\t1.600000\t0.0\tdiscard\ttab here"]
     assert sqlite3.connect(tmp_path / "state" / "ledger.db").execute("SELECT COUNT(*) FROM experiments").fetchone()[0] == 3
+
+
+def test_corrupt_file_is_a_ledger_error_not_a_traceback(tmp_path: Path):
+    db = tmp_path / ".autoresearch" / "ledger.db"
+    db.parent.mkdir()
+    db.write_bytes(b"\x00garbage" * 1000)
+    with pytest.raises(LedgerError, match="is corrupt") as err:
+        Ledger(db)
+    assert err.value.path == db and "autoresearch doctor" in str(err.value)
+
+
+def test_restore_keeps_the_id_and_later_ids_follow(tmp_path: Path):
+    ledger = Ledger(tmp_path / "ledger.db")
+    ledger.restore(Experiment(id=7, tag="t", parent_commit="a" * 40, commit="b" * 40, agent="x", description="d",
+                              status="keep", metrics={"m": 1.0}, created_at=1.0, finished_at=2.0))
+    assert ledger.get(7).commit == "b" * 40 and ledger.get(7).metrics == {"m": 1.0} and ledger.best("t").id == 7
+    assert ledger.start_experiment(tag="t", parent_commit="b" * 40, agent="x", description="next") == 8
+    with pytest.raises(ValueError, match="unknown status"):
+        ledger.restore(Experiment(id=9, tag="t", parent_commit="a", commit=None, agent="x", description="d",
+                                  status="kept"))

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from autoresearch import __version__, gitops
 from autoresearch.config import CONFIG_NAME, ConfigError, load_config
-from autoresearch.ledger import FINISHED, Experiment, Ledger
+from autoresearch.ledger import FINISHED, Experiment, Ledger, LedgerError
 from autoresearch.tasks import TaskError, guess_config, list_examples, new_task, research_home, resolve_task
 
 console = Console()
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args) or 0
-    except (ConfigError, TaskError) as e:
+    except (ConfigError, TaskError, LedgerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=("json", "csv", "tsv"), default="json")
     c.add_argument("-o", "--output", help="file (default: stdout)")
     c.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("doctor", help="check the ledger; --repair rebuilds a corrupt one from git and the logs")
+    _task_args(c, tag=False)
+    c.add_argument("--repair", action="store_true",
+                   help="move a corrupt ledger aside (ledger.db.corrupt-<time>) and rebuild it from the archive refs")
+    c.set_defaults(func=cmd_doctor)
 
     sub.add_parser("serve-model", help="serve the bundled Gemma 3 270M on loopback (see serve-model --help)")
 
@@ -256,11 +262,16 @@ def cmd_examples(args) -> int:
 
 # -- read commands -----------------------------------------------------------------------------
 
-def _open(args) -> tuple[Path, Ledger, str | None]:
+def _root(args) -> Path:
+    """The task repository named by -C: a folder, or a shipped example's research repository."""
     path = Path(args.task).expanduser()
     if not path.exists() and args.task in list_examples():
         path = research_home() / args.task
-    root = path.resolve()
+    return path.resolve()
+
+
+def _open(args) -> tuple[Path, Ledger, str | None]:
+    root = _root(args)
     db = root / ".autoresearch" / "ledger.db"
     if not db.exists():
         raise TaskError(f"no research recorded in {root} yet; start with `autoresearch run {args.task}`")
@@ -397,6 +408,38 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    """Check the ledger; with --repair, rebuild a corrupt or missing one (doctor.py). Exit 1: a problem left."""
+    from autoresearch import doctor
+
+    root = _root(args)
+    db = root / ".autoresearch" / "ledger.db"
+    if gitops.toplevel(root) is None:
+        raise TaskError(f"{root} is not a git repository, so there is no research to check")
+    problem = doctor.check(db)
+    data: dict = {"ledger": str(db), "ok": problem is None, "problem": problem, "repaired": False, "moved_to": None}
+    if problem is None:
+        ledger = Ledger(db)
+        data["experiments"] = len(ledger.experiments())
+        ledger.close()
+    elif args.repair:
+        data.update(doctor.repair(root), repaired=True)
+    if args.json:
+        print(json.dumps(data))
+    elif problem is None:
+        console.print(f"{db}: ok ({data['experiments']} experiments)", highlight=False)
+    elif not args.repair:
+        console.print(f"{db}: {problem}\n  fix: autoresearch doctor -C {args.task} --repair (moves it aside and "
+                      "rebuilds the ledger from the archive refs and the logs)", highlight=False)
+    else:
+        moved = f"moved it to {data['moved_to']}; " if data["moved_to"] else ""
+        tags = ", ".join(f"{t}: {c['experiments']} experiments, {c['kept']} kept" for t, c in data["tags"].items())
+        console.print(f"{db}: {problem}\n  {moved}rebuilt from git: {tags or 'no experiments'}", highlight=False)
+        for note in data["notes"]:
+            console.print(f"  note: {note}", highlight=False)
+    return 1 if problem is not None and not args.repair else 0
+
+
 def cmd_idea_add(args) -> int:
     root = _idea_root(args)
     ledger = Ledger(root / ".autoresearch" / "ledger.db")
@@ -422,10 +465,7 @@ def cmd_idea_list(args) -> int:
 
 
 def _idea_root(args) -> Path:
-    path = Path(args.task).expanduser()
-    if not path.exists() and args.task in list_examples():
-        path = research_home() / args.task
-    root = path.resolve()
+    root = _root(args)
     if not (root / CONFIG_NAME).is_file():
         raise TaskError(f"{root} is not a task repository (no {CONFIG_NAME})")
     return root

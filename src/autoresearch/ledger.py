@@ -3,6 +3,11 @@
 A row is written when an experiment starts (status `running`) and updated when it ends; each
 write is committed before the result is reported anywhere else. `results.tsv` (the original
 autoresearch's format) is regenerated from the ledger after every change, atomically.
+
+The ledger is not the only record: every experiment's commit is archived under
+refs/autoresearch/<tag>/<id>, the kept ones form the branch autoresearch/<tag>, and the run logs
+are files. A database that SQLite finds corrupt raises LedgerError, which says so and how to
+rebuild the ledger from those (`autoresearch doctor --repair`, doctor.py), never a raw traceback.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import os
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -146,6 +152,20 @@ class Idea:
         return dict(self.__dict__)
 
 
+class LedgerError(RuntimeError):
+    """The ledger's database is corrupt: which file, what is still intact, how to recover."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path, self.problem = Path(path), problem
+        state = self.path.parent
+        task = state.parent if state.name == ".autoresearch" else "<task>"
+        super().__init__(
+            f"{self.path} is corrupt ({problem}). The research itself is intact: each experiment's commit is under "
+            f"refs/autoresearch/<tag>/<id>, the kept ones on the branch autoresearch/<tag>, and the run logs are in "
+            f"{state / 'logs'}.\n  fix: autoresearch doctor -C {task} --repair (moves the corrupt file aside and "
+            "rebuilds the ledger from git and the logs)")
+
+
 class _Result(list):
     """The rows of one statement, fetched while the connection was held, and its lastrowid."""
 
@@ -159,19 +179,30 @@ class _SharedConnection:
     """One SQLite connection shared by the coordinator's threads: each statement runs and is fetched
     whole under a lock, so threads never interleave on a cursor."""
 
-    def __init__(self, db: sqlite3.Connection):
-        self._db, self._lock = db, threading.Lock()
+    def __init__(self, db: sqlite3.Connection, path: Path):
+        self._db, self._lock, self.path = db, threading.Lock(), path
 
     def execute(self, sql: str, args: tuple | list = ()) -> _Result:
-        with self._lock:
+        with self._lock, self._corruption():
             cur = self._db.execute(sql, args)
             rows = _Result(cur.fetchall())
             rows.lastrowid = cur.lastrowid
             return rows
 
     def executescript(self, sql: str) -> None:
-        with self._lock:
+        with self._lock, self._corruption():
             self._db.executescript(sql)
+
+    @contextmanager
+    def _corruption(self) -> Iterator[None]:
+        """SQLite's "not a database" and "malformed" (plain DatabaseError) become LedgerError; its
+        subclasses (locked, full disk, constraints) are other problems and pass unchanged."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            if type(e) is not sqlite3.DatabaseError:
+                raise
+            raise LedgerError(self.path, str(e)) from e
 
     def close(self) -> None:
         with self._lock:
@@ -187,7 +218,7 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
-        self.db = _SharedConnection(conn)
+        self.db = _SharedConnection(conn, self.path)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # a reported result survives power loss
         self.db.executescript(SCHEMA)
@@ -235,6 +266,17 @@ class Ledger:
             if last is not None and last >= now:
                 now = last + 1e-6
         self.update(exp_id, status=status, finished_at=now, **fields)
+
+    def restore(self, exp: Experiment) -> None:
+        """Insert an experiment as given, its id included (`autoresearch doctor` rebuilding from git)."""
+        if exp.status not in STATUSES:
+            raise ValueError(f"unknown status {exp.status!r}")
+        row = exp.to_dict()
+        row["commit_sha"] = row.pop("commit")
+        for k in ("params", "info", "metrics"):
+            row[k] = json.dumps(row[k])
+        self.db.execute(f"INSERT INTO experiments ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                        tuple(row.values()))
 
     def get(self, exp_id: int) -> Experiment | None:
         row = self.db.execute("SELECT * FROM experiments WHERE id = ?", (exp_id,)).fetchone()

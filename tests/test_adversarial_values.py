@@ -72,7 +72,8 @@ def test_ledger_holding_1e300_and_inf_does_not_break_the_noise_estimate(tmp_path
     assert dof == 2 and sigma == pytest.approx(0.1 * math.sqrt(2))
 
 
-@pytest.mark.parametrize("best", [[1e300], [1e300, 1e300], [1e308, 1e308], [math.inf], [math.nan], [math.inf, -math.inf]])
+@pytest.mark.parametrize("best", [[1e300], [1e300, 1e300], [1e308, 1e308], [math.inf], [math.nan],
+                                  [math.inf, -math.inf]])
 def test_decide_against_a_poisoned_best_is_sane(best):
     """A best whose recorded values are absurd is replaced by any valid candidate."""
     d = decide(LOWER, JudgeConfig(), [0.9], best, sigma=0.01, dof=5)

@@ -374,3 +374,16 @@ def test_full_disk_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     r.close()
     exps = Ledger(task / ".autoresearch" / "ledger.db").experiments("t")
     assert exps[1].status == "keep", exps[1].reason
+
+
+def test_a_lost_ledger_does_not_overwrite_the_experiments_in_git(tmp_path: Path) -> None:
+    task = make_task(tmp_path / "t", TRAIN, config())
+    exps, _ = research(task, [("better", replace("X = 5.0", "X = 2.5"))])
+    kept = gitops.rev_parse(task, gitops.archive_ref("t", exps[1].id))
+    for suffix in ("", "-wal", "-shm"):
+        (task / ".autoresearch" / f"ledger.db{suffix}").unlink(missing_ok=True)
+    r = Research(load_config(task), ScriptedAgent([]), tag="t")
+    with pytest.raises(ResearchError, match="(?s)does not know.*doctor"):
+        r.open()
+    r.close()
+    assert gitops.rev_parse(task, gitops.archive_ref("t", exps[1].id)) == kept

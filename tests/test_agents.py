@@ -356,10 +356,12 @@ def test_failures_and_guard_violations_count_as_the_worst_result(tmp_path):
     from autoresearch.agents.random_agent import SearchState
 
     cfg = make_config(tmp_path, guards=[Guard("mem", max=100.0)])
-    history = [baseline(cfg),
+    base = baseline(cfg)
+    base.metrics = {"score": base.metric, "mem": 50.0}
+    history = [base,
                exp(2, {"LEARNING_RATE": 0.01, "DEPTH": 6}, 0.0, metrics={"score": 0.0, "mem": 500.0}),
                exp(3, {"LEARNING_RATE": 0.02, "DEPTH": 6}, None, status="timeout"),
-               exp(4, {"LEARNING_RATE": 0.001, "DEPTH": 2}, 3.0)]
+               exp(4, {"LEARNING_RATE": 0.001, "DEPTH": 2}, 3.0, metrics={"score": 3.0, "mem": 50.0})]
     c = ctx(cfg, {"train.py": TRAIN}, history)
     state = SearchState.build(c)
     study, n = SearchAgent(cfg, seed=0)._study(c, {k: distribution(state.space[k][1]) for k in state.names})

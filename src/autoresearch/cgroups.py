@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 MOUNTINFO = "/proc/self/mountinfo"
 SELF_CGROUP = "/proc/self/cgroup"
 KILL_ROUNDS = 50  # v1 without cgroup.kill: freeze, kill the members, thaw; repeat until empty
-REMOVE_WAIT_S = 2.0  # a killed cgroup empties asynchronously; rmdir succeeds once it has
+REMOVE_WAIT_S = 2.0
+PROBE_GROUP = "autoresearch-probe"  # a killed cgroup empties asynchronously; rmdir succeeds once it has
 
 
 @dataclass(frozen=True)
@@ -113,12 +115,48 @@ def _writable(parent: Path) -> bool:
     return parent.is_dir() and os.access(parent, os.W_OK)
 
 
+_usable: bool | None = None
+
+
 def available() -> bool:
-    """Whether runs can be put in cgroups of their own (cgroup v2 with cgroup.kill, or v1 freezer)."""
+    """Whether runs can be put in cgroups of their own (cgroup v2 with cgroup.kill, or v1 freezer):
+    probed once per process by starting `true` in a fresh cgroup, as a run would be."""
+    global _usable
+    with _found_lock:
+        if _usable is not None:
+            return _usable
     h = _hierarchies()
     if h.v2 is not None and _writable(h.v2) and (h.v2 / "cgroup.procs").exists():
-        return (h.v2 / "cgroup.kill").exists() or any(_writable(p) for p in h.v1.values())
-    return "freezer" in h.v1 and _writable(h.v1["freezer"])
+        usable = (h.v2 / "cgroup.kill").exists() or "freezer" in h.v1 and _writable(h.v1["freezer"])
+    else:
+        usable = "freezer" in h.v1 and _writable(h.v1["freezer"])
+    with _found_lock:
+        _usable = usable
+    if usable:
+        usable = _probe()
+        with _found_lock:
+            _usable = usable
+    return usable
+
+
+def _probe() -> bool:
+    group = RunCgroup.create(PROBE_GROUP)
+    if group is None:
+        return False
+    try:
+        proc = subprocess.run(group.wrap(["true"]), capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        proc = None
+        why = str(e)
+    finally:
+        group.destroy()
+        remove_group(PROBE_GROUP)
+    if proc is not None and proc.returncode == 0:
+        return True
+    why = proc.stderr.strip() if proc is not None else why
+    _warn_once("probe", f"cannot start processes in a cgroup of their own ({why or 'exit code'}); runs are "
+                        "killed by process tree only and [limits] are not enforced")
+    return False
 
 
 class RunCgroup:
@@ -165,7 +203,8 @@ class RunCgroup:
             limit = str(int(limits.memory_mb * (1 << 20)))
             if "memory" in v2_controllers and self.v2 is not None:
                 (self.v2 / "memory.max").write_text(limit)
-                (self.v2 / "memory.swap.max").exists() and (self.v2 / "memory.swap.max").write_text("0")
+                if (self.v2 / "memory.swap.max").exists():  # a limit that swap can sidestep is none
+                    (self.v2 / "memory.swap.max").write_text("0")
             elif "memory" in self.v1:
                 (self.v1["memory"] / "memory.limit_in_bytes").write_text(limit)
             else:
@@ -282,6 +321,17 @@ def reap(group: str) -> int:
     return killed
 
 
+def remove_group(group: str) -> None:
+    """Remove a task's (empty) group folders once it is done with them."""
+    v2_group, v1_groups = _group_dirs(group)
+    for d in [v2_group, *v1_groups.values()]:
+        if d is not None:
+            try:
+                d.rmdir()
+            except OSError:
+                pass  # not there, or runs of another process of the task still in it
+
+
 def _enable_controllers(group: Path, limits: ResourceLimits) -> None:
     """Make memory/pids available to the runs below `group` on cgroup v2, where the parent allows."""
     wanted = [c for c, on in (("memory", limits.memory_mb is not None), ("pids", limits.processes is not None)) if on]
@@ -322,7 +372,7 @@ def _warn_once(key: str, text: str) -> None:
 
 def _reset() -> None:
     """Forget what was discovered (tests)."""
-    global _found
+    global _found, _usable
     with _found_lock:
-        _found = None
+        _found, _usable = None, None
     _warned.clear()

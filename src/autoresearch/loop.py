@@ -31,7 +31,7 @@ from autoresearch.backends import Backend, WorkerLost, make_backend
 from autoresearch.config import ConfigError, ParallelConfig, TaskConfig, frozen_files, is_editable, normalize_path
 from autoresearch.execution import FrozenFileError
 from autoresearch.judge import complexity
-from autoresearch.ledger import FINISHED, PENDING, Experiment, Ledger
+from autoresearch.ledger import FINISHED, PENDING, Experiment, Ledger, LedgerError
 from autoresearch.measure import Measurer, mean, run_env
 from autoresearch.runner import clean_env, run_command
 from autoresearch.sandbox import SandboxError, SandboxPolicy, describe, fallback_warning, preflight, sandbox_available
@@ -104,6 +104,12 @@ class Research:
         gitops.exclude_state(self.repo)
         self.recover()
         base = self.ledger.get_meta(f"base:{self.tag}")
+        if base is None and not self.ledger.experiments(self.tag) and gitops.git(
+                self.repo, "for-each-ref", "--count=1", "--format=%(refname)", f"{gitops.ARCHIVE_PREFIX}{self.tag}/"):
+            raise ResearchError(f"git holds experiments of research run {self.tag!r} that the ledger "
+                                f"{self.ledger.path} does not know (was it deleted or replaced?); new experiments "
+                                "would overwrite their refs.\n  fix: `autoresearch doctor -C "
+                                f"{self.repo} --repair` rebuilds the ledger from git, or use another --tag")
         if base is None:
             base = gitops.rev_parse(self.repo, "HEAD")
             if gitops.ref_exists(self.repo, gitops.branch_ref(self.tag)):
@@ -150,6 +156,8 @@ class Research:
         if self.backend is not None:
             self.backend.close()
         self.ledger.close()
+        if self._lock_fd is not None:
+            cgroups.remove_group(cgroups.group_name(self.state))
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -415,7 +423,7 @@ class Research:
         """
         try:
             return self._process(exp_id, slot)
-        except ResearchError:
+        except (ResearchError, LedgerError):  # the research cannot go on, or nothing can be recorded
             raise
         except Exception as e:  # noqa: BLE001 - one experiment's failure, whatever it is
             if _disk_full(e):

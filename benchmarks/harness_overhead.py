@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 from autoresearch.agents import make_agent
-from autoresearch.config import load_config
-from autoresearch.gitops import init_repo
-from autoresearch.loop import Limits, Research
+from autoresearch.core.config import load_config
+from autoresearch.repo.gitops import init_repo
+from autoresearch.research.coordinator import Research
+from autoresearch.research.scheduler import Limits
 
 TRAIN = "X = 5.0\nWIDTH = 3\n"
 CONFIG = """[task]

@@ -17,10 +17,11 @@ import tempfile
 from pathlib import Path
 
 from autoresearch.agents.base import Context, NoProposal, Proposal
-from autoresearch.agents.constants import find_constants, set_constants
-from autoresearch.config import JudgeConfig, load_config
-from autoresearch.gitops import init_repo
-from autoresearch.loop import Limits, Research
+from autoresearch.agents.source_constants import find_constants, set_constants
+from autoresearch.core.config import JudgeConfig, load_config
+from autoresearch.repo.gitops import init_repo
+from autoresearch.research.coordinator import Research
+from autoresearch.research.scheduler import Limits
 
 TRAIN = """import os, random
 IMPROVEMENTS = 0

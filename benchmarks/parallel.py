@@ -31,9 +31,10 @@ import time
 from pathlib import Path
 
 from autoresearch.agents.base import Proposal
-from autoresearch.config import ParallelConfig, load_config
-from autoresearch.gitops import init_repo
-from autoresearch.loop import Limits, Research
+from autoresearch.core.config import ParallelConfig, load_config
+from autoresearch.repo.gitops import init_repo
+from autoresearch.research.coordinator import Research
+from autoresearch.research.scheduler import Limits
 
 N_CONSTANTS = 8
 SLEEP_TRAIN = "import os, time\n\n" + "".join(f"C{i} = 5.0\n\n# ---\n\n" for i in range(N_CONSTANTS)) + f"""\
@@ -161,7 +162,7 @@ def scaling(tmp: Path, work_s: float, experiments: int, workers: int, backend: s
     if backend == "ray" and address is None:  # one cluster for every measurement, warmed up
         import ray
 
-        from autoresearch.ray_backend import _local_cluster_env
+        from autoresearch.run.ray_backend import _local_cluster_env
         _local_cluster_env()
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
         time.sleep(10)  # Ray's own processes are busy for a few seconds after start

@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from autoresearch import cgroups
-from autoresearch.runner import clean_env, run_command
-from autoresearch.sandbox import SandboxPolicy, describe, sandbox_available
+from autoresearch.run import cgroups
+from autoresearch.run.runner import clean_env, run_command
+from autoresearch.run.sandbox import SandboxPolicy, describe, sandbox_available
 
 GROUP = "autoresearch-bench"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,11 +18,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from autoresearch import cgroups, gitops
-from autoresearch.config import load_config, normalize_path
-from autoresearch.ledger import Ledger
-from autoresearch.loop import Limits, Research, ResearchError
-from autoresearch.sandbox import SandboxPolicy, sandbox_argv, sandbox_available
+from autoresearch.core.config import load_config, normalize_path
+from autoresearch.core.errors import ResearchError
+from autoresearch.repo import gitops
+from autoresearch.research.coordinator import Research
+from autoresearch.research.scheduler import Limits
+from autoresearch.run import cgroups
+from autoresearch.run.sandbox import SandboxPolicy, sandbox_argv
+from autoresearch.store.ledger import Ledger
 from tests.conftest import make_task
 from tests.test_loop import SERIAL, ScriptedAgent, replace
 

@@ -17,12 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch import cli, gitops, ledger as ledger_module, metrics
-from autoresearch.config import ConfigError, JudgeConfig, MetricSpec, load_config
-from autoresearch.judge import decide, pooled_sigma
-from autoresearch.ledger import Ledger
-from autoresearch.loop import Limits, Research
-from autoresearch.metrics import MetricError, read_metrics
+from autoresearch.apps import cli
+from autoresearch.core import metrics
+from autoresearch.core.config import ConfigError, JudgeConfig, MetricSpec, load_config
+from autoresearch.core.judge import decide, pooled_sigma
+from autoresearch.core.metrics import MetricError, read_metrics
+from autoresearch.repo import gitops
+from autoresearch.research.coordinator import Research
+from autoresearch.research.scheduler import Limits
+from autoresearch.store import ledger as ledger_module
+from autoresearch.store.ledger import Ledger
 from tests.conftest import TOY_CONFIG, make_task
 from tests.test_loop import SERIAL, ScriptedAgent, replace
 

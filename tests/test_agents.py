@@ -9,10 +9,16 @@ import pytest
 
 from autoresearch.agents import AGENTS, RandomAgent, SearchAgent, make_agent, register_agent
 from autoresearch.agents.base import Agent, Context, NoProposal, Proposal
-from autoresearch.agents.constants import (current_params, find_constants, literal_text,
-                                           parse_setting_idea, search_space, set_constants)
-from autoresearch.config import Guard, TaskConfig, parse_config
-from autoresearch.ledger import Experiment, Idea
+from autoresearch.agents.source_constants import (
+    current_params,
+    find_constants,
+    literal_text,
+    parse_setting_idea,
+    search_space,
+    set_constants,
+)
+from autoresearch.core.config import Guard, TaskConfig, parse_config
+from autoresearch.core.records import Experiment, Idea
 
 TRAIN = '''"""A toy training script."""
 import math
@@ -325,9 +331,10 @@ def test_registry(tmp_path):
 
 @pytest.mark.parametrize("name", ["search", "random"])
 def test_agents_drive_the_research_loop(toy_task: Path, name: str):
-    from autoresearch.config import load_config
-    from autoresearch.ledger import Ledger
-    from autoresearch.loop import Limits, Research
+    from autoresearch.core.config import load_config
+    from autoresearch.research.coordinator import Research
+    from autoresearch.research.scheduler import Limits
+    from autoresearch.store.ledger import Ledger
 
     r = Research(load_config(toy_task), make_agent(name, load_config(toy_task), seed=0), tag="t")
     r.open()
@@ -352,8 +359,8 @@ def test_agents_drive_the_research_loop(toy_task: Path, name: str):
 
 
 def test_failures_and_guard_violations_count_as_the_worst_result(tmp_path):
-    from autoresearch.agents.search import distribution
     from autoresearch.agents.random_agent import SearchState
+    from autoresearch.agents.search import distribution
 
     cfg = make_config(tmp_path, guards=[Guard("mem", max=100.0)])
     base = baseline(cfg)

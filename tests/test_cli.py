@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch import gitops
+from autoresearch.repo import gitops
 
 
 def cli(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -64,7 +64,7 @@ def test_run_with_offline_default_then_inspect(toy_task: Path):
 
 
 def test_main_returns_the_parsers_exit_code(capsys):
-    from autoresearch.cli import main
+    from autoresearch.apps.cli import main
 
     assert main(["--version"]) == 0 and "autoresearch" in capsys.readouterr().out
     assert main(["run", "--max-experiments", "zero"]) == 2
@@ -82,7 +82,7 @@ def test_bad_config_fails_before_any_run(toy_task: Path):
 
 def test_example_runs_in_its_own_research_repository(tmp_path: Path):
     """`run examples/<x>` from a clone of autoresearch must not put branches into that clone."""
-    from autoresearch.tasks import resolve_task
+    from autoresearch.apps.tasks import resolve_task
 
     clone = Path(__file__).resolve().parents[1]
     root, note = resolve_task(str(clone / "examples" / "nanogpt"))

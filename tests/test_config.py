@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch.config import ConfigError, editable_files, is_editable, load_config
-from autoresearch.tasks import guess_config
+from autoresearch.apps.tasks import guess_config
+from autoresearch.core.config import ConfigError, editable_files, is_editable, load_config
 from tests.conftest import TOY_CONFIG, make_task
 
 

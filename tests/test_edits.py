@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from autoresearch.agents.edits import (EditError, apply_block, apply_reply, parse_reply, reply_schema,
-                                       resolve_path)
+from autoresearch.agents.edits import EditError, apply_block, apply_reply, parse_reply, reply_schema, resolve_path
 
 TRAIN = (
     "import os\n"

@@ -6,7 +6,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from autoresearch import gitops
+from autoresearch.repo import gitops
 
 
 def _repo(root: Path) -> tuple[Path, str]:

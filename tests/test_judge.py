@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch.config import Guard, JudgeConfig, MetricSpec, load_config
-from autoresearch.judge import check_guards, complexity, decide, pooled_sigma, t_quantile
-from autoresearch.ledger import Ledger
-from autoresearch.loop import Limits, Research
+from autoresearch.core.config import Guard, JudgeConfig, MetricSpec, load_config
+from autoresearch.core.judge import check_guards, complexity, decide, pooled_sigma, t_quantile
+from autoresearch.research.coordinator import Research
+from autoresearch.research.scheduler import Limits
+from autoresearch.store.ledger import Ledger
 from tests.test_loop import ScriptedAgent, replace
 
 LOWER = MetricSpec("val_bpb", "minimize")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch.ledger import Experiment, Ledger, LedgerError
+from autoresearch.core.records import Experiment
+from autoresearch.store.ledger import Ledger, LedgerError
 
 
 def test_rows_ideas_and_results_tsv(tmp_path: Path):

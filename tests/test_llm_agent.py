@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from autoresearch.agents import make_agent
-from autoresearch.agents.backends import BackendError, OpenAIBackend, RetryPolicy, is_loopback
 from autoresearch.agents.base import Context
+from autoresearch.agents.chat import ChatError, OpenAIChat, RetryPolicy, is_loopback
 from autoresearch.agents.edits import apply_reply, parse_reply
 from autoresearch.agents.llm import LLMAgent, ModelUnavailable
-from autoresearch.config import ParallelConfig, load_config
-from autoresearch.loop import Limits, Research
+from autoresearch.core.config import ParallelConfig, load_config
+from autoresearch.research.coordinator import Research
+from autoresearch.research.scheduler import Limits
 
 openai = pytest.importorskip("openai")
 
@@ -156,7 +157,7 @@ def ctx_for(task: Path) -> Context:
 def test_429_and_500_are_retried_with_backoff_then_succeed(toy_task: Path):
     sleeps = Sleeps()
     with CannedServer([ERROR_429, ERROR_500, GOOD_X]) as server:
-        backend = OpenAIBackend("canned-model", base_url=server.url + "/v1", api_key_env=None,
+        backend = OpenAIChat("canned-model", base_url=server.url + "/v1", api_key_env=None,
                                 retry=RetryPolicy(max_retries=4, backoff_s=0.5, max_backoff_s=8, sleep=sleeps))
         result = backend.complete("system", [{"role": "user", "content": "hi"}], max_tokens=50)
     assert result.text == GOOD_X and result.attempts == 3
@@ -170,7 +171,7 @@ def test_retry_after_is_honoured_up_to_the_cap():
     sleeps = Sleeps()
     slow = (429, {"error": {"message": "slow down"}}, {"retry-after": "30"})
     with CannedServer([slow, "ok"]) as server:
-        backend = OpenAIBackend("m", base_url=server.url + "/v1", api_key_env=None,
+        backend = OpenAIChat("m", base_url=server.url + "/v1", api_key_env=None,
                                 retry=RetryPolicy(max_retries=2, backoff_s=0.1, max_backoff_s=5, sleep=sleeps))
         backend.complete("s", [{"role": "user", "content": "x"}], max_tokens=5)
     assert sleeps == [5]
@@ -179,9 +180,9 @@ def test_retry_after_is_honoured_up_to_the_cap():
 def test_a_server_that_keeps_failing_raises_a_clear_error():
     sleeps = Sleeps()
     with CannedServer([ERROR_500]) as server:
-        backend = OpenAIBackend("m", base_url=server.url + "/v1", api_key_env=None,
+        backend = OpenAIChat("m", base_url=server.url + "/v1", api_key_env=None,
                                 retry=RetryPolicy(max_retries=2, backoff_s=0.01, sleep=sleeps))
-        with pytest.raises(BackendError, match="still failing after 3 attempts") as e:
+        with pytest.raises(ChatError, match="still failing after 3 attempts") as e:
             backend.complete("s", [{"role": "user", "content": "x"}], max_tokens=5)
     assert e.value.status == 500 and not e.value.permanent and len(server.requests) == 3
 
@@ -191,9 +192,9 @@ def test_refused_connections_are_retried():
     with CannedServer(["ok"]) as server:
         port = server.server_address[1]
     # The server is closed: the port now refuses connections.
-    backend = OpenAIBackend("m", base_url=f"http://127.0.0.1:{port}/v1", api_key_env=None,
+    backend = OpenAIChat("m", base_url=f"http://127.0.0.1:{port}/v1", api_key_env=None,
                             retry=RetryPolicy(max_retries=3, backoff_s=0.01, sleep=sleeps))
-    with pytest.raises(BackendError, match="APIConnectionError") as e:
+    with pytest.raises(ChatError, match="APIConnectionError") as e:
         backend.complete("s", [{"role": "user", "content": "x"}], max_tokens=5)
     assert e.value.attempts == 4 and len(sleeps) == 3
 
@@ -202,9 +203,9 @@ def test_auth_errors_fail_at_once_and_the_key_never_leaks(monkeypatch):
     monkeypatch.setenv("MY_KEY", SECRET)
     bad = (401, {"error": {"message": f"Incorrect API key provided: {SECRET}", "type": "invalid_request_error"}})
     with CannedServer([bad]) as server:
-        backend = OpenAIBackend("m", base_url=server.url + "/v1", api_key_env="MY_KEY",
+        backend = OpenAIChat("m", base_url=server.url + "/v1", api_key_env="MY_KEY",
                                 retry=RetryPolicy(max_retries=5, sleep=Sleeps()))
-        with pytest.raises(BackendError) as e:
+        with pytest.raises(ChatError) as e:
             backend.complete("s", [{"role": "user", "content": "x"}], max_tokens=5)
     assert e.value.permanent and e.value.status == 401 and len(server.requests) == 1
     assert SECRET not in str(e.value) and "***" in str(e.value)
@@ -499,7 +500,7 @@ def test_cli_presets_and_template_checks(toy_task: Path):
 
 
 def test_importing_autoresearch_does_not_import_the_sdks():
-    code = "import sys, autoresearch.agents, autoresearch.cli; print('openai' in sys.modules, 'anthropic' in sys.modules)"
+    code = "import sys, autoresearch.agents, autoresearch.apps.cli; print('openai' in sys.modules, 'anthropic' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from autoresearch.agents import make_agent
-from autoresearch.config import load_config
-from autoresearch.ledger import FINISHED
-from autoresearch.loop import Research
+from autoresearch.core.config import load_config
+from autoresearch.core.records import FINISHED
+from autoresearch.research.coordinator import Research
 
 REQUIRED = os.environ.get("AUTORESEARCH_REQUIRE_LOCAL_MODEL") == "1"
 PROPOSALS = 5  # proposals after the baseline
@@ -49,7 +49,7 @@ Change one constant per experiment. The best X is near 2 and the best WIDTH is n
 @pytest.mark.timeout(900)
 def test_gemma_on_loopback_drives_the_research_loop(toy_task: Path, tmp_path: Path):
     _require()
-    from autoresearch.serve import LocalModelServer
+    from autoresearch.apps.model_server import LocalModelServer
 
     (toy_task / "program.md").write_text(PROGRAM)
     import subprocess
@@ -126,7 +126,7 @@ def test_aider_cli_on_the_local_model(toy_task: Path, tmp_path: Path):
     if not aider or not Path(aider).is_file():
         pytest.skip("set AUTORESEARCH_AIDER_BIN to an aider executable (pip install aider-chat in its own venv)")
     _require()
-    from autoresearch.serve import LocalModelServer
+    from autoresearch.apps.model_server import LocalModelServer
 
     settings = tmp_path / "aider-models.yml"
     settings.write_text("- name: openai/gemma3-270m\n  edit_format: whole\n  use_repo_map: false\n"

@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch import gitops
 from autoresearch.agents.base import Context, NoProposal, Proposal
-from autoresearch.config import ParallelConfig, load_config
-from autoresearch.ledger import Ledger
-from autoresearch.loop import Limits, Research, ResearchError
-
+from autoresearch.core.config import ParallelConfig, load_config
+from autoresearch.core.errors import ResearchError
+from autoresearch.repo import gitops
+from autoresearch.research.coordinator import Research
+from autoresearch.research.scheduler import Limits
+from autoresearch.store.ledger import Ledger
 
 SERIAL = ParallelConfig(ahead=0)  # propose only when the slot is free, as the original autoresearch
 
@@ -157,7 +158,7 @@ def test_frozen_file_tampered_during_run_is_not_kept(toy_task: Path):
 
 
 def test_search_name_that_is_no_constant_fails_at_start(tmp_path: Path):
-    from autoresearch.config import ConfigError
+    from autoresearch.core.config import ConfigError
     from tests.conftest import TOY_CONFIG, make_task
 
     task = make_task(tmp_path / "t", config=TOY_CONFIG + "NOPE = { low = 1, high = 2 }\n")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch.config import MetricSpec
-from autoresearch.metrics import MAX_ABS_METRIC, MetricError, parse_summary, read_metrics, valid_metric
+from autoresearch.core.config import MetricSpec
+from autoresearch.core.metrics import MAX_ABS_METRIC, MetricError, parse_summary, read_metrics, valid_metric
 
 
 def test_parse_summary_numbers_and_names():

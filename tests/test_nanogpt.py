@@ -308,7 +308,7 @@ def test_time_budget_from_the_environment(monkeypatch):
 # -- the task files ------------------------------------------------------------------------------------
 
 def test_config_loads_and_search_ranges_name_plain_constants():
-    from autoresearch.config import load_config
+    from autoresearch.core.config import load_config
 
     cfg = load_config(EXAMPLE)
     assert cfg.metric.name == "val_bpb" and cfg.metric.direction == "minimize"

@@ -19,10 +19,11 @@ import pytest
 pytest.importorskip("numpy")
 pytest.importorskip("torch")
 
-from autoresearch.config import JudgeConfig, load_config  # noqa: E402
-from autoresearch.ledger import Ledger  # noqa: E402
-from autoresearch.loop import Limits, Research  # noqa: E402
-from autoresearch.tasks import new_task  # noqa: E402
+from autoresearch.apps.tasks import new_task  # noqa: E402
+from autoresearch.core.config import JudgeConfig, load_config  # noqa: E402
+from autoresearch.research.coordinator import Research  # noqa: E402
+from autoresearch.research.scheduler import Limits
+from autoresearch.store.ledger import Ledger  # noqa: E402
 from tests.test_loop import ScriptedAgent, replace  # noqa: E402
 from tests.test_nanogpt import needs_corpus, prep, small_files  # noqa: E402
 

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch import gitops
 from autoresearch.agents import make_agent
-from autoresearch.config import ParallelConfig, load_config
-from autoresearch.ledger import Ledger
-from autoresearch.loop import Limits, Research
-from autoresearch.slots import local_slots
+from autoresearch.core.config import ParallelConfig, load_config
+from autoresearch.repo import gitops
+from autoresearch.research.coordinator import Research
+from autoresearch.research.scheduler import Limits
+from autoresearch.run.slots import local_slots
+from autoresearch.store.ledger import Ledger
 from tests.conftest import TOY_CONFIG, make_task
 from tests.test_loop import ScriptedAgent, check_consistency, replace
 
@@ -197,7 +198,7 @@ def test_local_slots():
 
 
 def test_parallel_config_errors(tmp_path: Path):
-    from autoresearch.config import ConfigError
+    from autoresearch.core.config import ConfigError
 
     for bad, key in (("slots = 0", "parallel.slots"), ("ahead = -1", "parallel.ahead"),
                      ("backend = \"mpi\"", "parallel.backend"), ("rerun_rebased = 1", "parallel.rerun_rebased"),
@@ -213,7 +214,7 @@ def test_parallel_config_errors(tmp_path: Path):
 
 
 def test_three_way_merge_of_neighbouring_lines():
-    from autoresearch.gitops import _merge_text
+    from autoresearch.repo.gitops import _merge_text
 
     base = "a\nX = 1\nW = 2\nc\n"
     assert _merge_text(base, base.replace("X = 1", "X = 5"), base.replace("W = 2", "W = 9")) == "a\nX = 5\nW = 9\nc\n"

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from autoresearch.agents.base import Context
 from autoresearch.agents.prompt import Rejection, build_prompt, estimate_tokens, history_lines
-from autoresearch.config import load_config
-from autoresearch.ledger import Experiment, Idea
+from autoresearch.core.config import load_config
+from autoresearch.core.records import Experiment, Idea
 
 
 def exp(i: int, status: str, metric: float | None, desc: str, **kw) -> Experiment:

@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from autoresearch.ledger import FINISHED, Ledger
+from autoresearch.core.records import FINISHED
+from autoresearch.store.ledger import Ledger
 from tests.test_loop import check_consistency
 
 KILLS = int(os.environ.get("AUTORESEARCH_TEST_KILLS", "20"))

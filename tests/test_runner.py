@@ -9,8 +9,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from autoresearch import runner
-from autoresearch.runner import clean_env, run_command
+from autoresearch.run import runner
+from autoresearch.run.runner import clean_env, run_command
 
 PY = sys.executable
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from autoresearch import sandbox
-from autoresearch.sandbox import SandboxPolicy, describe, find_repo, sandbox_argv, sandbox_available
+from autoresearch.run import sandbox
+from autoresearch.run.sandbox import SandboxPolicy, describe, find_repo, sandbox_argv, sandbox_available
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
 

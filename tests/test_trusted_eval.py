@@ -9,9 +9,10 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from autoresearch.config import load_config
-from autoresearch.ledger import Ledger
-from autoresearch.loop import Limits, Research
+from autoresearch.core.config import load_config
+from autoresearch.research.coordinator import Research
+from autoresearch.research.scheduler import Limits
+from autoresearch.store.ledger import Ledger
 from tests.conftest import TOY_CONFIG, make_task
 from tests.test_loop import ScriptedAgent, replace
 

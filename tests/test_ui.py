@@ -5,7 +5,7 @@ import json
 import threading
 import time
 
-from autoresearch.ui import PlainView
+from autoresearch.apps.live_view import PlainView
 
 THREADS, EVENTS = 6, 60
 

@@ -1,5 +1,5 @@
 import sys
 
-from autoresearch.cli import main
+from autoresearch.apps.cli import main
 
 sys.exit(main())

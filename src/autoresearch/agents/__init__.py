@@ -6,7 +6,7 @@ from typing import Any, Callable
 from autoresearch.agents.base import Agent, Context, NoProposal, Proposal
 from autoresearch.agents.random_agent import RandomAgent
 from autoresearch.agents.search import SearchAgent
-from autoresearch.config import TaskConfig
+from autoresearch.core.config import TaskConfig
 
 AgentFactory = Callable[..., Agent]  # factory(config, **options) -> Agent
 

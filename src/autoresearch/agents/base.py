@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from autoresearch.config import TaskConfig
-from autoresearch.ledger import Experiment, Idea
+from autoresearch.core.config import TaskConfig
+from autoresearch.core.records import Experiment, Idea
 
 
 @dataclass

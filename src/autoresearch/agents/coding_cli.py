@@ -24,11 +24,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from autoresearch import gitops
 from autoresearch.agents.base import Context, Proposal
 from autoresearch.agents.llm import ModelUnavailable, crash_to_fix, files_at
 from autoresearch.agents.prompt import Rejection, build_prompt
-from autoresearch.config import TaskConfig, is_editable
+from autoresearch.core.config import TaskConfig, is_editable
+from autoresearch.repo import gitops
 
 OUTPUT_TAIL_CHARS = 4000
 MAX_FAILURES_IN_A_ROW = 3

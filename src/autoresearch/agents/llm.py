@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from autoresearch import gitops
-from autoresearch.agents.backends import AnthropicBackend, BackendError, OpenAIBackend, RetryPolicy
 from autoresearch.agents.base import Context, NoProposal, Proposal
+from autoresearch.agents.chat import AnthropicChat, ChatError, OpenAIChat, RetryPolicy
 from autoresearch.agents.edits import Applied, apply_reply, parse_reply, reply_schema
 from autoresearch.agents.prompt import Rejection, build_prompt
-from autoresearch.config import TaskConfig, frozen_files, is_editable
-from autoresearch.ledger import Experiment
+from autoresearch.core.config import TaskConfig, frozen_files, is_editable
+from autoresearch.core.records import Experiment
+from autoresearch.repo import gitops
 
 MAX_ECHO_CHARS = 6000  # a rejected reply sent back to the model is cut to this
 NOTE_MAX_CHARS = 800  # one notebook entry
@@ -166,7 +166,7 @@ class LLMAgent:
             try:
                 return self.backend.complete(system, messages, max_tokens=self.max_tokens,
                                              temperature=self.temperature, schema=schema, seed=seed)
-            except BackendError as e:
+            except ChatError as e:
                 if e.permanent or self.on_failure == "stop" or waited >= self.max_failure_wait_s:
                     extra = f" (waited {waited:.0f}s in all)" if waited else ""
                     raise ModelUnavailable(f"{self.name}: {e}{extra}") from e
@@ -290,7 +290,7 @@ def openai_agent(config: TaskConfig, model: str = "", **options: Any) -> LLMAgen
                              "openai")
     if "timeout_s" in backend:
         backend["timeout_s"] = float(backend["timeout_s"])
-    return LLMAgent(config, OpenAIBackend(model, retry=retry, structured=mode, **backend), name="openai",
+    return LLMAgent(config, OpenAIChat(model, retry=retry, structured=mode, **backend), name="openai",
                     structured_output=bool(mode), **agent)
 
 
@@ -301,5 +301,5 @@ def anthropic_agent(config: TaskConfig, model: str = "", **options: Any) -> LLMA
     retry = _retry(options)
     agent, backend = _split(options, {"base_url", "api_key_env", "timeout_s"}, "anthropic")
     agent.setdefault("max_tokens", 4096)
-    return LLMAgent(config, AnthropicBackend(model, retry=retry, structured=structured, **backend), name="anthropic",
+    return LLMAgent(config, AnthropicChat(model, retry=retry, structured=structured, **backend), name="anthropic",
                     structured_output=structured, **agent)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from autoresearch.agents.base import Context
-from autoresearch.ledger import Experiment
+from autoresearch.core.records import Experiment
 
 CHARS_PER_TOKEN = 4  # a plain estimate; close enough for code and English with common tokenizers
 CRASH_TAIL_CHARS = 1500

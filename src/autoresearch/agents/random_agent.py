@@ -11,10 +11,22 @@ import random
 from typing import Any
 
 from autoresearch.agents.base import Context, NoProposal, Proposal
-from autoresearch.agents.constants import (Constant, Number, Space, baseline_params, current_params,
-                                           describe_changes, file_constants, idea_values, normalize,
-                                           search_space, tried_keys, write_values, written_value)
-from autoresearch.config import SearchParam, TaskConfig
+from autoresearch.agents.source_constants import (
+    Constant,
+    Number,
+    Space,
+    baseline_params,
+    current_params,
+    describe_changes,
+    file_constants,
+    idea_values,
+    normalize,
+    search_space,
+    tried_keys,
+    write_values,
+    written_value,
+)
+from autoresearch.core.config import SearchParam, TaskConfig
 
 MAX_TRIES = 200  # attempts at a setting that is neither the current one nor one already run
 

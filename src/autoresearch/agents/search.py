@@ -31,11 +31,17 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState, create_trial
 
 from autoresearch.agents.base import Context, NoProposal, Proposal
-from autoresearch.agents.constants import (Number, current_params, describe_changes, normalize,
-                                           parse_setting_idea, written_value)
 from autoresearch.agents.random_agent import SearchState, sample_value
-from autoresearch.config import SearchParam, TaskConfig
-from autoresearch.judge import check_guards
+from autoresearch.agents.source_constants import (
+    Number,
+    current_params,
+    describe_changes,
+    normalize,
+    parse_setting_idea,
+    written_value,
+)
+from autoresearch.core.config import SearchParam, TaskConfig
+from autoresearch.core.judge import check_guards
 
 __all__ = ["SearchAgent", "current_params", "distribution", "in_distribution", "parse_setting_idea"]
 

@@ -17,14 +17,13 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from autoresearch.core.errors import AutoresearchError
+from autoresearch.core.records import FINISHED, PENDING, STATUSES, Experiment, Idea, Run
+
 SCHEMA_VERSION = 1
-STATUSES = ("queued", "running", "keep", "discard", "crash", "timeout", "rejected", "interrupted")
-FINISHED = ("keep", "discard", "crash", "timeout")
-PENDING = ("queued", "running")  # admitted proposals not decided yet
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -86,73 +85,7 @@ ADDED_COLUMNS = {
 }
 
 
-@dataclass
-class Experiment:
-    id: int
-    tag: str
-    parent_commit: str
-    commit: str | None
-    agent: str
-    description: str
-    status: str
-    idea_id: int | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
-    files_changed: int = 0
-    insertions: int = 0
-    deletions: int = 0
-    reason: str = ""
-    metric: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    exit_code: int | None = None
-    wall_s: float | None = None
-    peak_mem_mb: float | None = None
-    log_path: str | None = None
-    log_tail: str = ""
-    lines_delta: int = 0
-    content_hash: str | None = None  # of the editable files after the change: finds duplicates
-    created_at: float = 0.0
-    finished_at: float | None = None
-    base_commit: str | None = None  # the best's commit when proposed; a newer best means a rebase
-    slot: str | None = None  # the worker slot of its latest run
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class Run:
-    """One execution of an experiment's commit; an experiment has one or more (noise, confirmation)."""
-
-    id: int
-    experiment_id: int
-    kind: str
-    status: str  # ok | crash | timeout | stopped | tampered | lost | superseded
-    metric: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    wall_s: float | None = None
-    peak_mem_mb: float | None = None
-    log_path: str | None = None
-    created_at: float = 0.0  # when it was recorded (its end)
-    slot: str | None = None
-    started_at: float | None = None
-
-
-@dataclass
-class Idea:
-    id: int
-    text: str
-    status: str = "open"  # open | tried
-    source: str = "human"
-    experiment_id: int | None = None
-    outcome: str | None = None
-    created_at: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-class LedgerError(RuntimeError):
+class LedgerError(AutoresearchError):
     """The ledger's database is corrupt: which file, what is still intact, how to recover."""
 
     def __init__(self, path: Path, problem: str):

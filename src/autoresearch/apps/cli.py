@@ -13,10 +13,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from autoresearch import __version__, gitops
-from autoresearch.config import CONFIG_NAME, ConfigError, load_config
-from autoresearch.ledger import FINISHED, Experiment, Ledger, LedgerError
-from autoresearch.tasks import TaskError, guess_config, list_examples, new_task, research_home, resolve_task
+from autoresearch import __version__
+from autoresearch.apps.tasks import TaskError, guess_config, list_examples, new_task, research_home, resolve_task
+from autoresearch.core.config import CONFIG_NAME, ConfigError, load_config
+from autoresearch.core.errors import AutoresearchError
+from autoresearch.core.records import FINISHED, Experiment
+from autoresearch.repo import gitops
+from autoresearch.store.ledger import Ledger
 
 console = Console()
 DEFAULT_AGENT = "search"
@@ -25,7 +28,7 @@ DEFAULT_AGENT = "search"
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve-model"]:  # its own parser: llama.cpp server options pass through
-        from autoresearch.serve import main as serve_main
+        from autoresearch.apps.model_server import main as serve_main
         return serve_main(argv[1:])
     try:
         args = build_parser().parse_args(argv)
@@ -36,9 +39,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args) or 0
-    except (ConfigError, TaskError, LedgerError) as e:
+    except AutoresearchError as e:  # every error a user can cause or meet: its message says the fix
         print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except ModuleNotFoundError as e:
+        print(f"error: {e.name or e} is not installed; install the extra that provides it "
+              "(e.g. pip install \"autoresearch[llm]\" or \"autoresearch[ray]\")", file=sys.stderr)
         return 2
+    except OSError as e:  # a port in use, a folder that cannot be written, a disk that is full...
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -162,8 +172,10 @@ def _task_args(c: argparse.ArgumentParser, json_flag: bool = True, tag: bool = T
 
 def cmd_run(args) -> int:
     from autoresearch.agents import make_agent
-    from autoresearch.loop import Limits, Research, ResearchError
-    from autoresearch.ui import LiveView, PlainView, fmt_metric
+    from autoresearch.apps.live_view import LiveView, PlainView, fmt_metric
+    from autoresearch.core.errors import ResearchError
+    from autoresearch.research.coordinator import Research
+    from autoresearch.research.scheduler import Limits
 
     root, note = resolve_task(args.task)
     config = load_config(root)
@@ -336,7 +348,7 @@ def cmd_log(args) -> int:
     table = Table(show_edge=False)
     for col in ("id", "status", "metric", "Δ lines", "agent", "description", "reason"):
         table.add_column(col, overflow="fold")
-    from autoresearch.ui import STATUS_STYLE, fmt_metric
+    from autoresearch.apps.live_view import STATUS_STYLE, fmt_metric
     for e in exps:
         table.add_row(str(e.id), f"[{STATUS_STYLE.get(e.status, '')}]{e.status}", fmt_metric(e.metric),
                       f"+{e.insertions}/-{e.deletions}", e.agent, e.description[:60], e.reason[:70])
@@ -375,7 +387,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from autoresearch.plot import plot_progress
+    from autoresearch.apps.plot import plot_progress
 
     root, ledger, tag = _open(args)
     config = load_config(root)
@@ -410,7 +422,7 @@ def cmd_export(args) -> int:
 
 def cmd_doctor(args) -> int:
     """Check the ledger; with --repair, rebuild a corrupt or missing one (doctor.py). Exit 1: a problem left."""
-    from autoresearch import doctor
+    from autoresearch.apps import doctor
 
     root = _root(args)
     db = root / ".autoresearch" / "ledger.db"

@@ -14,8 +14,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from autoresearch.config import MetricSpec
-from autoresearch.untrusted import read_file
+from autoresearch.core.config import MetricSpec
+from autoresearch.core.errors import AutoresearchError
+from autoresearch.core.untrusted import read_file
 
 MAX_JSON_BYTES = 16 << 20
 # No real metric comes near this (losses, accuracies, bits, seconds, megabytes: all far below); a
@@ -28,7 +29,7 @@ _SUMMARY = re.compile(rf"^[ \t]*([A-Za-z_][A-Za-z0-9_./-]*)[ \t]*:[ \t]*({_NUMBE
                       re.MULTILINE | re.IGNORECASE)
 
 
-class MetricError(ValueError):
+class MetricError(AutoresearchError, ValueError):
     """The primary metric is missing or not a valid value."""
 
 

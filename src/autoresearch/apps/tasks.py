@@ -11,24 +11,25 @@ import re
 import shutil
 from pathlib import Path
 
-from autoresearch import gitops
-from autoresearch.config import CONFIG_NAME
+from autoresearch.core.config import CONFIG_NAME
+from autoresearch.core.errors import AutoresearchError
+from autoresearch.repo import gitops
 
 HOME_ENV = "AUTORESEARCH_HOME"
 COPY_IGNORE = shutil.ignore_patterns(".git", ".autoresearch", "__pycache__", "*.pyc", "results.tsv", "progress.png",
                                     "model.pt2")
 
 
-class TaskError(RuntimeError):
+class TaskError(AutoresearchError):
     pass
 
 
 def examples_dir() -> Path:
     """Shipped examples: inside the installed package, or the source checkout's `examples/`."""
-    packaged = Path(__file__).parent / "_examples"
+    packaged = Path(__file__).parents[1] / "_examples"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parents[2] / "examples"
+    return Path(__file__).resolve().parents[3] / "examples"
 
 
 def list_examples() -> dict[str, Path]:

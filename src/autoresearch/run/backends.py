@@ -11,15 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Protocol
 
-from autoresearch import gitops
-from autoresearch.execution import Outcome, RunSpec, run_in_folder
-from autoresearch.slots import Slot, local_slots
+from autoresearch.repo import gitops
+from autoresearch.run.execution import Outcome, RunSpec, run_in_folder
+from autoresearch.run.slots import Slot, local_slots
 
 BACKENDS = ("local", "ray")
-
-
-class WorkerLost(RuntimeError):
-    """The worker running an experiment died (node lost, worker process killed): run it again."""
 
 
 class Backend(Protocol):
@@ -63,7 +59,7 @@ def make_backend(name: str, repo: Path, state_dir: Path, *, slots: int | None = 
         return LocalBackend(repo, state_dir, local_slots(slots))
     if name == "ray":
         try:
-            from autoresearch.ray_backend import RayBackend
+            from autoresearch.run.ray_backend import RayBackend
         except ImportError as e:
             raise ValueError(f"the ray backend needs Ray: pip install 'autoresearch[ray]' ({e})") from None
         return RayBackend(repo, state_dir, address=address, slots=slots, cpus_per_slot=cpus_per_slot,

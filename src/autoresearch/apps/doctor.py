@@ -24,12 +24,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from autoresearch import gitops
-from autoresearch.config import ConfigError, MetricSpec, TaskConfig, is_editable, load_config
-from autoresearch.ledger import Experiment, Ledger
-from autoresearch.loop import _content_hash, _params  # a rebuilt row must hash and record params as the loop does
-from autoresearch.metrics import MetricError, parse_summary, read_metrics, valid_metric
-from autoresearch.tasks import TaskError
+from autoresearch.apps.tasks import TaskError
+from autoresearch.core.config import ConfigError, MetricSpec, TaskConfig, is_editable, load_config
+from autoresearch.core.metrics import MetricError, parse_summary, read_metrics, valid_metric
+from autoresearch.core.records import Experiment
+from autoresearch.repo import gitops
+from autoresearch.research.coordinator import (  # a rebuilt row must hash and record params as the loop does
+    _content_hash,
+    _params,
+)
+from autoresearch.store.ledger import Ledger
 
 RECOVERED = "recovered from git by `autoresearch doctor`"
 _RUN_LOG = re.compile(r"(\d+)(?:\.(\d+))?\.log")  # <id>.log is the first run, <id>.<n>.log the later ones

@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from autoresearch.core.errors import AutoresearchError
+
 log = logging.getLogger(__name__)
 
 BWRAP = "bwrap"
@@ -143,7 +145,7 @@ def _run_probe() -> tuple[bool, tuple[str, ...], str]:
     return False, (), f"a sandboxed `true` failed ({errors[0] if errors else 'no usable flags'})"
 
 
-class SandboxError(RuntimeError):
+class SandboxError(AutoresearchError):
     """The sandbox cannot run experiments as configured (says why and what to do)."""
 
 

@@ -14,7 +14,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from autoresearch.ledger import Experiment
+from autoresearch.core.records import Experiment
 
 STATUS_STYLE = {"keep": "bold green", "discard": "yellow", "crash": "red", "timeout": "red",
                 "rejected": "magenta", "interrupted": "dim", "running": "cyan"}

@@ -15,17 +15,45 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Protocol
 
 from autoresearch.agents.base import Agent
-from autoresearch.loop import MAX_REJECTIONS_IN_A_ROW, Limits, Research, ResearchError
-from autoresearch.slots import Slot
+from autoresearch.core.config import ParallelConfig
+from autoresearch.core.errors import ResearchError
+from autoresearch.core.events import Observer
+from autoresearch.core.records import Experiment
+from autoresearch.run.slots import Slot
+from autoresearch.store.ledger import Ledger
 
 WAIT_S = 0.5  # how often waiting threads look at the stop event and the deadline
+MAX_REJECTIONS_IN_A_ROW = 25  # an agent that only produces invalid proposals is stopped
+
+
+@dataclass
+class Limits:
+    max_experiments: int | None = None  # runs (not rejected proposals) in this invocation
+    max_hours: float | None = None
+
+
+class Coordinator(Protocol):
+    """What the scheduler drives (research.coordinator.Research): it decides, the scheduler times."""
+
+    tag: str
+    ledger: Ledger
+    observer: Observer
+    stop_event: threading.Event
+    agents: list[Agent]
+    slots: list[Slot]
+    parallel: ParallelConfig
+
+    def propose(self, agent: Agent) -> Experiment | None: ...
+    def baseline(self, slot: Slot) -> Experiment: ...
+    def process(self, exp_id: int, slot: Slot) -> Experiment: ...
 
 
 class Scheduler:
-    def __init__(self, research: Research, limits: Limits):
+    def __init__(self, research: Coordinator, limits: Limits):
         self.r, self.limits = research, limits
         self.slots = research.slots
         self.ahead = research.parallel.ahead * len(self.slots)

@@ -13,8 +13,10 @@ import os
 import stat
 from pathlib import Path
 
+from autoresearch.core.errors import AutoresearchError
 
-class UntrustedFileError(OSError):
+
+class UntrustedFileError(AutoresearchError, OSError):
     """A file an experiment left is not a plain, reasonably sized file inside its folder."""
 
 

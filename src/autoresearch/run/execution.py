@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from autoresearch.cgroups import ResourceLimits
-from autoresearch.config import EvaluateConfig, MetricSpec
-from autoresearch.metrics import MetricError, read_metrics
-from autoresearch.runner import RunResult, clean_env, run_command
-from autoresearch.sandbox import SandboxPolicy, hand_over, identity
-from autoresearch.untrusted import read_file
+from autoresearch.core.config import EvaluateConfig, MetricSpec
+from autoresearch.core.errors import AutoresearchError
+from autoresearch.core.metrics import MetricError, read_metrics
+from autoresearch.core.untrusted import read_file
+from autoresearch.run.cgroups import ResourceLimits
+from autoresearch.run.runner import RunResult, clean_env, run_command
+from autoresearch.run.sandbox import SandboxPolicy, hand_over, identity
 
 RUN_DIR_ENV = "AUTORESEARCH_RUN_DIR"
 DEFAULT_CGROUP = "autoresearch-worker"  # the cgroup group of runs whose spec names none (other machines)
@@ -30,7 +31,7 @@ DEFAULT_CGROUP = "autoresearch-worker"  # the cgroup group of runs whose spec na
 MEASURED_MEMORY = ("peak_memory_mb", "peak_mem_mb", "peak_rss_mb")
 
 
-class FrozenFileError(RuntimeError):
+class FrozenFileError(AutoresearchError):
     """The commit to run already differs from the research base in a frozen file."""
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autoresearch.config import MetricSpec
-from autoresearch.ledger import Experiment
+from autoresearch.core.config import MetricSpec
+from autoresearch.core.records import Experiment
 
 COLORS = {"keep": "#2ca02c", "discard": "#9e9e9e", "crash": "#d62728", "timeout": "#ff7f0e"}
 LABEL_CHARS = 40

@@ -22,51 +22,37 @@ import os
 import re
 import sqlite3
 import threading
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from autoresearch import cgroups, gitops
 from autoresearch.agents.base import Agent, Context, NoProposal, Proposal
-from autoresearch.backends import Backend, WorkerLost, make_backend
-from autoresearch.config import ConfigError, ParallelConfig, TaskConfig, frozen_files, is_editable, normalize_path
-from autoresearch.execution import FrozenFileError
-from autoresearch.judge import complexity
-from autoresearch.ledger import FINISHED, PENDING, Experiment, Ledger, LedgerError
-from autoresearch.measure import Measurer, mean, run_env
-from autoresearch.runner import clean_env, run_command
-from autoresearch.sandbox import SandboxError, SandboxPolicy, describe, fallback_warning, preflight, sandbox_available
-from autoresearch.slots import Slot
+from autoresearch.core.config import ConfigError, ParallelConfig, TaskConfig, frozen_files, is_editable, normalize_path
+from autoresearch.core.errors import ResearchError, WorkerLost
+from autoresearch.core.events import Observer, QuietObserver
+from autoresearch.core.judge import complexity
+from autoresearch.core.records import FINISHED, PENDING, Experiment
+from autoresearch.repo import gitops
+from autoresearch.research.measure import Measurer, mean, run_env
+from autoresearch.research.scheduler import Limits, Scheduler
+from autoresearch.run import cgroups
+from autoresearch.run.backends import Backend, make_backend
+from autoresearch.run.execution import FrozenFileError
+from autoresearch.run.runner import clean_env, run_command
+from autoresearch.run.sandbox import (
+    SandboxError,
+    SandboxPolicy,
+    describe,
+    fallback_warning,
+    preflight,
+    sandbox_available,
+)
+from autoresearch.run.slots import Slot
+from autoresearch.store.ledger import Ledger, LedgerError
 
 log = logging.getLogger(__name__)
 
-MAX_REJECTIONS_IN_A_ROW = 25  # an agent that only produces invalid proposals is stopped
 MAX_REBASES = 3  # a candidate whose best keeps moving while it runs is discarded after this many rebases
 MAX_LOST = 3  # an experiment whose worker dies this many times is given up (interrupted)
 FILE_CACHE = 256  # commits whose editable files are kept in memory (rebases read them again and again)
-
-
-class ResearchError(RuntimeError):
-    """Research cannot go on (broken baseline, tampered frozen file, locked state...)."""
-
-
-class Observer(Protocol):
-    def message(self, text: str) -> None: ...
-    def started(self, exp: Experiment, budget_s: float) -> None: ...
-    def output(self, line: str) -> None: ...
-    def finished(self, exp: Experiment, best: Experiment | None) -> None: ...
-
-
-class QuietObserver:
-    def message(self, text: str) -> None: pass
-    def started(self, exp: Experiment, budget_s: float) -> None: pass
-    def output(self, line: str) -> None: pass
-    def finished(self, exp: Experiment, best: Experiment | None) -> None: pass
-
-
-@dataclass
-class Limits:
-    max_experiments: int | None = None  # runs (not rejected proposals) in this invocation
-    max_hours: float | None = None
 
 
 class Research:
@@ -126,7 +112,7 @@ class Research:
             digests = {p: hashlib.sha256(t.encode()).hexdigest() for p, t in self.frozen.items()}
             self.ledger.set_meta(f"frozen:{self.tag}", repr(sorted(digests.items())))
         if self.config.search:  # a [search] name that is no constant fails now, not mid-run
-            from autoresearch.agents.constants import search_space
+            from autoresearch.agents.source_constants import search_space
             try:
                 search_space(self.config, self.editable_at(base))
             except ValueError as e:
@@ -247,8 +233,6 @@ class Research:
     def run(self, limits: Limits | None = None) -> int:
         """Run experiments on every slot until a limit, a stop request or the agents run dry;
         returns the runs made (rejected proposals are not runs)."""
-        from autoresearch.scheduler import Scheduler
-
         return Scheduler(self, limits or Limits()).run()
 
     def step(self) -> Experiment | None:
@@ -576,7 +560,7 @@ def _content_hash(files: dict[str, str]) -> str:
 
 def _params(config: TaskConfig, files: dict[str, str]) -> dict[str, Any]:
     try:
-        from autoresearch.agents.constants import current_params
+        from autoresearch.agents.source_constants import current_params
         return current_params(config, files)
     except Exception:  # a file that does not parse has no params; the agent will learn nothing from it
         return {}

@@ -13,17 +13,19 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from autoresearch.backends import Backend, WorkerLost
-from autoresearch.cgroups import ResourceLimits, group_name
-from autoresearch.config import TaskConfig
-from autoresearch.execution import Outcome, RunSpec
-from autoresearch.judge import check_guards, decide, pooled_sigma
-from autoresearch.ledger import Experiment, Ledger
-from autoresearch.sandbox import SandboxPolicy
-from autoresearch.slots import Slot
+from autoresearch.core.config import TaskConfig
+from autoresearch.core.errors import WorkerLost
+from autoresearch.core.judge import check_guards, decide, pooled_sigma
+from autoresearch.core.records import Experiment
+from autoresearch.run.backends import Backend
+from autoresearch.run.cgroups import ResourceLimits, group_name
+from autoresearch.run.execution import Outcome, RunSpec
+from autoresearch.run.sandbox import SandboxPolicy
+from autoresearch.run.slots import Slot
+from autoresearch.store.ledger import Ledger
 
 if TYPE_CHECKING:
-    from autoresearch.loop import Observer
+    from autoresearch.core.events import Observer
 
 BUDGET_ENV = "AUTORESEARCH_TIME_BUDGET"
 

@@ -5,7 +5,7 @@ never stored in the ledger, the logs or any message (it is scrubbed from error t
 own retries are turned off and replaced by one policy: timeouts, refused connections, 408/409/429
 and 5xx are retried with exponential backoff and jitter (a server's Retry-After is honoured, up to
 the cap); other errors (bad key, unknown model, bad request) fail at once. A backend that keeps
-failing raises `BackendError` with what happened, which the agent turns into a clear stop.
+failing raises `ChatError` with what happened, which the agent turns into a clear stop.
 
 The SDKs are imported when a backend is created, so `import autoresearch` does not need them.
 """
@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlparse
 
+from autoresearch.core.errors import AutoresearchError
+
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 LOCAL_PLACEHOLDER_KEY = "sk-no-key-required"  # local servers ignore the key, the SDK wants one
 
 
-class BackendError(RuntimeError):
+class ChatError(AutoresearchError):
     """The model could not be reached or refused the request.
 
     `permanent` is True when retrying cannot help (bad key, unknown model, malformed request).
@@ -88,7 +90,7 @@ def api_key_from_env(env_name: str | None, *, base_url: str | None, provider: st
                      "API key in it, or point base_url at a local server")
 
 
-class _Backend:
+class _Chat:
     """Shared retry loop; subclasses implement `_call` and `_classify`."""
 
     provider = "model"
@@ -101,7 +103,7 @@ class _Backend:
     def complete(self, system: str, messages: list[dict[str, str]], *, max_tokens: int,
                  temperature: float | None = None, schema: dict[str, Any] | None = None,
                  seed: int | None = None) -> ChatResult:
-        """One chat completion, retried per the policy. Raises BackendError when it gives up."""
+        """One chat completion, retried per the policy. Raises ChatError when it gives up."""
         start = time.monotonic()
         attempt = 0
         while True:
@@ -115,10 +117,10 @@ class _Backend:
                     raise
                 message = self._scrub(f"{type(e).__name__}{f' (HTTP {status})' if status else ''}: {e}")
                 if not retryable:
-                    raise BackendError(f"{self.provider} request to model {self.model} failed: {message}",
+                    raise ChatError(f"{self.provider} request to model {self.model} failed: {message}",
                                        attempts=attempt, permanent=True, status=status) from None
                 if attempt > self.retry.max_retries:
-                    raise BackendError(f"{self.provider} model {self.model} still failing after {attempt} attempts "
+                    raise ChatError(f"{self.provider} model {self.model} still failing after {attempt} attempts "
                                        f"over {time.monotonic() - start:.0f}s; last error: {message}",
                                        attempts=attempt, status=status) from None
                 self.retry.sleep(self.retry.wait_for(attempt - 1, retry_after))
@@ -163,7 +165,7 @@ def _estimate(text: str) -> int:
     return max(1, len(text) // 4)
 
 
-class OpenAIBackend(_Backend):
+class OpenAIChat(_Chat):
     """Chat Completions through the `openai` SDK: OpenAI, vLLM, Ollama, llama.cpp's servers...
 
     `structured`: None (plain text), "json_schema" (OpenAI's response_format), or "json_object"
@@ -239,7 +241,7 @@ class OpenAIBackend(_Backend):
         return None, None, None
 
 
-class AnthropicBackend(_Backend):
+class AnthropicChat(_Chat):
     """The Messages API through the `anthropic` SDK. Structured output forces a tool call whose
     input schema is the reply schema (supported by every model with tool use)."""
 

@@ -14,6 +14,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoresearch.core.errors import AutoresearchError
+
 AUTHOR = {"GIT_AUTHOR_NAME": "autoresearch", "GIT_AUTHOR_EMAIL": "autoresearch@localhost",
           "GIT_COMMITTER_NAME": "autoresearch", "GIT_COMMITTER_EMAIL": "autoresearch@localhost"}
 BRANCH_PREFIX = "autoresearch/"
@@ -25,7 +27,7 @@ ARCHIVE_PREFIX = "refs/autoresearch/"
 _WORKTREES = threading.RLock()
 
 
-class GitError(RuntimeError):
+class GitError(AutoresearchError):
     pass
 
 

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from autoresearch.config import SearchParam, TaskConfig, is_editable
+from autoresearch.core.config import SearchParam, TaskConfig, is_editable
 
 NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 SKIP_BY_DEFAULT = ("SEED",)  # constants whose name contains one of these are only searched if configured

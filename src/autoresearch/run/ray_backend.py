@@ -47,10 +47,10 @@ import ray
 import ray.exceptions as rex
 from ray import ObjectRefGenerator
 
-from autoresearch.backends import WorkerLost
-from autoresearch.execution import Outcome, RunSpec, run_in_folder
-from autoresearch.runner import KILL_GRACE_S, KILL_WAIT_S, clean_env, run_command
-from autoresearch.slots import THREAD_VARS, Slot
+from autoresearch.core.errors import WorkerLost
+from autoresearch.run.execution import Outcome, RunSpec, run_in_folder
+from autoresearch.run.runner import KILL_GRACE_S, KILL_WAIT_S, clean_env, run_command
+from autoresearch.run.slots import THREAD_VARS, Slot
 
 POLL_S = 0.2  # how often a waiting run asks should_stop()
 OUTPUT_EVERY_S = 0.5  # how often a worker sends the run's new output lines

@@ -1,0 +1,1 @@
+"""The research itself: the coordinator (admission, rebase, decisions), measuring, the scheduler."""

@@ -1,0 +1,1 @@
+"""Running one experiment: the process runner, sandbox, cgroups, execution in a folder, slots, backends."""

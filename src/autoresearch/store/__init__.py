@@ -1,0 +1,1 @@
+"""Durable state: the ledger (SQLite, WAL) of every experiment, run and idea."""

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from autoresearch import __version__
 from autoresearch.apps.tasks import TaskError, guess_config, list_examples, new_task, research_home, resolve_task
-from autoresearch.core.config import CONFIG_NAME, ConfigError, load_config
+from autoresearch.core.config import BACKENDS, CONFIG_NAME, ConfigError, load_config, state_dir
 from autoresearch.core.errors import AutoresearchError
 from autoresearch.core.records import FINISHED, Experiment
 from autoresearch.repo import gitops
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="experiments at once (default: one per GPU, else 1; Ray: the cluster's)")
     c.add_argument("--ahead", type=_whole(0), help="proposals per slot kept ready or in thought while experiments run "
                    "(default 2; 0 = serial: the agent thinks only while no experiment runs)")
-    c.add_argument("--backend", choices=("local", "ray"), help="where experiments run (default: local)")
+    c.add_argument("--backend", choices=BACKENDS, help="where experiments run (default: local)")
     c.add_argument("--address", help="Ray cluster address (e.g. auto, ray://head:10001; default: a local cluster)")
     c.add_argument("--json", action="store_true", help="one JSON event per line instead of the live view")
     c.set_defaults(func=cmd_run)
@@ -284,7 +284,7 @@ def _root(args) -> Path:
 
 def _open(args) -> tuple[Path, Ledger, str | None]:
     root = _root(args)
-    db = root / ".autoresearch" / "ledger.db"
+    db = state_dir(root) / "ledger.db"
     if not db.exists():
         raise TaskError(f"no research recorded in {root} yet; start with `autoresearch run {args.task}`")
     ledger = Ledger(db)
@@ -425,7 +425,7 @@ def cmd_doctor(args) -> int:
     from autoresearch.apps import doctor
 
     root = _root(args)
-    db = root / ".autoresearch" / "ledger.db"
+    db = state_dir(root) / "ledger.db"
     if gitops.toplevel(root) is None:
         raise TaskError(f"{root} is not a git repository, so there is no research to check")
     problem = doctor.check(db)
@@ -454,7 +454,7 @@ def cmd_doctor(args) -> int:
 
 def cmd_idea_add(args) -> int:
     root = _idea_root(args)
-    ledger = Ledger(root / ".autoresearch" / "ledger.db")
+    ledger = Ledger(state_dir(root) / "ledger.db")
     idea_id = ledger.add_idea(args.text)
     if args.json:
         print(json.dumps({"id": idea_id, "text": args.text}))
@@ -465,7 +465,7 @@ def cmd_idea_add(args) -> int:
 
 def cmd_idea_list(args) -> int:
     root = _idea_root(args)
-    ledger = Ledger(root / ".autoresearch" / "ledger.db")
+    ledger = Ledger(state_dir(root) / "ledger.db")
     ideas = ledger.ideas(None if args.all else "open")
     if args.json:
         print(json.dumps([i.to_dict() for i in ideas]))

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from autoresearch.apps.tasks import TaskError
-from autoresearch.core.config import ConfigError, MetricSpec, TaskConfig, is_editable, load_config
+from autoresearch.core.config import ConfigError, MetricSpec, TaskConfig, is_editable, load_config, state_dir
 from autoresearch.core.metrics import MetricError, parse_summary, read_metrics, valid_metric
 from autoresearch.core.records import Experiment
 from autoresearch.repo import gitops
@@ -59,7 +59,7 @@ def check(db: Path) -> str | None:
 def repair(root: Path) -> dict[str, Any]:
     """Move the task's ledger aside (if there is one) and rebuild it from git and the logs, holding
     the task's lock; what was done, for the report."""
-    state = root / ".autoresearch"
+    state = state_dir(root)
     db = state / "ledger.db"
     refs = archive_refs(root)
     if not refs and not db.exists():
@@ -114,7 +114,7 @@ def _rebuild_tag(root: Path, ledger: Ledger, tag: str, commits: dict[int, str], 
     kept = {commit: exp_id for exp_id, commit in sorted(commits.items()) if commit in position}  # the last of twins
     base = min(kept, key=position.__getitem__) if kept else None
     info = _commit_info(root, sorted(set(commits.values())))
-    logs = _run_logs(root / ".autoresearch" / "logs" / tag)
+    logs = _run_logs(state_dir(root) / "logs" / tag)
     last_keep, restored, runs_of = 0.0, 0, {}
     for exp_id in sorted(commits, key=lambda i: (position.get(commits[i], -1), i)):  # keeps in the chain's order
         commit = commits[exp_id]

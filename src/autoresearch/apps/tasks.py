@@ -11,12 +11,12 @@ import re
 import shutil
 from pathlib import Path
 
-from autoresearch.core.config import CONFIG_NAME
+from autoresearch.core.config import CONFIG_NAME, GIT_IGNORED, STATE_DIR
 from autoresearch.core.errors import AutoresearchError
 from autoresearch.repo import gitops
 
 HOME_ENV = "AUTORESEARCH_HOME"
-COPY_IGNORE = shutil.ignore_patterns(".git", ".autoresearch", "__pycache__", "*.pyc", "results.tsv", "progress.png",
+COPY_IGNORE = shutil.ignore_patterns(".git", STATE_DIR, "__pycache__", "*.pyc", "results.tsv", "progress.png",
                                     "model.pt2")
 
 
@@ -54,7 +54,7 @@ def new_task(source: str | Path, dest: Path) -> Path:
     if dest.exists() and any(dest.iterdir()):
         raise TaskError(f"{dest} already exists and is not empty; choose another folder")
     shutil.copytree(src, dest, ignore=COPY_IGNORE, dirs_exist_ok=True)
-    gitops.init_repo(dest, f"Import task {src.name} for autoresearch")
+    gitops.init_repo(dest, f"Import task {src.name} for autoresearch", exclude=GIT_IGNORED)
     return dest
 
 
@@ -76,7 +76,7 @@ def resolve_task(target: str) -> tuple[Path, str | None]:
     if top is None:
         if not (path / CONFIG_NAME).is_file():
             raise TaskError(f"{path} has no {CONFIG_NAME}; run `autoresearch init {target}` first")
-        gitops.init_repo(path)
+        gitops.init_repo(path, exclude=GIT_IGNORED)
         return path, f"{path} was not a git repository: initialised one with everything committed"
     for name, ex in examples.items():  # `run examples/nanogpt` from a clone of autoresearch
         if ex.resolve() == path:

@@ -28,6 +28,9 @@ DEFAULT_PROCESSES = 4096  # per run, threads included: a fork bomb stops here; t
 # budget (4 s against 2 s) is caught.
 DEFAULT_OVERRUN = 0.5
 METRIC_SOURCES = ("line", "regex", "json")
+BACKENDS = ("local", "ray")  # where experiments run (run/backends.py makes them)
+STATE_DIR = ".autoresearch"  # a task's state folder (ledger, logs, worktrees)
+GIT_IGNORED = (f"{STATE_DIR}/", "results.tsv", "progress.png")  # what research writes into a task repository
 DIRECTIONS = ("minimize", "maximize")
 GUARD_KEYS = ("max", "min", "max_ratio", "min_ratio")
 
@@ -184,7 +187,12 @@ class TaskConfig:
     @property
     def state_dir(self) -> Path:
         """Where the ledger, logs and worktrees live (ignored by git)."""
-        return self.root / ".autoresearch"
+        return state_dir(self.root)
+
+
+def state_dir(root: Path | str) -> Path:
+    """The state folder of the task repository at `root` (one owner for its name: STATE_DIR)."""
+    return Path(root) / STATE_DIR
 
 
 def load_config(root: Path | str) -> TaskConfig:
@@ -434,8 +442,9 @@ def _parallel(table: dict, path: Path) -> ParallelConfig:
                               "write true or false")
         values["rerun_rebased"] = table["rerun_rebased"]
     backend = _str(table, "parallel.backend", path) or "local"
-    if backend not in ("local", "ray"):
-        raise ConfigError(path, "parallel.backend", f"{backend!r} is not a backend", "use \"local\" or \"ray\"")
+    if backend not in BACKENDS:
+        raise ConfigError(path, "parallel.backend", f"{backend!r} is not a backend",
+                          f"use one of: {', '.join(repr(b) for b in BACKENDS)}")
     values["backend"] = backend
     values["address"] = _str(table, "parallel.address", path)
     for key in ("cpus_per_slot", "gpus_per_slot"):

@@ -56,16 +56,16 @@ def toplevel(path: Path) -> Path | None:
     return Path(proc.stdout.strip()).resolve() if proc.returncode == 0 else None
 
 
-def init_repo(path: Path, message: str = "Initial task import") -> str:
-    """Turn a folder into a git repository with everything committed; returns the commit."""
+def init_repo(path: Path, message: str = "Initial task import", exclude: tuple[str, ...] = ()) -> str:
+    """Turn a folder into a git repository with everything committed but `exclude`; returns the commit."""
     git(path, "init", "-q", "-b", "main")
-    exclude_state(path)
+    exclude_state(path, exclude)
     git(path, "add", "-A")
     git(path, "commit", "-q", "--allow-empty", "-m", message)
     return rev_parse(path, "HEAD")
 
 
-def exclude_state(repo: Path, names: tuple[str, ...] = (".autoresearch/", "results.tsv", "progress.png")) -> None:
+def exclude_state(repo: Path, names: tuple[str, ...]) -> None:
     """Keep autoresearch's files out of `git status` without touching tracked files."""
     exclude = Path(git(repo, "rev-parse", "--git-path", "info/exclude"))
     exclude = exclude if exclude.is_absolute() else repo / exclude

@@ -25,7 +25,15 @@ import threading
 from typing import Any
 
 from autoresearch.agents.base import Agent, Context, NoProposal, Proposal
-from autoresearch.core.config import ConfigError, ParallelConfig, TaskConfig, frozen_files, is_editable, normalize_path
+from autoresearch.core.config import (
+    GIT_IGNORED,
+    ConfigError,
+    ParallelConfig,
+    TaskConfig,
+    frozen_files,
+    is_editable,
+    normalize_path,
+)
 from autoresearch.core.errors import ResearchError, WorkerLost
 from autoresearch.core.events import Observer, QuietObserver
 from autoresearch.core.judge import complexity
@@ -87,7 +95,7 @@ class Research:
         """Lock the state folder, repair after a crash, create the branch, run the setup."""
         self.state.mkdir(parents=True, exist_ok=True)
         self._lock()
-        gitops.exclude_state(self.repo)
+        gitops.exclude_state(self.repo, GIT_IGNORED)
         self.recover()
         base = self.ledger.get_meta(f"base:{self.tag}")
         if base is None and not self.ledger.experiments(self.tag) and gitops.git(

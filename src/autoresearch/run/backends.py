@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Protocol
 
+from autoresearch.core.config import BACKENDS
 from autoresearch.repo import gitops
 from autoresearch.run.execution import Outcome, RunSpec, run_in_folder
 from autoresearch.run.slots import Slot, local_slots
-
-BACKENDS = ("local", "ray")
 
 
 class Backend(Protocol):

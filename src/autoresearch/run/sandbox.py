@@ -44,12 +44,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from autoresearch.core.config import STATE_DIR
 from autoresearch.core.errors import AutoresearchError
 
 log = logging.getLogger(__name__)
 
 BWRAP = "bwrap"
-STATE_DIR = ".autoresearch"  # the task repository's state folder (ledger, logs, worktrees)
 PROBE_TIMEOUT_S = 10.0
 # Readable by uid 0 (autoresearch run as root: root without capabilities still owns them); always hidden.
 SYSTEM_SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers",

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from autoresearch.core.config import STATE_DIR
 from autoresearch.core.errors import AutoresearchError
 from autoresearch.core.records import FINISHED, PENDING, STATUSES, Experiment, Idea, Run
 
@@ -91,7 +92,7 @@ class LedgerError(AutoresearchError):
     def __init__(self, path: Path, problem: str):
         self.path, self.problem = Path(path), problem
         state = self.path.parent
-        task = state.parent if state.name == ".autoresearch" else "<task>"
+        task = state.parent if state.name == STATE_DIR else "<task>"
         super().__init__(
             f"{self.path} is corrupt ({problem}). The research itself is intact: each experiment's commit is under "
             f"refs/autoresearch/<tag>/<id>, the kept ones on the branch autoresearch/<tag>, and the run logs are in "

@@ -277,7 +277,7 @@ def test_garbage_replies_become_a_rejected_experiment_not_an_exception(toy_task:
         exp = r.step()
     assert exp.status == "rejected"
     assert exp.info["attempts"] == 3 and len(exp.info["feedback"]) == 3
-    assert "could not be used after 3 tries" in exp.info["reject_reason"]
+    assert "could not be used after 3 tries" in exp.reason
     assert exp.description.startswith("rejected:")
     # The next prompt tells the model what was rejected.
     assert agent.rejections and "no edits" in agent.rejections[-1].reason

@@ -99,7 +99,7 @@ def test_gemma_on_loopback_drives_the_research_loop(toy_task: Path, tmp_path: Pa
         assert e.reason
         if e.status == "rejected":
             assert e.commit is None
-            assert e.info.get("reject_reason") or e.reason
+            assert e.reason
         else:
             assert e.commit and e.log_path and Path(e.log_path).is_file()
             assert e.files_changed >= 1

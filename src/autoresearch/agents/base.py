@@ -35,6 +35,7 @@ class Proposal:
     params: dict[str, Any] = field(default_factory=dict)  # settings tried (search agents)
     info: dict[str, Any] = field(default_factory=dict)  # agent bookkeeping (model, tokens, ...)
     parent_id: int | None = None  # build on this experiment (e.g. fixing a crash) instead of the best
+    rejection: str | None = None  # the agent already knows this cannot run (why): recorded as rejected
 
 
 class NoProposal(Exception):

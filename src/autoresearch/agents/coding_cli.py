@@ -141,17 +141,18 @@ class CodingCLIAgent:
         if exit_code != 0 and not edits:
             self.failures += 1
             reason = f"{Path(argv[0]).name} exited with {exit_code} and changed nothing"
-            info["reject_reason"] = reason
             if self.failures >= MAX_FAILURES_IN_A_ROW:
                 raise ModelUnavailable(f"{self.name}: {reason}, {self.failures} times in a row; last output:\n"
                                        f"{output[-1500:]}")
             self.rejections.append(Rejection(description, reason))
-            return Proposal(description=f"rejected: {description}", edits={}, info=info, parent_id=parent_id)
+            return Proposal(description=f"rejected: {description}", edits={}, info=info, parent_id=parent_id,
+                            rejection=reason)
         self.failures = 0
+        rejection = None
         if not edits:
-            info["reject_reason"] = f"{Path(argv[0]).name} changed no file"
+            rejection = f"{Path(argv[0]).name} changed no file"
             self.rejections.append(Rejection(description, "changed no file"))
-        return Proposal(description=description, edits=edits, info=info, parent_id=parent_id)
+        return Proposal(description=description, edits=edits, info=info, parent_id=parent_id, rejection=rejection)
 
     # -- helpers --------------------------------------------------------------------------------
 

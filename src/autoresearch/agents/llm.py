@@ -142,13 +142,13 @@ class LLMAgent:
         description = (reply.description if reply else "") or "(no description)"
         if not applied.ok or problems:
             reason = f"the model's reply could not be used after {info['attempts']} tries: {feedback[-1]}"
-            info["reject_reason"] = reason[:1500]
             info["reply_tail"] = _cut(reply_text[-1500:], 1500)
             self.rejections.append(Rejection(description, feedback[-1]))
             self.rejections = self.rejections[-10:]
             if fix is not None:
                 self._fix_rejections[fix[0].id] = self._fix_rejections.get(fix[0].id, 0) + 1
-            return Proposal(description=f"rejected: {description}", edits={}, info=info, parent_id=parent_id)
+            return Proposal(description=f"rejected: {description}", edits={}, info=info, parent_id=parent_id,
+                            rejection=reason[:1500])
         if reply.notebook and self.use_notebook and ctx.notebook is not None:
             self._append_notebook(ctx, reply.notebook)
             info["notebook"] = True

@@ -7,11 +7,31 @@ be in; `FINISHED` ones were decided by a run, `PENDING` ones are admitted and no
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
-STATUSES = ("queued", "running", "keep", "discard", "crash", "timeout", "rejected", "interrupted")
-FINISHED = ("keep", "discard", "crash", "timeout")
-PENDING = ("queued", "running")  # admitted proposals not decided yet
+
+class Status(str, Enum):
+    """An experiment's state. A str: it compares equal to, prints and stores as its value."""
+
+    QUEUED = "queued"  # admitted and committed, waiting for a slot
+    RUNNING = "running"
+    KEEP = "keep"  # the branch moved to it
+    DISCARD = "discard"  # ran, not better (or a guard, the budget, a held-out flag)
+    CRASH = "crash"  # ran, no metric
+    TIMEOUT = "timeout"  # killed at the hard timeout
+    REJECTED = "rejected"  # never ran: invalid, duplicate, or nothing left after a rebase
+    INTERRUPTED = "interrupted"  # stopped by the user, a crash of autoresearch or a lost worker
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+STATUSES = tuple(s.value for s in Status)
+FINISHED = (Status.KEEP, Status.DISCARD, Status.CRASH, Status.TIMEOUT)
+PENDING = (Status.QUEUED, Status.RUNNING)  # admitted proposals not decided yet
 
 
 @dataclass

@@ -37,7 +37,7 @@ from autoresearch.core.config import (
 from autoresearch.core.errors import ResearchError, WorkerLost
 from autoresearch.core.events import Observer, QuietObserver
 from autoresearch.core.judge import complexity
-from autoresearch.core.records import FINISHED, PENDING, Experiment
+from autoresearch.core.records import FINISHED, PENDING, Experiment, Status
 from autoresearch.repo import gitops
 from autoresearch.research.measure import Measurer, mean, run_env
 from autoresearch.research.scheduler import Limits, Scheduler
@@ -158,11 +158,11 @@ class Research:
 
     def recover(self) -> None:
         """Make the ledger, worktrees and refs consistent after any kind of stop."""
-        for exp in self.ledger.experiments(statuses=("running",)):
-            self.ledger.finish(exp.id, "interrupted", reason="autoresearch stopped during this experiment")
-        for exp in self.ledger.experiments(statuses=("queued",)):
+        for exp in self.ledger.experiments(statuses=(Status.RUNNING,)):
+            self.ledger.finish(exp.id, Status.INTERRUPTED, reason="autoresearch stopped during this experiment")
+        for exp in self.ledger.experiments(statuses=(Status.QUEUED,)):
             if not exp.commit:  # killed between its row and its commit's record: nothing to run
-                self.ledger.finish(exp.id, "interrupted", reason="autoresearch stopped while queueing this proposal")
+                self.ledger.finish(exp.id, Status.INTERRUPTED, reason="autoresearch stopped while queueing this proposal")
         killed = cgroups.reap(cgroups.group_name(self.state))  # runs a SIGKILLed coordinator left running
         if killed:
             self.observer.message(f"killed {killed} process(es) left running by an earlier autoresearch process")
@@ -249,7 +249,7 @@ class Research:
         if self.ledger.best(self.tag) is None:
             return self.baseline(slot)
         exp = self.propose(self.agent)
-        if exp is None or exp.status == "rejected":
+        if exp is None or exp.status == Status.REJECTED:
             return exp
         return self.process(exp.id, slot)
 
@@ -287,9 +287,9 @@ class Research:
         try:
             status, reason, values, fields = self._measure(self.ledger.get(exp_id), None, slot)
         except WorkerLost as e:
-            status, reason, values, fields = "interrupted", f"worker lost: {e}", [], {}
+            status, reason, values, fields = Status.INTERRUPTED, f"worker lost: {e}", [], {}
         exp = self._finish(exp_id, status, reason, None, values, fields)
-        if exp.status not in ("keep", "interrupted"):
+        if exp.status not in (Status.KEEP, Status.INTERRUPTED):
             raise ResearchError(f"the baseline (unmodified {self.base[:9]}) did not produce a metric: "
                                 f"{exp.status}: {exp.reason}\nlog: {exp.log_path}\n{exp.log_tail}")
         return exp
@@ -322,7 +322,7 @@ class Research:
         edits = {p: c for p, c in proposed.items() if files.get(p) != c}
         new_files = {**files, **edits}
         description = _one_line(proposal.description)
-        problem = problem or proposal.info.get("reject_reason") or self.validate(proposed, edits)
+        problem = problem or proposal.rejection or self.validate(proposed, edits)
         commit = None
         if not problem:
             try:
@@ -332,13 +332,13 @@ class Research:
         digest = _content_hash(new_files)
         with self.lock:  # the duplicate check and the new row: atomic against other agents and slots
             exp_id = self.ledger.start_experiment(tag=self.tag, parent_commit=parent, agent=agent_name,
-                                                  description=description, status="queued",
+                                                  description=description, status=Status.QUEUED,
                                                   idea_id=proposal.idea_id, info=proposal.info,
                                                   params=proposal.params or _params(self.config, new_files))
             self.ledger.update(exp_id, base_commit=head, content_hash=digest)
             problem = problem or self._duplicate(digest, exp_id)
             if problem:
-                return self._finish(exp_id, "rejected", problem, best)
+                return self._finish(exp_id, Status.REJECTED, problem, best)
             self._record_commit(exp_id, parent, commit, files, edits)
             return self.ledger.get(exp_id)
 
@@ -381,10 +381,10 @@ class Research:
         files = self.editable_at(best.commit)
         merged, conflicts = gitops.merge_files(self.editable_at(exp.base_commit), files, self.editable_at(exp.commit))
         if conflicts:
-            return "discard", (f"discard: conflicts with #{best.id} ({_one_line(best.description)[:60]}), kept since "
+            return Status.DISCARD, (f"discard: conflicts with #{best.id} ({_one_line(best.description)[:60]}), kept since "
                                f"it was proposed, in {', '.join(conflicts)}")
         if not merged:
-            return "rejected", f"nothing left to try: its change is already in the best (#{best.id})"
+            return Status.REJECTED, f"nothing left to try: its change is already in the best (#{best.id})"
         commit = gitops.commit_files(self.repo, best.commit, merged, _message(exp.description, exp.agent) +
                                      f"rebased from {exp.commit[:9]} onto #{best.id}\n")
         return {"commit": commit, "files": files, "merged": merged, "digest": _content_hash({**files, **merged})}
@@ -397,7 +397,7 @@ class Research:
         duplicate = self._duplicate(prepared["digest"], exp.id)
         if duplicate:
             self.ledger.update(exp.id, content_hash=prepared["digest"])
-            return "rejected", f"after rebasing onto #{best.id}: {duplicate}"
+            return Status.REJECTED, f"after rebasing onto #{best.id}: {duplicate}"
         rebased = [*exp.info.get("rebased", []), {"from": exp.commit, "onto": best.id}]
         self._record_commit(exp.id, best.commit, prepared["commit"], prepared["files"], prepared["merged"],
                             base_commit=best.commit, content_hash=prepared["digest"], info={**exp.info, "rebased": rebased})
@@ -421,13 +421,13 @@ class Research:
             if _disk_full(e):
                 try:
                     self.ledger.supersede_runs(exp_id)
-                    self.ledger.update(exp_id, status="queued", reason="re-queued: the disk was full")
+                    self.ledger.update(exp_id, status=Status.QUEUED, reason="re-queued: the disk was full")
                 except Exception:  # noqa: BLE001 - the ledger may be on the full disk: recover() marks it
                     pass
                 raise ResearchError(f"the disk is full ({e}). Experiment #{exp_id} was not judged and runs again "
                                     "on resume. fix: free some space, then `autoresearch run` again") from None
             log.exception("experiment #%s failed inside autoresearch", exp_id)
-            return self._finish(exp_id, "crash", f"internal error while running it: {type(e).__name__}: "
+            return self._finish(exp_id, Status.CRASH, f"internal error while running it: {type(e).__name__}: "
                                 f"{str(e)[:300]}", self.ledger.best(self.tag))
 
     def _process(self, exp_id: int, slot: Slot) -> Experiment:
@@ -446,7 +446,7 @@ class Research:
                 return self._requeue(exp_id, e)
             with self.lock:
                 current = self.ledger.best(self.tag)
-                if status != "keep" or current.id == best.id:
+                if status != Status.KEEP or current.id == best.id:
                     exp = self._finish(exp_id, status, reason, best, values, fields)
                 elif not self.parallel.rerun_rebased:
                     self.observer.message(f"#{exp_id} beat #{best.id}, but #{current.id} was kept meanwhile")
@@ -459,11 +459,11 @@ class Research:
                     self.observer.message(f"#{exp_id} beat #{best.id}, but #{current.id} was kept meanwhile: "
                                           "rebasing and running it again")
                     self.ledger.supersede_runs(exp_id)  # measured on the old base: set aside, run again
-                    self.ledger.update(exp_id, status="queued")
+                    self.ledger.update(exp_id, status=Status.QUEUED)
                     continue
             self.measurer.reestimate(exp, slot)  # outside the lock: other slots go on deciding meanwhile
             return exp
-        return self._finish(exp_id, "discard", f"discard: the best moved {MAX_REBASES + 1} times while it ran",
+        return self._finish(exp_id, Status.DISCARD, f"discard: the best moved {MAX_REBASES + 1} times while it ran",
                             self.ledger.best(self.tag))
 
     def _start_on_best(self, exp_id: int, slot: Slot) -> tuple[Experiment, Experiment, tuple[str, str] | None]:
@@ -473,9 +473,9 @@ class Research:
         while True:
             with self.lock:
                 best, exp = self.ledger.best(self.tag), self.ledger.get(exp_id)
-                assert best is not None and exp is not None and exp.status == "queued", (exp_id, exp and exp.status)
+                assert best is not None and exp is not None and exp.status == Status.QUEUED, (exp_id, exp and exp.status)
                 if exp.base_commit == best.commit:
-                    self.ledger.update(exp_id, status="running", slot=slot.name)
+                    self.ledger.update(exp_id, status=Status.RUNNING, slot=slot.name)
                     return best, self.ledger.get(exp_id), None
             prepared = self._prepare_rebase(exp, best)  # git work without the lock
             with self.lock:
@@ -484,7 +484,7 @@ class Research:
                 problem = self._record_rebase(exp, best, prepared)
                 if problem:
                     return best, exp, problem
-                self.ledger.update(exp_id, status="running", slot=slot.name)
+                self.ledger.update(exp_id, status=Status.RUNNING, slot=slot.name)
                 return best, self.ledger.get(exp_id), None
 
     def _requeue(self, exp_id: int, error: Exception) -> Experiment:
@@ -492,10 +492,10 @@ class Research:
             exp = self.ledger.get(exp_id)
             lost = int(exp.info.get("lost", 0)) + 1
             if lost > MAX_LOST:
-                return self._finish(exp_id, "interrupted", f"its worker was lost {lost} times; last: {error}",
+                return self._finish(exp_id, Status.INTERRUPTED, f"its worker was lost {lost} times; last: {error}",
                                     self.ledger.best(self.tag))
             self.ledger.supersede_runs(exp_id)
-            self.ledger.update(exp_id, status="queued", info={**exp.info, "lost": lost},
+            self.ledger.update(exp_id, status=Status.QUEUED, info={**exp.info, "lost": lost},
                                reason=f"re-queued: its worker was lost ({error})")
             self.observer.message(f"#{exp_id} re-queued: its worker was lost ({error})")
             return self.ledger.get(exp_id)
@@ -515,7 +515,7 @@ class Research:
                 fields["metric"] = mean(list(values))
             self.ledger.finish(exp_id, status, reason=reason, **fields)  # durable before the branch moves
             exp = self.ledger.get(exp_id)
-            if status == "keep":
+            if status == Status.KEEP:
                 gitops.update_ref(self.repo, gitops.branch_ref(self.tag), exp.commit, best.commit if best else None)
             if exp.idea_id is not None and status in FINISHED:
                 self.ledger.mark_idea(exp.idea_id, exp_id, exp.reason)

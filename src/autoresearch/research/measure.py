@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from autoresearch.core.config import TaskConfig
 from autoresearch.core.errors import WorkerLost
 from autoresearch.core.judge import check_guards, decide, pooled_sigma
-from autoresearch.core.records import Experiment
+from autoresearch.core.records import Experiment, Status
 from autoresearch.run.backends import Backend
 from autoresearch.run.cgroups import ResourceLimits, group_name
 from autoresearch.run.execution import Outcome, RunSpec
@@ -63,7 +63,7 @@ class Measurer:
             status, reason = first.failure
         elif best is None or best.metric is None:
             values += self.repeat(exp.id, exp.commit, "noise", self.config.judge.noise_runs - 1, slot)
-            status, reason = "keep", f"baseline: {self.config.metric.name} {mean(values):.6g}" + _spread(values)
+            status, reason = Status.KEEP, f"baseline: {self.config.metric.name} {mean(values):.6g}" + _spread(values)
         else:
             status, reason, values = self._decide(exp, best, first, slot)
         return status, reason, values, fields
@@ -79,9 +79,9 @@ class Measurer:
     def reestimate(self, exp: Experiment, slot: Slot) -> None:
         """Every `reestimate_every` keeps, re-measure the noise on the new best (on its slot)."""
         every = self.config.judge.reestimate_every
-        if exp.status != "keep" or not every:
+        if exp.status != Status.KEEP or not every:
             return
-        keeps = self.ledger.count(self.tag, "keep")
+        keeps = self.ledger.count(self.tag, Status.KEEP)
         if keeps > 1 and (keeps - 1) % every == 0:
             self.observer.message(f"re-measuring the noise on the best (#{exp.id})")
             if self.repeat(exp.id, exp.commit, "noise", self.config.judge.noise_runs - 1, slot):
@@ -135,23 +135,23 @@ class Measurer:
         violation = self.over_budget(first) or check_guards(self.config.guards, first.metrics,
                                                             self._baseline_metrics())
         if violation:
-            return "discard", f"discard: {violation}", [first.metric]
+            return Status.DISCARD, f"discard: {violation}", [first.metric]
         cfg, values = self.config.judge, [first.metric]
         while True:
             best_values = self.ledger.run_values(best.id) or [best.metric]
             sigma, dof = pooled_sigma(self.ledger.run_groups(self.tag))
             decision = decide(self.config.metric, cfg, values, best_values, sigma, dof, exp.lines_delta,
                               confirmations_left=cfg.max_confirm - (len(values) - 1))
-            if decision.action == "keep":
+            if decision.keep:
                 flag = self._heldout_flag(first.metrics, best.metrics)
                 if flag:
-                    return "discard", f"discard: flagged, {flag}; {decision.reason}", values
+                    return Status.DISCARD, f"discard: flagged, {flag}; {decision.reason}", values
             if decision.action != "confirm":
                 return decision.status, decision.reason, values
             self.observer.message(f"#{exp.id} {decision.reason}")
             more = self.repeat(exp.id, exp.commit, "confirm", 1, slot)
             if not more:
-                return "discard", (f"discard: a confirmation run failed, ran over budget or was stopped; "
+                return Status.DISCARD, (f"discard: a confirmation run failed, ran over budget or was stopped; "
                                    f"{decision.reason}"), values
             values += more
             if len(best_values) < len(values) + 2:  # the best's mean gets sharper too
@@ -188,7 +188,7 @@ class Measurer:
                 f"{self.config.overrun:g} x the {self.budget_s:g}s budget)")
 
     def _baseline(self) -> Experiment | None:
-        for exp in self.ledger.experiments(self.tag, ("keep",)):
+        for exp in self.ledger.experiments(self.tag, (Status.KEEP,)):
             return exp
         return None
 

@@ -22,7 +22,7 @@ from autoresearch.agents.base import Agent
 from autoresearch.core.config import ParallelConfig
 from autoresearch.core.errors import ResearchError
 from autoresearch.core.events import Observer
-from autoresearch.core.records import Experiment
+from autoresearch.core.records import Experiment, Status
 from autoresearch.run.slots import Slot
 from autoresearch.store.ledger import Ledger
 
@@ -78,7 +78,7 @@ class Scheduler:
             if self._should_stop():
                 return 0
             self.admitted = 1
-        queued = [e.id for e in r.ledger.experiments(r.tag, ("queued",))]
+        queued = [e.id for e in r.ledger.experiments(r.tag, (Status.QUEUED,))]
         if queued:
             r.observer.message(f"resuming {len(queued)} queued proposal(s): {', '.join(f'#{i}' for i in queued)}")
         self.ready.extend(queued)
@@ -145,7 +145,7 @@ class Scheduler:
                         self.cv.notify_all()
                 if exp is None:
                     return
-                if exp.status == "rejected":
+                if exp.status == Status.REJECTED:
                     rejections += 1
                     if rejections >= MAX_REJECTIONS_IN_A_ROW:
                         raise ResearchError(f"agent {agent.name} produced {rejections} invalid proposals "
@@ -172,7 +172,7 @@ class Scheduler:
         exp = self.r.baseline(slot)  # raises when the baseline fails: nothing to build on
         with self.cv:
             self.runs += 1
-            if exp.status == "keep":
+            if exp.status == Status.KEEP:
                 self.based = True
             else:  # interrupted: whatever the agents queued stays queued for the next run
                 self.r.stop_event.set()
@@ -197,8 +197,8 @@ class Scheduler:
                     self.idle -= 1
             exp = self.r.process(exp_id, slot)
             with self.cv:
-                if exp.status == "queued":  # its worker was lost: run it again, first
+                if exp.status == Status.QUEUED:  # its worker was lost: run it again, first
                     self.ready.appendleft(exp_id)
-                elif exp.status != "rejected":
+                elif exp.status != Status.REJECTED:
                     self.runs += 1
                 self.cv.notify_all()

@@ -55,6 +55,18 @@ def make_task(root: Path, train: str = TOY_TRAIN, config: str = TOY_CONFIG, git:
     return root
 
 
+def step(research):
+    """One experiment on the first slot, start to end, serially: the baseline first, then one proposal of
+    the first agent (what the scheduler does, without its threads; for tests that look at one at a time)."""
+    slot = research.slots[0]
+    if research.ledger.best(research.tag) is None:
+        return research.baseline(slot)
+    exp = research.propose(research.agents[0])
+    if exp is None or exp.status == "rejected":
+        return exp
+    return research.process(exp.id, slot)
+
+
 @pytest.fixture
 def toy_task(tmp_path: Path) -> Path:
     return make_task(tmp_path / "toy")

@@ -58,3 +58,14 @@ def test_restore_keeps_the_id_and_later_ids_follow(tmp_path: Path):
     with pytest.raises(ValueError, match="unknown status"):
         ledger.restore(Experiment(id=9, tag="t", parent_commit="a", commit=None, agent="x", description="d",
                                   status="kept"))
+
+
+def test_update_takes_only_experiment_fields(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.db")
+    exp_id = ledger.start_experiment(tag="t", parent_commit="p", agent="a", description="d")
+    with pytest.raises(ValueError, match="not fields of an experiment"):
+        ledger.update(exp_id, **{"status = 'keep', metric": 0})  # a name that would be SQL
+    with pytest.raises(ValueError, match="not fields"):
+        ledger.update(exp_id, id=5)
+    ledger.update(exp_id, commit="c1", metric=1.5)
+    assert ledger.get(exp_id).commit == "c1" and ledger.get(exp_id).metric == 1.5

@@ -24,6 +24,7 @@ from autoresearch.agents.llm import LLMAgent, ModelUnavailable
 from autoresearch.core.config import ParallelConfig, load_config
 from autoresearch.research.coordinator import Research
 from autoresearch.research.scheduler import Limits
+from tests.conftest import step
 
 openai = pytest.importorskip("openai")
 
@@ -273,8 +274,8 @@ def test_garbage_replies_become_a_rejected_experiment_not_an_exception(toy_task:
     with CannedServer(RECORDED_GARBAGE) as server:
         agent = agent_for(toy_task, server, max_feedback_retries=2)
         r = research(toy_task, agent)
-        r.step()  # baseline
-        exp = r.step()
+        step(r)  # baseline
+        exp = step(r)
     assert exp.status == "rejected"
     assert exp.info["attempts"] == 3 and len(exp.info["feedback"]) == 3
     assert "could not be used after 3 tries" in exp.reason
@@ -348,7 +349,7 @@ def test_notebook_is_appended_and_read_back(toy_task: Path):
         agent = agent_for(toy_task, server, max_feedback_retries=0)
         r = research(toy_task, agent)
         for _ in range(3):
-            r.step()
+            step(r)
         notebook = toy_task / ".autoresearch" / "notebooks" / "t.md"
         text = notebook.read_text()
         assert text.startswith("# Lab notebook: toy, research run t")
@@ -359,7 +360,7 @@ def test_notebook_is_appended_and_read_back(toy_task: Path):
         r.close()
         # ... and so does the first prompt after a restart (a new agent and loop).
         r2 = research(toy_task, agent_for(toy_task, server, max_feedback_retries=0))
-        r2.step()
+        step(r2)
         assert "halving the distance to 2 keeps paying off" in user_prompt(server.requests[-1])
 
 
@@ -474,8 +475,8 @@ def test_cli_agent_touching_a_frozen_file_is_rejected_by_the_harness(toy_task: P
     code = "import pathlib; pathlib.Path('prepare.py').write_text('EVAL = 0\\n')"
     agent = make_agent("cli", load_config(toy_task), command=[sys.executable, "-c", code, "{prompt_file}"])
     r = research(toy_task, agent)
-    r.step()
-    exp = r.step()
+    step(r)
+    exp = step(r)
     assert exp.status == "rejected" and "prepare.py, which is frozen" in exp.reason
 
 

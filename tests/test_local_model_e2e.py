@@ -20,6 +20,7 @@ from autoresearch.agents import make_agent
 from autoresearch.core.config import load_config
 from autoresearch.core.records import FINISHED
 from autoresearch.research.coordinator import Research
+from tests.conftest import step
 
 REQUIRED = os.environ.get("AUTORESEARCH_REQUIRE_LOCAL_MODEL") == "1"
 PROPOSALS = 5  # proposals after the baseline
@@ -68,13 +69,13 @@ def test_gemma_on_loopback_drives_the_research_loop(toy_task: Path, tmp_path: Pa
         research = Research(config, agent, tag="e2e")
         research.open()
         try:
-            baseline = research.step()
+            baseline = step(research)
             assert baseline is not None and baseline.status == "keep"
             exps = []
             while len(exps) < PROPOSALS or (len(exps) < MAX_PROPOSALS and
                                             not any(e.status in FINISHED for e in exps)):
                 try:
-                    exp = research.step()
+                    exp = step(research)
                 except Exception as e:  # noqa: BLE001 - give the server log with the failure
                     raise AssertionError(f"{e}\nserver log tail:\n{server.log_tail()}\n{AMX_HINT}") from e
                 assert exp is not None, f"the agent stopped; server log:\n{server.log_tail()}\n{AMX_HINT}"
@@ -145,8 +146,8 @@ def test_aider_cli_on_the_local_model(toy_task: Path, tmp_path: Path):
         research = Research(config, agent, tag="aider")
         research.open()
         try:
-            research.step()
-            exp = research.step()
+            step(research)
+            exp = step(research)
         finally:
             research.close()
     print(f"\naider: #{exp.id} {exp.status}: {exp.description} | {exp.reason}\n{exp.info.get('output_tail', '')[-1500:]}")

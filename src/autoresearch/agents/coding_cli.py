@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from autoresearch.agents.base import Context, Proposal
-from autoresearch.agents.llm import ModelUnavailable, crash_to_fix, files_at
+from autoresearch.agents.llm import ModelUnavailable, crash_to_fix
 from autoresearch.agents.prompt import Rejection, build_prompt
 from autoresearch.core.config import TaskConfig, is_editable
 from autoresearch.repo import gitops
@@ -105,7 +105,7 @@ class CodingCLIAgent:
         if fix is not None:
             crashed, root, attempt = fix
             self._given_up.add(crashed.id)  # one try per crashed experiment; a new crash gets its own
-            commit, parent_id, files = crashed.commit, crashed.id, files_at(self.config, crashed.commit)
+            commit, parent_id, files = crashed.commit, crashed.id, gitops.editable_files(self.config, crashed.commit)
             info.update(fix_of=root, fix_attempt=attempt)
             task = (f"Experiment #{crashed.id} ({crashed.description}) crashed with the output shown above; the "
                     f"files in the current directory are that experiment's version. Fix the crash with the "

@@ -87,7 +87,7 @@ class LLMAgent:
         self._carry = {}
         if fix is not None:
             crashed, root, attempt = fix
-            files = files_at(self.config, crashed.commit)
+            files = gitops.editable_files(self.config, crashed.commit)
             parent_id = crashed.id
             info.update(fix_of=root, fix_attempt=attempt)
             task = (f"Experiment #{crashed.id} ({crashed.description}) crashed; its output ends with the "
@@ -244,12 +244,6 @@ def crash_to_fix(history: list[Experiment], max_fix_attempts: int,
     if attempt > max_fix_attempts or last.id in excluded or root in excluded:
         return None
     return last, root, attempt
-
-
-def files_at(config: TaskConfig, commit: str) -> dict[str, str]:
-    """The editable files of a commit."""
-    paths = [p for p in gitops.list_files(config.root, commit) if is_editable(config, p)]
-    return gitops.read_files(config.root, commit, paths)
 
 
 def _cut(text: str, limit: int) -> str:

@@ -51,10 +51,6 @@ class MetricSpec:
     pattern: str | None = None  # regex with one group (source = "regex")
     file: str | None = None  # JSON file written by the run, relative to the worktree (source = "json")
 
-    def better(self, a: float, b: float) -> bool:
-        """True if value `a` is strictly better than `b`."""
-        return a < b if self.direction == "minimize" else a > b
-
 
 @dataclass(frozen=True)
 class Guard:

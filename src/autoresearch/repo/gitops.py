@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoresearch.core.config import TaskConfig, is_editable
 from autoresearch.core.errors import AutoresearchError
 
 AUTHOR = {"GIT_AUTHOR_NAME": "autoresearch", "GIT_AUTHOR_EMAIL": "autoresearch@localhost",
@@ -117,6 +118,11 @@ def read_files(repo: Path, commit: str, paths: list[str]) -> dict[str, str]:
 
 def list_files(repo: Path, commit: str) -> list[str]:
     return git(repo, "ls-tree", "-r", "--name-only", commit).splitlines()
+
+
+def editable_files(config: TaskConfig, commit: str) -> dict[str, str]:
+    """The files of `commit` that agents may edit (config.is_editable), path -> content."""
+    return read_files(config.root, commit, [p for p in list_files(config.root, commit) if is_editable(config, p)])
 
 
 def add_worktree(repo: Path, path: Path, commit: str) -> Path:

@@ -43,8 +43,8 @@ from autoresearch.research.measure import Measurer, mean, run_env
 from autoresearch.research.scheduler import Limits, Scheduler
 from autoresearch.run import cgroups
 from autoresearch.run.backends import Backend, make_backend
-from autoresearch.run.execution import FrozenFileError
-from autoresearch.run.runner import clean_env, run_command
+from autoresearch.run.execution import FrozenFileError, run_setup
+from autoresearch.run.runner import clean_env
 from autoresearch.run.sandbox import (
     SandboxError,
     SandboxPolicy,
@@ -225,16 +225,12 @@ class Research:
         path = self.state / "worktrees" / "setup"
         gitops.add_worktree(self.repo, path, self.base)
         try:
-            result = run_command(self.config.setup, path, env=clean_env(run_env(self.config, self.budget_s),
-                                                                                passed=self.config.sandbox.pass_env),
-                                 timeout_s=max(self.timeout_s, 3600),
-                                 log_path=self.state / "logs" / "setup.log", log_cap_bytes=self.config.log_cap_bytes,
-                                 on_output=self.observer.output, should_stop=self.stop_event.is_set)
+            run_setup(self.config.setup, path, env=run_env(self.config, self.budget_s),
+                      pass_env=self.config.sandbox.pass_env, timeout_s=self.timeout_s,
+                      log_path=self.state / "logs" / "setup.log", log_cap_bytes=self.config.log_cap_bytes,
+                      on_output=self.observer.output, should_stop=self.stop_event.is_set)
         finally:
             gitops.remove_worktree(self.repo, path)
-        if result.status != "ok":
-            raise ResearchError(f"setup command `{self.config.setup}` failed ({result.status}, exit "
-                                f"{result.exit_code}); log: {result.log_path}\n{result.log_tail}")
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -242,16 +238,6 @@ class Research:
         """Run experiments on every slot until a limit, a stop request or the agents run dry;
         returns the runs made (rejected proposals are not runs)."""
         return Scheduler(self, limits or Limits()).run()
-
-    def step(self) -> Experiment | None:
-        """One experiment, start to end, on the first slot: the baseline first, then a proposal."""
-        slot = self.slots[0]
-        if self.ledger.best(self.tag) is None:
-            return self.baseline(slot)
-        exp = self.propose(self.agent)
-        if exp is None or exp.status == Status.REJECTED:
-            return exp
-        return self.process(exp.id, slot)
 
     @property
     def slots(self) -> list[Slot]:
@@ -272,8 +258,7 @@ class Research:
         """The editable files of a commit (cached: commits never change)."""
         files = self._files.get(commit)
         if files is None:
-            paths = [p for p in gitops.list_files(self.repo, commit) if is_editable(self.config, p)]
-            files = gitops.read_files(self.repo, commit, paths)
+            files = gitops.editable_files(self.config, commit)
             self._files.put(commit, files)
         return dict(files)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from autoresearch.core.config import EvaluateConfig, MetricSpec
-from autoresearch.core.errors import AutoresearchError
+from autoresearch.core.errors import AutoresearchError, ResearchError
 from autoresearch.core.metrics import MetricError, read_metrics
 from autoresearch.core.untrusted import read_file
 from autoresearch.run.cgroups import ResourceLimits
@@ -25,10 +25,15 @@ from autoresearch.run.runner import RunResult, clean_env, run_command
 from autoresearch.run.sandbox import SandboxPolicy, hand_over, identity
 
 RUN_DIR_ENV = "AUTORESEARCH_RUN_DIR"
+SETUP_MIN_TIMEOUT_S = 3600.0  # a task's setup downloads and prepares data: at least an hour, whatever the budget
 DEFAULT_CGROUP = "autoresearch-worker"  # the cgroup group of runs whose spec names none (other machines)
 # Resource metrics the harness measures itself: a printed value under one of these names is kept
 # as `claimed_<name>`, never used (a run using 310 MB must not pass a memory guard by printing 12).
 MEASURED_MEMORY = ("peak_memory_mb", "peak_mem_mb", "peak_rss_mb")
+
+
+class SetupError(ResearchError):
+    """The task's setup command failed: nothing can run until it works."""
 
 
 class FrozenFileError(AutoresearchError):
@@ -72,6 +77,20 @@ class Outcome:
     started_at: float = 0.0
     ended_at: float = 0.0
     logs: dict[str, str] = field(default_factory=dict)  # log name -> text, from workers on other machines
+
+
+def run_setup(command: str, folder: Path, *, env: dict[str, str], pass_env: tuple[str, ...], timeout_s: float,
+              log_path: Path, log_cap_bytes: int, on_output: Callable[[str], None] | None = None,
+              should_stop: Callable[[], bool] | None = None, where: str = "") -> RunResult:
+    """Run the task's setup (trusted: the user's own command at the research base, not sandboxed) in
+    `folder` with the experiments' environment; SetupError when it fails. `where` names the machine."""
+    result = run_command(command, folder, env=clean_env(env, passed=pass_env),
+                         timeout_s=max(timeout_s, SETUP_MIN_TIMEOUT_S), log_path=log_path,
+                         log_cap_bytes=log_cap_bytes, on_output=on_output, should_stop=should_stop)
+    if result.status != "ok":
+        raise SetupError(f"setup command `{command}` failed{where} ({result.status}, exit {result.exit_code}); "
+                         f"log: {result.log_path}\n{result.log_tail[-2000:]}")
+    return result
 
 
 def run_in_folder(spec: RunSpec, folder: Path, log_dir: Path, *, on_output: Callable[[str], None] | None = None,

@@ -86,6 +86,10 @@ ADDED_COLUMNS = {
 }
 
 
+# What update() may set: the Experiment record's fields but its id (column names come from this set only).
+UPDATABLE = frozenset(Experiment.__dataclass_fields__) - {"id"}
+
+
 class LedgerError(AutoresearchError):
     """The ledger's database is corrupt: which file, what is still intact, how to recover."""
 
@@ -179,9 +183,13 @@ class Ledger:
         return int(cur.lastrowid)
 
     def update(self, exp_id: int, **fields: Any) -> None:
-        """Set columns of one experiment (dicts are stored as JSON)."""
+        """Set columns of one experiment (dicts are stored as JSON). Only the Experiment record's own
+        fields can be set: a name that is not one is an error, never part of the SQL."""
         if not fields:
             return
+        unknown = set(fields) - UPDATABLE
+        if unknown:
+            raise ValueError(f"not fields of an experiment: {sorted(unknown)}")
         if "commit" in fields:
             fields["commit_sha"] = fields.pop("commit")
         for k in ("params", "info", "metrics"):
@@ -358,8 +366,3 @@ def _atomic_write(path: Path, text: str) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
-
-def iter_rows(ledger: Ledger, tag: str) -> Iterator[dict[str, Any]]:
-    """Plain dicts for export (JSON/CSV)."""
-    for e in ledger.experiments(tag):
-        yield e.to_dict()

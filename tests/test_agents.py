@@ -373,3 +373,30 @@ def test_failures_and_guard_violations_count_as_the_worst_result(tmp_path):
     state = SearchState.build(c)
     study, n = SearchAgent(cfg, seed=0)._study(c, {k: distribution(state.space[k][1]) for k in state.names})
     assert n == 4 and [t.value for t in study.trials] == [pytest.approx(toy(history[0].params)), 3.0, 3.0, 3.0]
+
+
+@pytest.mark.parametrize("agent, options, key, problem", [
+    ("openai", {"model": "m", "max_tokens": "lots"}, "agent.max_tokens", "'lots' is not a whole number"),
+    ("openai", {"model": "m", "temprature": 0.2}, "agent.temprature", "is not an option of the openai agent"),
+    ("anthropic", {"model": "m", "notebook": "yes"}, "agent.notebook", "'yes' is not true or false"),
+    ("cli", {"command": 5}, "agent.command", "5 is not a string or a list of strings"),
+    ("search", {"n_startup_trials": 2.5}, "agent.n_startup_trials", "2.5 is not a whole number"),
+    ("nosuch", {}, "agent.name", "'nosuch' is not an agent"),
+])
+def test_agent_options_are_checked_against_a_typed_schema(tmp_path, agent, options, key, problem):
+    from autoresearch.agents import make_agent
+    from autoresearch.core.config import ConfigError
+
+    cfg = make_config(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        make_agent(agent, cfg, **options)
+    assert info.value.key == key and problem in info.value.problem, str(info.value)
+    assert "fix:" in str(info.value)
+
+
+def test_agent_options_of_the_right_type_pass(tmp_path):
+    from autoresearch.agents import make_agent
+
+    agent = make_agent("openai", make_config(tmp_path), model="m", base_url="http://127.0.0.1:9/v1", max_tokens=64,
+                       temperature=0, structured_output="json_schema", max_retries=0)
+    assert agent.name == "openai"

@@ -21,7 +21,7 @@ from autoresearch.agents.base import Context
 from autoresearch.agents.chat import ChatError, OpenAIChat, RetryPolicy, is_loopback
 from autoresearch.agents.edits import apply_reply, parse_reply
 from autoresearch.agents.llm import LLMAgent, ModelUnavailable
-from autoresearch.core.config import ParallelConfig, load_config
+from autoresearch.core.config import ConfigError, ParallelConfig, load_config
 from autoresearch.research.coordinator import Research
 from autoresearch.research.scheduler import Limits
 from tests.conftest import step
@@ -222,7 +222,7 @@ def test_missing_key_for_a_remote_api_is_a_config_error(toy_task: Path, monkeypa
 
 
 def test_unknown_options_are_refused(toy_task: Path):
-    with pytest.raises(TypeError, match="temprature"):
+    with pytest.raises(ConfigError, match=r"(?s)\[agent.temprature\] is not an option.*fix: use one of"):
         make_agent("openai", load_config(toy_task), model="m", base_url="http://127.0.0.1:1/v1", temprature=0.1)
 
 

@@ -1,16 +1,21 @@
 """Agents by name. LLM agents register themselves with `register_agent` when their module loads."""
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
 from autoresearch.agents.base import Agent, Context, NoProposal, Proposal
+from autoresearch.agents.options import Option, schema
+from autoresearch.agents.options import check as check_options
 from autoresearch.agents.random_agent import RandomAgent
 from autoresearch.agents.search import SearchAgent
-from autoresearch.core.config import TaskConfig
+from autoresearch.core.config import ConfigError, TaskConfig
 
 AgentFactory = Callable[..., Agent]  # factory(config, **options) -> Agent
 
 AGENTS: dict[str, AgentFactory] = {"random": RandomAgent, "search": SearchAgent}
+RandomAgent.option_schema = schema(RandomAgent.__init__)  # type: ignore[attr-defined]
+SearchAgent.option_schema = schema(SearchAgent.__init__)  # type: ignore[attr-defined]
 
 
 def register_agent(name: str, factory: AgentFactory, *, replace: bool = False) -> None:
@@ -26,10 +31,9 @@ def _lazy(module: str, attr: str) -> AgentFactory:
     """A factory that imports its module on first use (LLM SDKs stay unimported until needed)."""
 
     def factory(config: TaskConfig, **options: Any) -> Agent:
-        import importlib
-
         return getattr(importlib.import_module(module), attr)(config, **options)
 
+    factory.option_schema = lambda: getattr(importlib.import_module(module), attr).option_schema  # type: ignore
     factory.__name__ = attr
     factory.__qualname__ = attr
     return factory
@@ -44,13 +48,23 @@ for _name, _module, _attr in (("openai", "autoresearch.agents.llm", "openai_agen
     register_agent(_name, _lazy(_module, _attr))
 
 
+def option_schema(name: str) -> dict[str, Option] | None:
+    """The typed [agent] options of a registered agent (None: it declares none and takes any)."""
+    found = getattr(AGENTS[name], "option_schema", None)
+    return found() if callable(found) else found
+
+
 def make_agent(name: str, config: TaskConfig, **options: Any) -> Agent:
-    try:
-        factory = AGENTS[name]
-    except KeyError:
-        raise ValueError(f"unknown agent {name!r}; known agents: {', '.join(sorted(AGENTS))}") from None
-    return factory(config, **options)
+    """The agent `name` with its [agent] options, checked against its schema first: an unknown or
+    wrongly typed option is a ConfigError naming the key and the fix."""
+    if name not in AGENTS:
+        raise ConfigError(config.path, "agent.name", f"{name!r} is not an agent",
+                          f"use one of: {', '.join(sorted(AGENTS))}")
+    known = option_schema(name)
+    if known is not None:
+        check_options(options, known, agent=name, path=config.path)
+    return AGENTS[name](config, **options)
 
 
 __all__ = ["AGENTS", "Agent", "AgentFactory", "Context", "NoProposal", "Proposal", "RandomAgent",
-           "SearchAgent", "make_agent", "register_agent"]
+           "SearchAgent", "make_agent", "option_schema", "register_agent"]

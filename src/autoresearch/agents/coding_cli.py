@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from autoresearch.agents import options
 from autoresearch.agents.base import Context, Proposal
 from autoresearch.agents.llm import ModelUnavailable, crash_to_fix
 from autoresearch.agents.prompt import Rejection, build_prompt
@@ -268,3 +269,5 @@ def _preset(name: str):
 claude_code_agent = _preset("claude-code")
 codex_agent = _preset("codex")
 aider_agent = _preset("aider")
+for _factory in (cli_agent, claude_code_agent, codex_agent, aider_agent):  # checked by agents.make_agent
+    _factory.option_schema = options.schema(CodingCLIAgent.__init__)  # type: ignore[attr-defined]

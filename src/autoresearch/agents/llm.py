@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from autoresearch.agents import options
 from autoresearch.agents.base import Context, NoProposal, Proposal
 from autoresearch.agents.chat import AnthropicChat, ChatError, OpenAIChat, RetryPolicy
 from autoresearch.agents.edits import Applied, apply_reply, parse_reply, reply_schema
@@ -252,9 +253,8 @@ def _cut(text: str, limit: int) -> str:
 
 # -- factories for the registry ------------------------------------------------------------------
 
-AGENT_KEYS = ("max_tokens", "temperature", "prompt_token_budget", "price_per_mtok_in", "price_per_mtok_out",
-              "max_feedback_retries", "max_fix_attempts", "whole_file_max_lines", "max_edits", "notebook", "on_failure",
-              "failure_wait_s", "max_failure_wait_s", "seed")
+AGENT_KEYS = tuple(options.schema(LLMAgent.__init__))  # what LLMAgent takes; the rest is the chat client's
+RETRY_OPTIONS = {"max_retries": int, "backoff_s": float, "max_backoff_s": float}  # -> RetryPolicy
 
 
 def _retry(options: dict[str, Any]) -> RetryPolicy:
@@ -297,3 +297,10 @@ def anthropic_agent(config: TaskConfig, model: str = "", **options: Any) -> LLMA
     agent.setdefault("max_tokens", 4096)
     return LLMAgent(config, AnthropicChat(model, retry=retry, structured=structured, **backend), name="anthropic",
                     structured_output=structured, **agent)
+
+
+# The [agent] options each factory takes, typed (checked by agents.make_agent before the call).
+openai_agent.option_schema = options.schema(  # type: ignore[attr-defined]
+    LLMAgent.__init__, OpenAIChat.__init__, extra={**RETRY_OPTIONS, "structured_output": bool | str})
+anthropic_agent.option_schema = options.schema(  # type: ignore[attr-defined]
+    LLMAgent.__init__, AnthropicChat.__init__, extra=RETRY_OPTIONS)

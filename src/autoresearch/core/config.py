@@ -206,11 +206,21 @@ def load_config(root: Path | str) -> TaskConfig:
 
 
 def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
-    known = {"task", "budget", "metric", "guards", "search", "env", "logs", "agent", "judge", "evaluate", "sandbox",
-             "parallel", "limits"}
+    """The TaskConfig of a parsed autoresearch.toml: each section read and checked by its own reader."""
+    readers = (_read_budget, _read_metric, _read_guards, _read_search, _read_env, _read_agent, _read_judge,
+               _read_evaluate, _read_sandbox, _read_parallel, _read_limits, _read_logs)
+    known = {"task", *(r.__name__.removeprefix("_read_") for r in readers)}
     for k in data:
         if k not in known:
             raise ConfigError(path, k, "unknown section", f"use one of: {', '.join(sorted(known))}")
+    cfg = _read_task(data, root, path)
+    for read in readers:
+        read(cfg, data, path)
+    return cfg
+
+
+def _read_task(data: dict, root: Path, path: Path) -> TaskConfig:
+    """[task]: what runs, what agents may edit, what is frozen."""
     task = _table(data, "task", path, required=True)
     _only(task, "task", {"name", "run", "setup", "editable", "frozen", "program"}, path)
     run = _str(task, "task.run", path, required=True)
@@ -239,6 +249,11 @@ def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
         raise ConfigError(path, "task.frozen", f"{sorted(clash)} are both editable and frozen",
                           "a file is either editable or frozen: remove it from one list")
 
+    return cfg
+
+
+def _read_budget(cfg: TaskConfig, data: dict, path: Path) -> None:
+    """[budget]: the training budget, the hard timeout, what "within budget" means."""
     budget = _table(data, "budget", path)
     _only(budget, "budget", {"seconds", "timeout", "overrun"}, path)
     cfg.budget_s = _num(budget, "budget.seconds", path, default=DEFAULT_BUDGET_S, positive=True)
@@ -251,6 +266,9 @@ def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
         raise ConfigError(path, "budget.timeout", f"timeout {cfg.timeout_s:g}s is below the budget "
                           f"{cfg.budget_s:g}s", "set timeout above the budget (start-up and evaluation take time too)")
 
+
+def _read_metric(cfg: TaskConfig, data: dict, path: Path) -> None:
+    """[metric]: the primary metric and where it is read."""
     metric = _table(data, "metric", path, required=True)
     _only(metric, "metric", {"name", "direction", "source", "pattern", "file"}, path)
     name = _str(metric, "metric.name", path, required=True)
@@ -279,6 +297,9 @@ def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
                           "add file = \"metrics.json\" (written by the run, relative to the repo)")
     cfg.metric = MetricSpec(name, direction, source, pattern, file)  # type: ignore[arg-type]
 
+
+def _read_guards(cfg: TaskConfig, data: dict, path: Path) -> None:
+    """[guards]: limits on secondary metrics."""
     guards = _table(data, "guards", path)
     for gname, spec in guards.items():
         if not isinstance(spec, dict) or not spec or set(spec) - set(GUARD_KEYS):
@@ -289,21 +310,33 @@ def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
                 raise ConfigError(path, f"guards.{gname}.{k}", f"{v!r} is not a number", "give a number")
         cfg.guards.append(Guard(gname, **{k: float(v) for k, v in spec.items()}))
 
+
+def _read_search(cfg: TaskConfig, data: dict, path: Path) -> None:
+    """[search]: ranges for the search agents."""
     search = _table(data, "search", path)
     for pname, spec in search.items():
         cfg.search[pname] = _search_param(pname, spec, path)
 
+
+def _read_env(cfg: TaskConfig, data: dict, path: Path) -> None:
+    """[env]: variables added to the experiments' environment."""
     env = _table(data, "env", path)
     for k, v in env.items():
         if not isinstance(v, (str, int, float)) or isinstance(v, bool):
             raise ConfigError(path, f"env.{k}", f"{v!r} is not a string or number", "quote the value")
     cfg.env = {k: str(v) for k, v in env.items()}
 
+
+def _read_agent(cfg: TaskConfig, data: dict, path: Path) -> None:
+    """[agent]: the agent's name (its options are checked by agents.make_agent)."""
     cfg.agent = dict(_table(data, "agent", path))
     if "name" in cfg.agent and not isinstance(cfg.agent["name"], str):
         raise ConfigError(path, "agent.name", f"{cfg.agent['name']!r} is not an agent name",
                           "e.g. name = \"openai\" (see `autoresearch run --help` for agents)")
 
+
+def _read_judge(cfg: TaskConfig, data: dict, path: Path) -> None:
+    """[judge]: noise-aware acceptance."""
     judge = _table(data, "judge", path)
     fields = JudgeConfig.__dataclass_fields__
     _only(judge, "judge", set(fields), path)
@@ -324,6 +357,9 @@ def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
     if cfg.judge.noise_runs < 1:
         raise ConfigError(path, "judge.noise_runs", "must be at least 1", "1 turns noise estimation off")
 
+
+def _read_evaluate(cfg: TaskConfig, data: dict, path: Path) -> None:
+    """[evaluate]: the trusted evaluation step."""
     ev = _table(data, "evaluate", path)
     _only(ev, "evaluate", {"command", "heldout", "heldout_tolerance", "timeout"}, path)
     cfg.evaluate = EvaluateConfig(
@@ -334,6 +370,9 @@ def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
         raise ConfigError(path, "evaluate.heldout", "a held-out metric needs the trusted step that reports it",
                           "add command = \"python prepare.py --evaluate\" (a frozen evaluator)")
 
+
+def _read_sandbox(cfg: TaskConfig, data: dict, path: Path) -> None:
+    """[sandbox]: how experiments are isolated."""
     sb = _table(data, "sandbox", path)
     _only(sb, "sandbox", set(SandboxConfig.__dataclass_fields__), path)
     for k in ("enabled", "network", "allow_root"):
@@ -351,8 +390,14 @@ def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
                                 user=_str(sb, "sandbox.user", path) or "nobody",
                                 allow_root=bool(sb.get("allow_root", False)), pass_env=pass_env)
 
+
+def _read_parallel(cfg: TaskConfig, data: dict, path: Path) -> None:
+    """[parallel]: slots, backend, thinking ahead."""
     cfg.parallel = _parallel(_table(data, "parallel", path), path)
 
+
+def _read_limits(cfg: TaskConfig, data: dict, path: Path) -> None:
+    """[limits]: per-run resources."""
     limits = _table(data, "limits", path)
     _only(limits, "limits", {"memory_mb", "processes"}, path)
     memory = _num(limits, "limits.memory_mb", path, default=-1.0)
@@ -364,11 +409,12 @@ def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
                           f"e.g. processes = {DEFAULT_PROCESSES} (0: no limit)")
     cfg.limits = LimitsConfig(memory_mb=memory if "memory_mb" in limits else None, processes=int(processes))
 
+
+def _read_logs(cfg: TaskConfig, data: dict, path: Path) -> None:
+    """[logs]: the log cap."""
     logs = _table(data, "logs", path)
     _only(logs, "logs", {"cap_mb"}, path)
     cfg.log_cap_bytes = int(_num(logs, "logs.cap_mb", path, default=DEFAULT_LOG_CAP_MB, positive=True) * 1024 * 1024)
-    return cfg
-
 
 def editable_files(cfg: TaskConfig) -> list[str]:
     """Repository-relative paths of the editable files, sorted."""

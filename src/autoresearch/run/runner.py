@@ -517,34 +517,8 @@ def run_command(command: str, cwd: Path, *, env: Mapping[str, str], timeout_s: f
                               daemon=True)
     reader.start()
 
-    status: Status | None = None
-    deadline = t0 + timeout_s
-    next_sample = t0 + SAMPLE_FIRST_S
-    next_stop = t0 + STOP_POLL_S
     try:
-        while True:
-            now = time.monotonic()
-            wake = min(deadline, next_sample, next_stop if should_stop is not None else math.inf)
-            if root.wait(max(0.0, wake - now)):
-                break
-            now = time.monotonic()
-            if now >= deadline:
-                status = "timeout"
-                break
-            if should_stop is not None and now >= next_stop:
-                next_stop = now + STOP_POLL_S
-                try:
-                    stop = bool(should_stop())
-                except Exception:
-                    log.warning("should_stop raised; treated as False", exc_info=True)
-                    stop = False
-                if stop:
-                    status = "stopped"
-                    break
-            if now >= next_sample:
-                tree.sample(root_alive=True)
-                # Dense at first (short runs), then every SAMPLE_EVERY_S.
-                next_sample = time.monotonic() + min(SAMPLE_EVERY_S, max(SAMPLE_FIRST_S, (now - t0) / 4))
+        status = _watch(root, tree, t0, timeout_s, should_stop)
     finally:
         # Also on KeyboardInterrupt or any error here: nothing of the run may survive.
         try:
@@ -569,10 +543,47 @@ def run_command(command: str, cwd: Path, *, env: Mapping[str, str], timeout_s: f
     code = root.exit_code
     if status is None:
         status = "ok" if code == 0 else "crash"
-    # A child's ru_maxrss starts at the harness's own RSS (fork copies the counters, exec keeps the
-    # old high-water mark), so it only says something about the run when it is above ours.
+    peak = _peak_mb(root, tree)
+    return RunResult(status=status, exit_code=code, wall_s=wall, peak_mem_mb=peak,
+                     log_path=log_path, log_tail=out.tail_text(), truncated=out.truncated, oom_killed=oom)
+
+
+def _watch(root: _Root, tree: _Tree, t0: float, timeout_s: float,
+           should_stop: Callable[[], bool] | None) -> Status | None:
+    """Wait for the root's exit, the timeout or a stop request, sampling the tree meanwhile: the
+    reason the run ends early ("timeout", "stopped"), or None when it exited by itself."""
+    deadline = t0 + timeout_s
+    next_sample = t0 + SAMPLE_FIRST_S
+    next_stop = t0 + STOP_POLL_S
+    while True:
+        now = time.monotonic()
+        wake = min(deadline, next_sample, next_stop if should_stop is not None else math.inf)
+        if root.wait(max(0.0, wake - now)):
+            return None
+        now = time.monotonic()
+        if now >= deadline:
+            return "timeout"
+        if should_stop is not None and now >= next_stop:
+            next_stop = now + STOP_POLL_S
+            try:
+                stop = bool(should_stop())
+            except Exception:
+                log.warning("should_stop raised; treated as False", exc_info=True)
+                stop = False
+            if stop:
+                return "stopped"
+        if now >= next_sample:
+            tree.sample(root_alive=True)
+            # Dense at first (short runs), then every SAMPLE_EVERY_S.
+            next_sample = time.monotonic() + min(SAMPLE_EVERY_S, max(SAMPLE_FIRST_S, (now - t0) / 4))
+
+
+def _peak_mb(root: _Root, tree: _Tree) -> float | None:
+    """The run's peak memory: the tree's summed RSS as sampled, or the root's ru_maxrss.
+
+    A child's ru_maxrss starts at the harness's own RSS (fork copies the counters, exec keeps the
+    old high-water mark), so it only says something about the run when it is above ours."""
     own_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child_kb = root.maxrss_kb if root.maxrss_kb > own_kb else 0
     peak = max(tree.peak_rss / (1 << 20), child_kb / 1024)
-    return RunResult(status=status, exit_code=code, wall_s=wall, peak_mem_mb=peak if peak > 0 else None,
-                     log_path=log_path, log_tail=out.tail_text(), truncated=out.truncated, oom_killed=oom)
+    return peak if peak > 0 else None

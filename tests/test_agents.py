@@ -359,8 +359,8 @@ def test_agents_drive_the_research_loop(toy_task: Path, name: str):
 
 
 def test_failures_and_guard_violations_count_as_the_worst_result(tmp_path):
-    from autoresearch.agents.random_agent import SearchState
     from autoresearch.agents.search import distribution
+    from autoresearch.agents.search_space import SearchState
 
     cfg = make_config(tmp_path, guards=[Guard("mem", max=100.0)])
     base = baseline(cfg)

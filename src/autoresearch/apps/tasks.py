@@ -68,22 +68,45 @@ def resolve_task(target: str) -> tuple[Path, str | None]:
     if not path.exists() and target in examples:
         return _research_copy(target, examples[target])
     if not path.is_dir():
-        raise TaskError(f"{target}: no such folder, and not a shipped example (known: {', '.join(examples) or 'none'})")
+        known = ", ".join(examples) or "none"
+        raise TaskError(f"{target}: no such folder, and not a shipped example (known: {known})\n"
+                        "  fix: give a task repository's folder, or an example name from `autoresearch examples`")
     path = path.resolve()
     top = gitops.toplevel(path)
     if top == path:
+        if (path / CONFIG_NAME).is_file() and not gitops.ref_exists(path, "HEAD"):  # no config: load_config says so
+            raise TaskError(f"{path} is a git repository without a commit: research starts from the last commit.\n"
+                            f"  fix: commit the task's files first: git -C {path} add -A && "
+                            f"git -C {path} commit -m \"task\"")
         return path, None
+    if top is None and (path / ".git").exists():  # a repository git cannot read: never init over it
+        _unreadable_repository(path)
     if top is None:
         if not (path / CONFIG_NAME).is_file():
-            raise TaskError(f"{path} has no {CONFIG_NAME}; run `autoresearch init {target}` first")
+            raise TaskError(f"{path} is not a git repository and has no {CONFIG_NAME}, so it is no task yet.\n"
+                            f"  fix: run `autoresearch init {target}` to write a config, review it, then run again")
         gitops.init_repo(path, exclude=GIT_IGNORED)
         return path, f"{path} was not a git repository: initialised one with everything committed"
     for name, ex in examples.items():  # `run examples/nanogpt` from a clone of autoresearch
         if ex.resolve() == path:
             return _research_copy(name, ex)
+    first = "" if (path / CONFIG_NAME).is_file() else f"write a config with `autoresearch init {target}`, then "
     raise TaskError(f"{path} is inside the git repository {top}, not its own: research branches would land there.\n"
-                    f"  fix: copy it into a research repository with `autoresearch new {target} DIR`, "
+                    f"  fix: {first}copy it into a research repository with `autoresearch new {target} DIR`, "
                     f"or run on {top}")
+
+
+def _unreadable_repository(path: Path) -> None:
+    """TaskError for a folder whose .git git refuses, with what git says about it."""
+    try:
+        gitops.git(path, "rev-parse", "--show-toplevel")
+        problem, fix = "git does not read it as a repository", ""
+    except gitops.GitError as e:
+        problem, fix = e.problem, e.fix
+    if "not a git repository" in problem or not fix:  # a damaged .git (a corrupt HEAD...), not a missing one
+        fix = (f"repair it (`git -C {path} status` shows what git sees; .git/HEAD normally reads "
+               "`ref: refs/heads/main`), or move .git away to start a fresh repository")
+    raise TaskError(f"{path}/.git exists, but git cannot use it: {problem}\n  fix: {fix}")
 
 
 def _research_copy(name: str, example: Path) -> tuple[Path, str | None]:

@@ -29,7 +29,11 @@ _WORKTREES = threading.RLock()
 
 
 class GitError(AutoresearchError):
-    pass
+    """A git command failed: `problem` is what git said, `fix` what to do about it."""
+
+    def __init__(self, message: str, problem: str = "", fix: str = ""):
+        super().__init__(message)
+        self.problem, self.fix = problem or message, fix
 
 
 @dataclass
@@ -46,8 +50,42 @@ def git(repo: Path | str, *args: str, input: str | None = None, check: bool = Tr
     proc = subprocess.run(["git", "-C", str(repo), "-c", "gc.auto=0", *args], input=input, capture_output=True,
                           text=True, env=full_env)
     if check and proc.returncode != 0:
-        raise GitError(f"git {' '.join(args)} failed in {repo}: {proc.stderr.strip() or proc.stdout.strip()}")
+        detail = proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}, no message"
+        if not proc.stderr.strip() and args[:1] == ("rev-parse",) and "--verify" in args:  # --quiet: git says nothing
+            detail = f"{args[-1].removesuffix('^{commit}')} names no commit that git can read"
+        fix = _git_fix(repo, args, detail)
+        raise GitError(f"git {' '.join(args)} failed in {repo}: {detail}\n  fix: {fix}", problem=detail, fix=fix)
     return proc.stdout.strip()
+
+
+def _git_fix(repo: Path | str, args: tuple[str, ...], detail: str) -> str:
+    """What to do about a failed git command, from what git said."""
+    text = detail.lower()
+    if "not a git repository" in text:
+        return (f"make {repo} a git repository (git init) or repair its .git folder "
+                f"(`git -C {repo} status` shows what git sees)")
+    commit_first = f"commit the task's files first: git -C {repo} add -A && git -C {repo} commit -m \"task\""
+    if "does not have any commits" in text or "ambiguous argument 'head'" in text:
+        return commit_first
+    if args[:1] == ("rev-parse",) and "--verify" in args:
+        ref = args[-1].removesuffix("^{commit}")
+        unborn = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", "HEAD"],
+                                capture_output=True).returncode != 0
+        if ref.startswith("HEAD") and unborn:
+            return commit_first
+        return (f"check what {ref} points at (`git -C {repo} log -1 {ref}`); `git -C {repo} fsck` "
+                "finds objects that are missing or damaged")
+    if "invalid path" in text or "bad file name" in text:
+        return "use a file name git accepts (no control characters, no .git part)"
+    if "index.lock" in text or ".lock': file exists" in text:
+        return f"another git process is working in {repo}; if none is, remove the stale .lock file git names"
+    if "dubious ownership" in text:
+        return f"git config --global --add safe.directory {repo} (or run as the repository's owner)"
+    if "permission denied" in text or "read-only file system" in text:
+        return f"make {repo}/.git writable for this user"
+    if "no space left" in text:
+        return "free disk space, then run again"
+    return f"run `git -C {repo} status` (and `git -C {repo} fsck` for damage), repair what git reports, run again"
 
 
 def toplevel(path: Path) -> Path | None:

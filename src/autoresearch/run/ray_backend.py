@@ -47,7 +47,7 @@ import ray
 import ray.exceptions as rex
 from ray import ObjectRefGenerator
 
-from autoresearch.core.errors import WorkerLost
+from autoresearch.core.errors import AutoresearchError, WorkerLost
 from autoresearch.run.execution import Outcome, RunSpec, run_in_folder
 from autoresearch.run.runner import KILL_GRACE_S, KILL_WAIT_S, clean_env, run_command
 from autoresearch.run.slots import THREAD_VARS, Slot
@@ -60,6 +60,9 @@ OUTPUT_BATCH = 1000  # lines per message at most: the latest ones (the whole log
 CANCEL_GRACE_S = KILL_GRACE_S + KILL_WAIT_S + 2.0
 SETUP_CACHE = "~/.cache/autoresearch/ray-setup"  # on each worker node, expanded there
 SETUP_MIN_TIMEOUT_S = 3600.0  # as for the local setup: downloads may take a while
+# How long the cluster's address may take to accept a TCP connection. Ray itself retries an
+# unreachable address for minutes (forever for a GCS address), so we ask first.
+CONNECT_TIMEOUT_S = 10.0
 # The task never finished because its worker process, its node or its object went away: the
 # coordinator should run the experiment again (OwnerDiedError is an ObjectLostError).
 LOST_ERRORS: tuple[type[BaseException], ...] = (
@@ -196,6 +199,66 @@ def _local_cluster_env() -> None:
         constants.ENABLE_RAY_CLUSTER = False
 
 
+class RayConnectError(AutoresearchError):
+    """The Ray cluster named by the address cannot be reached or joined."""
+
+    exit_code = 1
+
+
+CONNECT_FIX = ("start the cluster (`ray start --head` on its head node) or correct the address (--address, or "
+               "address in [parallel]): a Ray Client address looks like ray://HEAD:10001, a node's GCS address "
+               "like HEAD:6379; or run on this machine with --backend local")
+
+
+def _endpoint(address: str) -> tuple[str, int] | None:
+    """The host and port that a Ray address connects to; None when Ray finds it itself ("auto",
+    "local") or the address has a form Ray parses (and reports) on its own."""
+    scheme, sep, rest = address.strip().partition("://")
+    if not sep:
+        rest = scheme
+    elif scheme != "ray":
+        return None
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """RayConnectError unless the address accepts a TCP connection within timeout_s."""
+    endpoint = _endpoint(address)
+    if endpoint is None:
+        return
+    try:
+        socket.create_connection(endpoint, timeout=timeout_s).close()
+    except OSError as e:
+        reason = f"no answer within {timeout_s:g}s" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        raise RayConnectError(f"cannot reach the Ray cluster at {address}: {reason} "
+                              f"(nothing accepts connections on {endpoint[0]}:{endpoint[1]})\n"
+                              f"  fix: {CONNECT_FIX}") from None
+
+
+def _connect(options: dict[str, Any]) -> None:
+    """ray.init, with the errors a user meets (an unreachable or malformed address, the Ray Client
+    not installed) as RayConnectError."""
+    address = options.get("address") or os.environ.get("RAY_ADDRESS")
+    if address:
+        check_reachable(address)
+    try:
+        ray.init(**options)
+    except (ConnectionError, TimeoutError, ValueError, RuntimeError) as e:
+        text = str(e).strip()
+        if "ray[client]" in text:
+            raise RayConnectError(f"the Ray Client address {address} needs the Ray Client, which is not installed\n"
+                                  "  fix: pip install \"ray[client]\" (or connect with the GCS address HEAD:6379 "
+                                  "from a node of the cluster)") from None
+        if not address:
+            raise RayConnectError(f"could not start a local Ray cluster: {text}\n  fix: see Ray's logs under "
+                                  "/tmp/ray/session_latest/logs, or start a cluster yourself (`ray start --head`) "
+                                  "and pass --address auto") from None
+        raise RayConnectError(f"cannot connect to the Ray cluster at {address}: {text}\n  fix: {CONNECT_FIX}") from None
+
+
 class RayBackend:
     """Slots are Ray resource requests; each run is one Ray task on whichever node has room."""
 
@@ -214,7 +277,7 @@ class RayBackend:
             if address is None:  # may start a local cluster: loopback only, no dashboard server
                 _local_cluster_env()
                 options["include_dashboard"] = False
-            ray.init(**options)
+            _connect(options)
         resources = ray.cluster_resources()
         gpus = gpus_per_slot if gpus_per_slot is not None else (1.0 if resources.get("GPU", 0) > 0 else 0.0)
         cpus = cpus_per_slot or 1.0

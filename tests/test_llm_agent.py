@@ -18,10 +18,11 @@ import pytest
 
 from autoresearch.agents import make_agent
 from autoresearch.agents.base import Context
-from autoresearch.agents.chat import ChatError, OpenAIChat, RetryPolicy, is_loopback
+from autoresearch.agents.chat import ChatError, OpenAIChat, RetryPolicy
 from autoresearch.agents.edits import apply_reply, parse_reply
 from autoresearch.agents.llm import LLMAgent, ModelUnavailable
 from autoresearch.core.config import ConfigError, ParallelConfig, load_config
+from autoresearch.core.loopback import is_loopback
 from autoresearch.research.coordinator import Research
 from autoresearch.research.scheduler import Limits
 from tests.conftest import step

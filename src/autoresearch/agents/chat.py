@@ -11,16 +11,15 @@ The SDKs are imported when a backend is created, so `import autoresearch` does n
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import urlparse
 
 from autoresearch.core.errors import AutoresearchError
+from autoresearch.core.loopback import is_loopback
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 LOCAL_PLACEHOLDER_KEY = "sk-no-key-required"  # local servers ignore the key, the SDK wants one
@@ -62,18 +61,6 @@ class RetryPolicy:
         if retry_after is not None:
             wait = max(wait, min(retry_after, self.max_backoff_s))
         return min(wait, self.max_backoff_s)
-
-
-def is_loopback(url: str | None) -> bool:
-    if not url:
-        return False
-    host = urlparse(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def api_key_from_env(env_name: str | None, *, base_url: str | None, provider: str) -> str:

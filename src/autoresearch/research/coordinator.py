@@ -186,7 +186,7 @@ class Research:
         except BlockingIOError:
             os.close(fd)
             raise ResearchError(f"another autoresearch process is running on {self.repo} "
-                                f"(lock {self.state / 'lock'}); stop it first") from None
+                                f"(lock {self.state / 'lock'})\n  fix: stop it first, or wait for it to end") from None
         self._lock_fd = fd
 
     def _sandbox_policy(self) -> SandboxPolicy | None:
@@ -313,7 +313,7 @@ class Research:
             try:
                 commit = gitops.commit_files(self.repo, parent, edits, _message(description, agent_name))
             except gitops.GitError as e:  # e.g. a name git refuses: this proposal fails, not the research
-                problem = f"git could not commit it: {str(e).strip()[:300]}"
+                problem = f"git could not commit it: {e.problem.strip()[:300]}"
         digest = _content_hash(new_files)
         with self.lock:  # the duplicate check and the new row: atomic against other agents and slots
             exp_id = self.ledger.start_experiment(tag=self.tag, parent_commit=parent, agent=agent_name,

@@ -8,6 +8,23 @@ The ledger is not the only record: every experiment's commit is archived under
 refs/autoresearch/<tag>/<id>, the kept ones form the branch autoresearch/<tag>, and the run logs
 are files. A database that SQLite finds corrupt raises LedgerError, which says so and how to
 rebuild the ledger from those (`autoresearch doctor --repair`, doctor.py), never a raw traceback.
+
+The contract (what the coordinator relies on; `autoresearch.testing.store.StoreConformance` checks
+it, and a replacement store must pass it):
+- durable: every write is committed before the call returns; a store opened again from the same
+  path holds it (synchronous=FULL: a power loss too).
+- thread safe: one Ledger is shared by any number of threads of one process; each call is atomic
+  and none is lost. New ids (experiments, runs, ideas) are distinct and increase.
+- `start_experiment` adds a row (`running` unless told, base_commit = parent_commit, created_at
+  now); `update` sets Experiment fields only (ValueError for any other name or an unknown status)
+  and `get` gives every field back as set; `finish` also stamps finished_at, strictly later than the
+  tag's previous keep, so `best(tag)` is the latest keep in the order of the decisions (not ids)
+  and `kept(tag)` lists the keeps in that order.
+- `experiments`, `runs`, `all_runs`, `ideas` are in id order, `tags` in the order of their first
+  experiment; `find_content` is the earliest match; `supersede_runs` turns a run's `ok` into
+  `superseded`, which `run_values` and `run_groups` (runs of an experiment with two or more ok
+  values) leave out.
+- `write_results_tsv` replaces the file atomically: the finished experiments, in id order.
 """
 from __future__ import annotations
 

@@ -31,8 +31,10 @@ from autoresearch.run.backends import Backend
 from autoresearch.run.execution import FrozenFileError, Outcome, RunSpec
 from autoresearch.run.slots import Slot
 
-TRAIN = 'import os\nX = {x}\nprint("budget:", os.environ.get("AUTORESEARCH_TIME_BUDGET"))\nprint(f"score: {{X * X:.6f}}")\n'
-FROZEN = "# frozen: data and evaluation would live here\nEVAL = 1\n"
+# The toy experiment (str.format: X): its score is X squared, and it shows the budget it was given.
+TRAIN = ('import os\nX = {x}\nprint("budget:", os.environ.get("AUTORESEARCH_TIME_BUDGET"))\n'
+         'print(f"score: {{X * X:.6f}}")\n')
+FROZEN = "# frozen: data and evaluation would live here\nEVAL = 1\n"  # prepare.py, the one frozen file
 SCORE = 2.25  # of the first commit's train.py (X = 1.5)
 TIMEOUT_S = 1.0  # the hard timeout of the runs meant to overrun it
 GONE_WAIT_S = 10.0  # how long a killed run's processes may take to disappear

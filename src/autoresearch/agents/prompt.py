@@ -111,103 +111,125 @@ def history_lines(history: Sequence[Experiment], metric_name: str) -> list[str]:
 def build_prompt(ctx: Context, *, token_budget: int = 24000, structured: bool = False, cli: bool = False,
                  files: dict[str, str] | None = None, notebook_text: str = "",
                  rejected: Sequence[Rejection] = (), task: str | None = None) -> Prompt:
-    """The system and user messages for one proposal.
+    """The system and user messages for one proposal, cut to `token_budget` (see _Sections.shrink).
 
     `files` overrides the context's files (a crash fix shows the crashed commit's files); `task`
     replaces the closing request (a crash fix asks for the fix).
     """
-    files = ctx.files if files is None else files
     system = SYSTEM_CLI if cli else SYSTEM_JSON if structured else SYSTEM_TEXT
-    metric = ctx.config.metric
-    goal = f"Goal: {'lower' if metric.direction == 'minimize' else 'higher'} {metric.name} is better. " \
-           f"Editable files: {', '.join(ctx.config.editable)}."
-    program = ctx.program.strip() or "(no program.md)"
-    file_text = "" if cli else "\n\n".join(_file_block(p, c) for p, c in sorted(files.items()))
-    lines = history_lines(ctx.history, metric.name)
-    best = ""
-    if ctx.best is not None and ctx.best.metric is not None:
-        best = f"Best so far: #{ctx.best.id} {metric.name} {ctx.best.metric:.6g}: {_short(ctx.best.description, 200)}"
-    crashes = [e for e in ctx.history if e.status in ("crash", "timeout")][-MAX_CRASHES:]
-    ideas = [f"[idea {i.id}] {_short(i.text, 300)}" for i in ctx.ideas[:MAX_IDEAS]]
-    pending = [f"#{e.id} ({e.status}) {_short(e.description, 160)}" for e in ctx.pending[-MAX_PENDING:]]
-    notebook = notebook_text.strip()
-    rejected_lines = [f"- {_short(r.description, 120)}: {_short(r.reason, 300)}" for r in list(rejected)[-5:]]
-    closing = task or ("Propose the next experiment." if not ideas else
-                       "Propose the next experiment (an open idea is a good candidate; if you try one, "
-                       "add a line IDEA: <number>).")
-
+    sections = _Sections.of(ctx, ctx.files if files is None else files, cli=cli, notebook=notebook_text,
+                            rejected=rejected, task=task)
     cut: list[str] = []
-    dropped = 0
+    user = sections.render()
+    while (excess := estimate_tokens(system) + estimate_tokens(user) - token_budget) > 0:
+        what = sections.shrink(excess)
+        if what is None:
+            break
+        _note(cut, what)
+        user = sections.render()
+    tokens = estimate_tokens(system) + estimate_tokens(user)
+    return Prompt(system=system, user=user, tokens=tokens, dropped_history=sections.dropped, cut=cut,
+                  over_budget=tokens > token_budget)
 
-    def render() -> str:
-        parts = [f"# Instructions (program.md)\n\n{program}", goal]
-        if file_text:
-            parts.append(f"# Editable files at the current best\n\n{file_text}")
-        if notebook:
-            parts.append(f"# Lab notebook (insights from earlier experiments)\n\n{notebook}")
-        if ideas:
-            parts.append("# Open ideas from the humans\n\n" + "\n".join(ideas))
-        if lines:
-            head = f"# History ({dropped} older experiments not shown)" if dropped else "# History"
-            parts.append(head + "\n\n" + "\n".join(lines))
-        if best:
-            parts.append(best)
-        if pending:
+
+@dataclass
+class _Sections:
+    """The parts of the user message, in the order they are shown; shrink() cuts the least useful first."""
+
+    program: str
+    goal: str
+    file_text: str
+    notebook: str
+    ideas: list[str]
+    history: list[str]
+    best: str
+    pending: list[str]
+    crashes: list[Experiment]
+    rejected: list[str]
+    closing: str
+    dropped: int = 0  # older history lines cut
+    program_floor: bool = False  # program.md is down to its minimum: nothing more to cut
+
+    @classmethod
+    def of(cls, ctx: Context, files: dict[str, str], *, cli: bool, notebook: str, rejected: Sequence[Rejection],
+           task: str | None) -> _Sections:
+        metric = ctx.config.metric
+        best = ""
+        if ctx.best is not None and ctx.best.metric is not None:
+            best = f"Best so far: #{ctx.best.id} {metric.name} {ctx.best.metric:.6g}: {_short(ctx.best.description, 200)}"
+        ideas = [f"[idea {i.id}] {_short(i.text, 300)}" for i in ctx.ideas[:MAX_IDEAS]]
+        return cls(
+            program=ctx.program.strip() or "(no program.md)",
+            goal=f"Goal: {'lower' if metric.direction == 'minimize' else 'higher'} {metric.name} is better. "
+                 f"Editable files: {', '.join(ctx.config.editable)}.",
+            file_text="" if cli else "\n\n".join(_file_block(p, c) for p, c in sorted(files.items())),
+            notebook=notebook.strip(), ideas=ideas, history=history_lines(ctx.history, metric.name), best=best,
+            pending=[f"#{e.id} ({e.status}) {_short(e.description, 160)}" for e in ctx.pending[-MAX_PENDING:]],
+            crashes=[e for e in ctx.history if e.status in ("crash", "timeout")][-MAX_CRASHES:],
+            rejected=[f"- {_short(r.description, 120)}: {_short(r.reason, 300)}" for r in list(rejected)[-5:]],
+            closing=task or ("Propose the next experiment." if not ideas else
+                             "Propose the next experiment (an open idea is a good candidate; if you try one, "
+                             "add a line IDEA: <number>)."))
+
+    def render(self) -> str:
+        parts = [f"# Instructions (program.md)\n\n{self.program}", self.goal]
+        if self.file_text:
+            parts.append(f"# Editable files at the current best\n\n{self.file_text}")
+        if self.notebook:
+            parts.append(f"# Lab notebook (insights from earlier experiments)\n\n{self.notebook}")
+        if self.ideas:
+            parts.append("# Open ideas from the humans\n\n" + "\n".join(self.ideas))
+        if self.history:
+            head = f"# History ({self.dropped} older experiments not shown)" if self.dropped else "# History"
+            parts.append(head + "\n\n" + "\n".join(self.history))
+        if self.best:
+            parts.append(self.best)
+        if self.pending:
             parts.append("# Being tried right now (results not known yet; do not propose these again)\n\n"
-                         + "\n".join(pending))
-        for e in crashes:
+                         + "\n".join(self.pending))
+        for e in self.crashes:
             tail = (e.log_tail or "")[-CRASH_TAIL_CHARS:].strip()
             parts.append(f"# Experiment #{e.id} ({_short(e.description, 120)}) ended in {e.status}: "
                          f"{_short(e.reason, 200)}\n\n```\n{tail}\n```")
-        if rejected_lines:
-            parts.append("# Your recent proposals that were rejected before running\n\n" + "\n".join(rejected_lines))
-        parts.append(closing)
+        if self.rejected:
+            parts.append("# Your recent proposals that were rejected before running\n\n" + "\n".join(self.rejected))
+        parts.append(self.closing)
         return "\n\n".join(parts)
 
-    def total(text: str) -> int:
-        return estimate_tokens(system) + estimate_tokens(text)
-
-    user = render()
-    while total(user) > token_budget:
-        if lines:  # the oldest history first (several at a time when far over)
-            excess = total(user) - token_budget
-            n = max(1, min(len(lines), excess // 30))
-            lines, dropped = lines[n:], dropped + n
-            _note(cut, "history")
-        elif len(notebook) > 200:
-            keep = len(notebook) // 2
-            notebook = "[... earlier notes cut ...]\n" + notebook[-keep:].split("\n", 1)[-1]
-            _note(cut, "notebook")
-        elif notebook:
-            notebook = ""
-            _note(cut, "notebook")
-        elif len(crashes) > 1:
-            crashes = crashes[1:]
-            _note(cut, "crashes")
-        elif rejected_lines:
-            rejected_lines = []
-            _note(cut, "rejected")
-        elif len(ideas) > 1:
-            ideas = ideas[:-1]
-            _note(cut, "ideas")
-        elif crashes or ideas:
-            crashes, ideas = [], []
-            _note(cut, "crashes")
-        elif len(program) > 400:
-            excess_chars = (total(user) - token_budget) * CHARS_PER_TOKEN + 100
-            keep = max(200, len(program) - excess_chars)
-            program = program[:keep // 2] + "\n[... middle of program.md cut for the token budget ...]\n" + \
-                program[-(keep // 2):]
-            _note(cut, "program")
-            if keep == 200:
-                user = render()
-                break
-        else:
-            break
-        user = render()
-    tokens = total(user)
-    return Prompt(system=system, user=user, tokens=tokens, dropped_history=dropped, cut=cut,
-                  over_budget=tokens > token_budget)
+    def shrink(self, excess_tokens: int) -> str | None:
+        """Cut one step, least useful first: the oldest history (several lines at a time when far
+        over), the notebook, older crashes, rejections, ideas, the middle of program.md. Returns what
+        was cut, or None when nothing is left to cut."""
+        if self.history:
+            n = max(1, min(len(self.history), excess_tokens // 30))
+            self.history, self.dropped = self.history[n:], self.dropped + n
+            return "history"
+        if len(self.notebook) > 200:
+            keep = len(self.notebook) // 2
+            self.notebook = "[... earlier notes cut ...]\n" + self.notebook[-keep:].split("\n", 1)[-1]
+            return "notebook"
+        if self.notebook:
+            self.notebook = ""
+            return "notebook"
+        if len(self.crashes) > 1:
+            self.crashes = self.crashes[1:]
+            return "crashes"
+        if self.rejected:
+            self.rejected = []
+            return "rejected"
+        if len(self.ideas) > 1:
+            self.ideas = self.ideas[:-1]
+            return "ideas"
+        if self.crashes or self.ideas:
+            self.crashes, self.ideas = [], []
+            return "crashes"
+        if len(self.program) > 400 and not self.program_floor:
+            keep = max(200, len(self.program) - (excess_tokens * CHARS_PER_TOKEN + 100))
+            self.program = (self.program[:keep // 2] + "\n[... middle of program.md cut for the token budget ...]\n"
+                            + self.program[-(keep // 2):])
+            self.program_floor = keep == 200
+            return "program"
+        return None
 
 
 def _file_block(path: str, content: str) -> str:

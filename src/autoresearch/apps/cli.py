@@ -78,24 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"autoresearch {__version__}")
     sub = p.add_subparsers(metavar="COMMAND")
 
-    c = sub.add_parser("run", help="run experiments forever (or until a limit)")
-    c.add_argument("task", nargs="?", default=".", help="task repository, or a shipped example name")
-    c.add_argument("--agent", action="append", help=f"agent name (default: an LLM if configured, else "
-                   f"{DEFAULT_AGENT}); repeat it to have several agents feed the same research run")
-    c.add_argument("--tag", help="research run name; branch autoresearch/<tag> (default: resume the last)")
-    c.add_argument("--max-experiments", type=_whole(1), help="stop after this many runs")
-    c.add_argument("--max-hours", type=_positive("hours"), help="stop after this many hours")
-    c.add_argument("--budget", type=_positive("seconds"),
-                   help="override the time budget in seconds (AUTORESEARCH_TIME_BUDGET)")
-    c.add_argument("--seed", type=int, help="seed for the non-LLM agents")
-    c.add_argument("--slots", type=_whole(1),
-                   help="experiments at once (default: one per GPU, else 1; Ray: the cluster's)")
-    c.add_argument("--ahead", type=_whole(0), help="proposals per slot kept ready or in thought while experiments run "
-                   "(default 2; 0 = serial: the agent thinks only while no experiment runs)")
-    c.add_argument("--backend", choices=BACKENDS, help="where experiments run (default: local)")
-    c.add_argument("--address", help="Ray cluster address (e.g. auto, ray://head:10001; default: a local cluster)")
-    c.add_argument("--json", action="store_true", help="one JSON event per line instead of the live view")
-    c.set_defaults(func=cmd_run)
+    _add_run(sub)
 
     c = sub.add_parser("new", help="create a research repository from an example or a task folder")
     c.add_argument("source", help="example name (see `autoresearch examples`) or folder")
@@ -141,6 +124,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("serve-model", help="serve the bundled Gemma 3 270M on loopback (see serve-model --help)")
 
+    _add_idea(sub)
+    return p
+
+
+def _add_run(sub) -> None:
+    c = sub.add_parser("run", help="run experiments forever (or until a limit)")
+    c.add_argument("task", nargs="?", default=".", help="task repository, or a shipped example name")
+    c.add_argument("--agent", action="append", help=f"agent name (default: an LLM if configured, else "
+                   f"{DEFAULT_AGENT}); repeat it to have several agents feed the same research run")
+    c.add_argument("--tag", help="research run name; branch autoresearch/<tag> (default: resume the last)")
+    c.add_argument("--max-experiments", type=_whole(1), help="stop after this many runs")
+    c.add_argument("--max-hours", type=_positive("hours"), help="stop after this many hours")
+    c.add_argument("--budget", type=_positive("seconds"),
+                   help="override the time budget in seconds (AUTORESEARCH_TIME_BUDGET)")
+    c.add_argument("--seed", type=int, help="seed for the non-LLM agents")
+    c.add_argument("--slots", type=_whole(1),
+                   help="experiments at once (default: one per GPU, else 1; Ray: the cluster's)")
+    c.add_argument("--ahead", type=_whole(0), help="proposals per slot kept ready or in thought while experiments run "
+                   "(default 2; 0 = serial: the agent thinks only while no experiment runs)")
+    c.add_argument("--backend", choices=BACKENDS, help="where experiments run (default: local)")
+    c.add_argument("--address", help="Ray cluster address (e.g. auto, ray://head:10001; default: a local cluster)")
+    c.add_argument("--json", action="store_true", help="one JSON event per line instead of the live view")
+    c.set_defaults(func=cmd_run)
+
+
+def _add_idea(sub) -> None:
     idea = sub.add_parser("idea", help="the idea queue that agents draw from")
     isub = idea.add_subparsers(metavar="ACTION")
     c = isub.add_parser("add", help="queue an idea (free text, or a setting like LEARNING_RATE=0.01)")
@@ -151,7 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--all", action="store_true", help="include tried ideas")
     _task_args(c, tag=False)
     c.set_defaults(func=cmd_idea_list)
-    return p
 
 
 def _positive(unit: str):

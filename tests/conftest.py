@@ -1,6 +1,7 @@
 """Shared fixtures: tiny task repositories that run in milliseconds."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import textwrap
 from pathlib import Path
@@ -75,3 +76,12 @@ def toy_task(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AUTORESEARCH_HOME", str(tmp_path / "research-home"))
+
+
+@pytest.fixture
+def keep_signal_handlers():
+    """`run` (cli.main in-process) installs SIGINT/SIGTERM handlers for its research; pytest gets its own back."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)

@@ -15,7 +15,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from autoresearch.core.config import load_config, normalize_path
@@ -26,6 +25,7 @@ from autoresearch.research.scheduler import Limits
 from autoresearch.run import cgroups
 from autoresearch.run.sandbox import SandboxPolicy, sandbox_argv
 from autoresearch.store.ledger import Ledger
+from autoresearch.testing import process_gone
 from tests.conftest import make_task
 from tests.test_loop import SERIAL, ScriptedAgent, replace
 
@@ -81,18 +81,6 @@ def sandboxed(tmp_path: Path, command: str, policy: SandboxPolicy = SandboxPolic
     env = {"PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin"}
     return subprocess.run(sandbox_argv(command, wt, policy, env, repo=repo), env=env, capture_output=True,
                           text=True, timeout=60, stdin=subprocess.DEVNULL)
-
-
-def gone(pid: int, timeout: float = 3.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # -- 1. escape to host root through /proc/sys ---------------------------------------------------
@@ -284,7 +272,7 @@ def test_escaped_grandchild_dies_with_its_run_without_bwrap(tmp_path: Path) -> N
                                                  f"subprocess.run([sys.executable, {str(tmp_path / 'escape.py')!r}, "
                                                  f"{str(pidfile)!r}])"))])
     assert exps[1].status == "keep"
-    assert gone(int(pidfile.read_text()))
+    assert process_gone(int(pidfile.read_text()))
 
 
 @needs_cgroups
@@ -308,11 +296,11 @@ def test_leftovers_of_a_killed_coordinator_are_reaped_on_resume(tmp_path: Path) 
         if coordinator.poll() is None:
             coordinator.kill()
     escaped = int(pidfile.read_text())
-    assert not gone(escaped, timeout=0.5)  # the kill -9 left it running
+    assert not process_gone(escaped, timeout=0.5)  # the kill -9 left it running
     r = Research(load_config(task), ScriptedAgent([]), tag="t")
     r.open()
     r.close()
-    assert gone(escaped)
+    assert process_gone(escaped)
 
 
 # -- partial holes ------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import gc
 import json
 import math
 import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -33,13 +32,7 @@ from tests.test_loop import SERIAL, ScriptedAgent, replace
 LOWER = MetricSpec("score", "minimize")
 
 
-@pytest.fixture(autouse=True)
-def _keep_signal_handlers():
-    """cli.main's `run` installs SIGINT/SIGTERM handlers; the test process gets its own back."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
+pytestmark = pytest.mark.usefixtures("keep_signal_handlers")
 
 
 # -- 1. absurd metric values ------------------------------------------------------------------

@@ -6,11 +6,11 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from autoresearch.run import runner
 from autoresearch.run.runner import clean_env, run_command
+from autoresearch.testing import process_gone
 
 PY = sys.executable
 
@@ -24,20 +24,6 @@ def run(cmd: str, tmp_path: Path, **kw) -> runner.RunResult:
     kw.setdefault("timeout_s", 10)
     kw.setdefault("log_path", tmp_path / "logs" / "run.log")
     return run_command(cmd, tmp_path, env=clean_env(), **kw)
-
-
-def gone(pid: int, timeout: float = 2.0) -> bool:
-    """The pid is no longer a live process (a zombie waiting for a non-reaping init counts as gone)."""
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.02)
 
 
 def read_pids(path: Path, n: int) -> list[int]:
@@ -77,7 +63,7 @@ def test_timeout_kills_tree_including_setsid_grandchild(tmp_path: Path):
     assert time.monotonic() - t < 3
     assert "started" in r.log_path.read_text()
     for pid in read_pids(tmp_path / "pids", 2):
-        assert gone(pid), f"pid {pid} survived the timeout"
+        assert process_gone(pid), f"pid {pid} survived the timeout"
 
 
 def test_timeout_sigkills_what_ignores_sigterm(tmp_path: Path):
@@ -85,14 +71,14 @@ def test_timeout_sigkills_what_ignores_sigterm(tmp_path: Path):
     r = run(cmd, tmp_path, timeout_s=0.3)
     assert r.status == "timeout" and r.exit_code == -9
     for pid in read_pids(tmp_path / "pids", 2):
-        assert gone(pid)
+        assert process_gone(pid)
 
 
 def test_background_leftovers_killed_after_normal_exit(tmp_path: Path):
     r = run(SPAWN + "echo done", tmp_path)
     assert r.status == "ok" and r.log_tail == "done"
     for pid in read_pids(tmp_path / "pids", 2):
-        assert gone(pid), f"leftover {pid} survived"
+        assert process_gone(pid), f"leftover {pid} survived"
 
 
 def test_escaped_daemon_started_right_before_exit(tmp_path: Path):
@@ -108,7 +94,7 @@ def test_escaped_daemon_started_right_before_exit(tmp_path: Path):
     (tmp_path / "daemon.py").write_text(code)
     r = run("python daemon.py", tmp_path)
     assert r.status == "ok"
-    assert gone(read_pids(tmp_path / "pids", 1)[0])
+    assert process_gone(read_pids(tmp_path / "pids", 1)[0])
 
 
 def test_log_cap_keeps_head_tail_and_summary(tmp_path: Path):
@@ -164,7 +150,7 @@ def test_should_stop(tmp_path: Path):
     assert r.status == "stopped"
     assert time.monotonic() - start < 3
     for pid in read_pids(tmp_path / "pids", 2):
-        assert gone(pid)
+        assert process_gone(pid)
 
 
 def test_peak_memory(tmp_path: Path):

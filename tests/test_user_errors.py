@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,13 +26,7 @@ WITHOUT = ("import sys; sys.modules[sys.argv.pop(1)] = None\n"
            "sys.exit(main(sys.argv[1:]))")
 
 
-@pytest.fixture(autouse=True)
-def _keep_signal_handlers():
-    """`run` installs SIGINT/SIGTERM handlers for its research; give pytest its own back."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
+pytestmark = pytest.mark.usefixtures("keep_signal_handlers")
 
 
 def cli(capsys, *argv) -> tuple[int, str, str]:

@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import psutil
 import pytest
 
 from autoresearch.core.config import STATE_DIR, MetricSpec
 from autoresearch.run.backends import Backend
 from autoresearch.run.execution import FrozenFileError, Outcome, RunSpec
 from autoresearch.run.slots import Slot
+from autoresearch.testing import process_gone
 
 # The toy experiment (str.format: X): its score is X squared, and it shows the budget it was given.
 TRAIN = ('import os\nX = {x}\nprint("budget:", os.environ.get("AUTORESEARCH_TIME_BUDGET"))\n'
@@ -61,20 +61,6 @@ def _commit(repo: Path, message: str) -> str:
     _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", message)
     return _git(repo, "rev-parse", "HEAD")
-
-
-def _gone(pid: int, timeout: float = GONE_WAIT_S) -> bool:
-    """The pid is no longer a live process (a zombie waiting for a non-reaping init counts as gone)."""
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.05)
 
 
 class BackendConformance:
@@ -161,7 +147,7 @@ class BackendConformance:
         assert time.monotonic() - t0 < TIMEOUT_S + SLACK_S
         started = [int(p) for p in pids.read_text().split()]
         assert len(started) == 2
-        assert all(_gone(pid) for pid in started), f"processes of the run outlived its timeout: {started}"
+        assert all(process_gone(pid, GONE_WAIT_S) for pid in started), f"processes of the run outlived its timeout: {started}"
         assert Path(outcome.fields["log_path"]).is_file()
 
     def test_should_stop_stops_the_run(self, backend: Backend, repo: Path, tmp_path: Path) -> None:
@@ -172,7 +158,7 @@ class BackendConformance:
         assert outcome.status == "stopped", outcome.fields
         assert outcome.failure[0] == "interrupted" and outcome.metric is None
         assert time.monotonic() - t0 < SLACK_S
-        assert _gone(int(pidfile.read_text())), "the run outlived the stop"
+        assert process_gone(int(pidfile.read_text()), GONE_WAIT_S), "the run outlived the stop"
         assert Path(outcome.fields["log_path"]).is_file()
 
     def test_frozen_file_mismatch_raises(self, backend: Backend, repo: Path, tmp_path: Path) -> None:

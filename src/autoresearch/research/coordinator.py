@@ -72,7 +72,6 @@ class Research:
         self.agents: list[Agent] = list(agent) if isinstance(agent, (list, tuple)) else [agent]
         if not self.agents:
             raise ValueError("research needs at least one agent")
-        self.agent = self.agents[0]
         self.config, self.tag = config, tag
         self.repo = config.root
         self.state = config.state_dir

@@ -131,7 +131,7 @@ def available() -> bool:
     else:
         usable = "freezer" in h.v1 and _writable(h.v1["freezer"])
     with _found_lock:
-        _usable = usable
+        _usable = usable  # provisional: the probe's own RunCgroup.create asks available() again
     if usable:
         usable = _probe()
         with _found_lock:

@@ -3,16 +3,22 @@
 A synthetic task whose metric is `1 - 3σ·IMPROVEMENTS + N(0, σ²)`, σ calibrated to the reference
 GPT task's run-to-run spread (docs/benchmarks.md). A scripted agent proposes a shuffled mix of
 no-op changes (a constant the metric ignores) and true 3σ improvements. Each mix is judged
-twice, by the default noise-aware judge and by the naive rule (keep if lower, once), and the
-script prints side by side: false-keep rate of no-ops, keep rate of 3σ improvements, and the
-extra runs spent on noise estimation and confirmation as a fraction of all runs.
+three times: by today's default judge, by the default judge of an earlier commit (`--before`, run
+from a temporary git worktree of that commit, in a subprocess), and by the naive rule (keep if
+lower, once). The script prints side by side: false-keep rate of no-ops, keep rate of 3σ
+improvements, and runs per candidate (every run counted: noise, confirmation, re-runs of the best).
 
     python benchmarks/judge_noise.py [--noops 150] [--improvements 50] [--sigma 0.01] [--seed 0]
+                                     [--before 0c94869]
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -83,8 +89,26 @@ def trial(plan: list[str], judge: JudgeConfig, sigma: float, tmp: Path, name: st
     total = sum(counts.values())
     return {"false_keep": sum(by_kind["noop"]) / len(by_kind["noop"]),
             "true_keep": sum(by_kind["improve"]) / len(by_kind["improve"]),
-            "extra_runs": (total - counts.get("primary", 0)) / total, "runs": total,
+            "extra_runs": (total - counts.get("primary", 0)) / total, "runs": total, "per_candidate": total / len(exps),
             "noise_runs": counts.get("noise", 0), "confirm_runs": counts.get("confirm", 0)}
+
+
+REPO = Path(__file__).resolve().parent.parent
+BEFORE = "0c94869"  # the last commit with the fixed-design judge (z = 2, confirm all better, no drift check)
+
+
+def before(ref: str, args: argparse.Namespace, tmp: Path) -> dict:
+    """This benchmark's default-judge trial, run by the code of commit `ref`."""
+    tree = tmp / "before"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(tree), ref], check=True)
+    try:
+        env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--only-default", "--noops", str(args.noops),
+               "--improvements", str(args.improvements), "--sigma", str(args.sigma), "--seed", str(args.seed)]
+        out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
 
 
 def main() -> None:
@@ -93,19 +117,29 @@ def main() -> None:
     ap.add_argument("--improvements", type=int, default=50)
     ap.add_argument("--sigma", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--before", default=BEFORE, help="git commit whose default judge is the 'before' column")
+    ap.add_argument("--only-default", action="store_true", help=argparse.SUPPRESS)  # for the 'before' subprocess
     args = ap.parse_args()
     plan = ["noop"] * args.noops + ["improve"] * args.improvements
     random.Random(args.seed).shuffle(plan)
     with tempfile.TemporaryDirectory() as tmp:
-        aware = trial(plan, JudgeConfig(), args.sigma, Path(tmp), "aware")
-        naive = trial(plan, JudgeConfig(noise_runs=1, z=0.0, max_confirm=0), args.sigma, Path(tmp), "naive")
+        if args.only_default:
+            print(json.dumps(trial(plan, JudgeConfig(), args.sigma, Path(tmp), "default")))
+            return
+        now = trial(plan, JudgeConfig(), args.sigma, Path(tmp), "aware")
+        old = before(args.before, args, Path(tmp))
+        naive = trial(plan, JudgeConfig(noise_runs=1, z=0.0, max_confirm=0, drift_check=False), args.sigma,
+                      Path(tmp), "naive")
+    cols = [("today", now), (f"{args.before}", old), ("naive", naive)]
     print(f"{args.noops} no-op and {args.improvements} true 3σ candidates, σ = {args.sigma}")
-    print(f"{'':34}{'noise-aware':>14}{'naive':>10}{'target':>10}")
-    print(f"{'false-keep rate of no-ops':34}{aware['false_keep']:>14.1%}{naive['false_keep']:>10.1%}{'<= 5%':>10}")
-    print(f"{'keep rate of 3σ improvements':34}{aware['true_keep']:>14.1%}{naive['true_keep']:>10.1%}{'>= 90%':>10}")
-    print(f"{'extra runs / all runs':34}{aware['extra_runs']:>14.1%}{naive['extra_runs']:>10.1%}")
-    print(f"{'runs (noise, confirmation)':34}{aware['runs']:>7} ({aware['noise_runs']}, {aware['confirm_runs']})"
-          f"{naive['runs']:>10}")
+    print(f"{'':30}" + "".join(f"{name:>12}" for name, _ in cols) + f"{'target':>10}")
+    rows = [("false-keep rate of no-ops", "false_keep", "{:.1%}", "<= 5%"),
+            ("keep rate of 3σ improvements", "true_keep", "{:.1%}", ">= 90%"),
+            ("runs per candidate", "per_candidate", "{:.2f}", "<= 1.6"),
+            ("runs (noise, confirmation)", "runs", "{}", "")]
+    for label, key, fmt, target in rows:
+        print(f"{label:30}" + "".join(f"{fmt.format(r[key]):>12}" for _, r in cols) + f"{target:>10}")
+    print(f"{'ratio of runs, today/before':30}{now['runs'] / old['runs']:>12.2f}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from autoresearch.core.config import TaskConfig
 from autoresearch.core.errors import WorkerLost
-from autoresearch.core.judge import check_guards, decide, pooled_sigma
+from autoresearch.core.judge import Decision, check_guards, clean_groups, clean_values, decide, pooled_sigma
 from autoresearch.core.records import Experiment, Status
 from autoresearch.run.backends import Backend
 from autoresearch.run.cgroups import ResourceLimits, group_name
@@ -75,10 +75,23 @@ class Measurer:
     def judge_measured(self, exp_id: int, values: list[float], best: Experiment) -> tuple[str, str]:
         """The decision on values measured on an older base, against `best` (no more runs)."""
         exp = self.ledger.get(exp_id)
-        sigma, dof = pooled_sigma(self.ledger.run_groups(self.tag))
-        decision = decide(self.config.metric, self.config.judge, values, self.ledger.run_values(best.id) or
-                          [best.metric], sigma, dof, exp.lines_delta, confirmations_left=0)
+        sigma, dof, best_values = self.evidence(best)
+        decision = decide(self.config.metric, self.config.judge, values, best_values, sigma, dof,
+                          exp.lines_delta, confirmations_left=0)
         return decision.status, f"{decision.reason} (measured before rebasing onto #{best.id})"
+
+    def evidence(self, best: Experiment) -> tuple[float | None, int, list[float]]:
+        """The pooled noise (σ, degrees of freedom) and the best's run values, broken runs left out."""
+        groups = self.ledger.run_groups(self.tag)
+        best_values = clean_values(self.ledger.run_values(best.id), groups) or [best.metric]
+        sigma, dof = pooled_sigma(clean_groups(groups))
+        return sigma, dof, best_values
+
+    def best_estimate(self, exp_id: int) -> float | None:
+        """The one number shown everywhere for an experiment measured several times: the mean of
+        its runs, clearly broken runs left out (judge.clean_values)."""
+        values = clean_values(self.ledger.run_values(exp_id), self.ledger.run_groups(self.tag))
+        return mean(values) if values else None
 
     def reestimate(self, exp: Experiment, slot: Slot) -> None:
         """Every `reestimate_every` keeps, re-measure the noise on the new best (on its slot)."""
@@ -89,7 +102,7 @@ class Measurer:
         if keeps > 1 and (keeps - 1) % every == 0:
             self.observer.message(f"re-measuring the noise on the best (#{exp.id})")
             if self.repeat(exp.id, exp.commit, "noise", self.config.judge.noise_runs - 1, slot):
-                self.ledger.update(exp.id, metric=mean(self.ledger.run_values(exp.id)))
+                self.ledger.update(exp.id, metric=self.best_estimate(exp.id))
 
     def repeat(self, exp_id: int, commit: str, kind: str, times: int, slot: Slot) -> list[float]:
         """Up to `times` more runs of a commit; their metrics, up to the first that fails."""
@@ -135,21 +148,32 @@ class Measurer:
     # -- judging ------------------------------------------------------------------------------
 
     def _decide(self, exp: Experiment, best: Experiment, first: Outcome, slot: Slot) -> tuple[str, str, list[float]]:
-        """Keep/discard with noise-aware statistics, re-running candidate and best when uncertain."""
+        """Keep/discard with noise-aware statistics: a sequential test that stops as soon as the
+        evidence suffices either way (judge.decide), re-running the candidate while it is uncertain
+        and the best alongside it (until the best has `[judge] best_runs` runs). No keep without a
+        run of the best made since the candidate started (`drift_check`): when the machine got
+        faster or slower meanwhile, that run shows it, and a candidate that does not beat the best's
+        recent runs is uncertain, not kept."""
         violation = self.over_budget(first) or check_guards(self.config.guards, first.metrics,
                                                             self._baseline_metrics())
         if violation:
             return Status.DISCARD, f"discard: {violation}", [first.metric]
-        cfg, values = self.config.judge, [first.metric]
+        cfg, values, started = self.config.judge, [first.metric], first.started_at or time.time()
         while True:
-            best_values = self.ledger.run_values(best.id) or [best.metric]
-            sigma, dof = pooled_sigma(self.ledger.run_groups(self.tag))
+            sigma, dof, best_values = self.evidence(best)
             decision = decide(self.config.metric, cfg, values, best_values, sigma, dof, exp.lines_delta,
                               confirmations_left=cfg.max_confirm - (len(values) - 1))
             if decision.keep:
                 flag = self._heldout_flag(first.metrics, best.metrics)
                 if flag:
                     return Status.DISCARD, f"discard: flagged, {flag}; {decision.reason}", values
+                recent = self._recent_best_values(best, started)
+                if cfg.drift_check and not recent:
+                    self.observer.message(f"#{exp.id} {decision.reason}; re-measuring the best (#{best.id}) first")
+                    if not self._rerun_best(best, slot):
+                        return Status.DISCARD, f"discard: the best's check run failed or was stopped; {decision.reason}", values
+                    continue
+                decision = self._against_recent(decision, values, recent, cfg.max_confirm - (len(values) - 1))
             if decision.action != "confirm":
                 return decision.status, decision.reason, values
             self.observer.message(f"#{exp.id} {decision.reason}")
@@ -158,9 +182,31 @@ class Measurer:
                 return Status.DISCARD, (f"discard: a confirmation run failed, ran over budget or was stopped; "
                                    f"{decision.reason}"), values
             values += more
-            if len(best_values) < len(values) + 2:  # the best's mean gets sharper too
-                if self.repeat(best.id, best.commit, "confirm", 1, slot):
-                    self.ledger.update(best.id, metric=mean(self.ledger.run_values(best.id)))
+            if len(best_values) < cfg.best_runs:  # the best's mean gets sharper too, measured alongside
+                self._rerun_best(best, slot)
+
+    def _against_recent(self, decision: Decision, values: list[float], recent: list[float], left: int) -> Decision:
+        """A keep stands only if the candidate also beats the best's runs made since it started."""
+        if not self.config.judge.drift_check:
+            return decision
+        gain = mean(recent) - mean(values)
+        if self.config.metric.direction == "maximize":
+            gain = -gain
+        if gain > 0:
+            return decision
+        why = (f"the best re-measured meanwhile ({mean(recent):.6g}, {len(recent)} run{'s' * (len(recent) > 1)}) "
+               f"is as good: {decision.reason}")
+        return Decision("confirm", f"uncertain: {why}") if left > 0 else Decision("discard", f"discard: {why}")
+
+    def _recent_best_values(self, best: Experiment, since: float) -> list[float]:
+        return [r.metric for r in self.ledger.runs(best.id)
+                if r.status == "ok" and r.metric is not None and (r.started_at or 0) >= since]
+
+    def _rerun_best(self, best: Experiment, slot: Slot) -> bool:
+        if not self.repeat(best.id, best.commit, "confirm", 1, slot):
+            return False
+        self.ledger.update(best.id, metric=self.best_estimate(best.id))
+        return True
 
     def _heldout_flag(self, metrics: dict[str, float], best_metrics: dict[str, float]) -> str | None:
         """Why a candidate that improves the metric is suspect on the held-out split, or None."""

@@ -44,6 +44,8 @@ seconds = 1
 timeout = 30
 [metric]
 name = "score"
+[parallel]
+ahead = 0  # serial: each proposal is made on the best of its time, so the judge alone decides
 """
 
 
@@ -82,15 +84,17 @@ def trial(plan: list[str], judge: JudgeConfig, sigma: float, tmp: Path, name: st
     research.open()
     research.run(Limits())
     exps = [e for e in research.ledger.experiments("bench") if e.agent == "mix"]
-    runs = research.ledger.db.execute("SELECT kind, COUNT(*) FROM runs GROUP BY kind").fetchall()
+    runs = list(research.ledger.db.execute("SELECT kind, COUNT(*) FROM runs GROUP BY kind"))
     research.close()
     by_kind = {k: [e.status == "keep" for e, kk in zip(exps, agent.kinds) if kk == k] for k in ("noop", "improve")}
     counts = dict(runs)
     total = sum(counts.values())
-    return {"false_keep": sum(by_kind["noop"]) / len(by_kind["noop"]),
+    result = {"false_keep": sum(by_kind["noop"]) / len(by_kind["noop"]),
             "true_keep": sum(by_kind["improve"]) / len(by_kind["improve"]),
             "extra_runs": (total - counts.get("primary", 0)) / total, "runs": total, "per_candidate": total / len(exps),
             "noise_runs": counts.get("noise", 0), "confirm_runs": counts.get("confirm", 0)}
+    print(f"{name}: {result}", file=sys.stderr, flush=True)
+    return result
 
 
 REPO = Path(__file__).resolve().parent.parent

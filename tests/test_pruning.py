@@ -270,3 +270,13 @@ def test_a_ledger_from_before_curves_opens_and_records_them(tmp_path: Path) -> N
         assert again.get(2).status == "pruned"
     finally:
         again.close()
+
+
+def test_agents_see_why_a_run_was_pruned() -> None:
+    from autoresearch.agents.prompt import history_lines
+    from autoresearch.core.records import Experiment
+
+    pruned = Experiment(id=2, tag="t", parent_commit="a", commit="b", agent="llm", description="LR x10",
+                        status="pruned", reason="pruned at 30% of the budget: loss 5 > 2.9 (the best's worst run)")
+    [line] = history_lines([pruned], "score")
+    assert "pruned" in line and "no metric" in line and "at 30% of the budget: loss 5 > 2.9" in line

@@ -8,7 +8,7 @@ after 60 s): each run "trains" for its budget, printing 20 progress points of a 
 (2.88 at 30% of the budget, 4.3 at 5%, like a byte-level GPT), and its final metric
 `FINAL + EFFECT + offset`, offset ~ N(0, σ) per run, printed after an evaluation phase of
 EVAL_SHARE x the budget. LAG > 0 is a late bloomer: behind mid-run by
-LAG times what the baseline still drops, even at the end. A scripted agent proposes a realistic
+LAG times what the baseline still drops, level with it at the end. A scripted agent proposes a realistic
 mix (issue 12: about half of all overnight runs are visibly hopeless early):
 
 - hopeless (50%): final val_bpb +0.3 to +3 worse (log-uniform; the issue saw 2.92 to 6.30 against
@@ -18,13 +18,15 @@ mix (issue 12: about half of all overnight runs are visibly hopeless early):
 - true 3σ improvements (10%): 3σ better than the current best, LAG in [0, 0.4] (half of them
   clearly behind mid-run).
 
-The same plans run twice, with pruning on (the defaults of [prune]) and off, and the script prints
-side by side: device time (the summed wall time of every run, baseline and confirmations
+The same plans run twice, with pruning on (the defaults of [prune]) and off, each on one slot and
+with common random numbers (the n-th run of a candidate draws the same noise in both), so both
+make the same decisions except where pruning changes them; the script prints side by side: device time (the summed wall time of every run, baseline and confirmations
 included), what was pruned by kind, the keep rate of true improvements, and the false-prune rate.
 `--offline N` also checks the rule itself (core/pruning.check) on N simulated late-blooming
 improvements, for a tighter bound on the false-prune rate than a loop run can give.
 
-    python benchmarks/pruning.py [--candidates 40] [--seeds 3] [--budget 2.0] [--slots 1] [--offline 20000]
+    python benchmarks/pruning.py [--candidates 40] [--seeds 3] [--budget 4] [--jobs 6] [--max-confirm N]
+                                 [--offline 20000]
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import random
 import re
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +60,15 @@ TRAIN = """import os, random, time
 EFFECT = 0.0
 LAG = 0.0
 NOOP = 0
-random.seed(os.urandom(8))
+# Common random numbers: the n-th run of a candidate draws the same noise in both modes.
+n = 0
+while True:
+    try:
+        os.close(os.open(os.path.join(os.environ["NOISE_DIR"], f"{{NOOP}}.{{n}}"), os.O_CREAT | os.O_EXCL))
+        break
+    except FileExistsError:
+        n += 1
+random.seed(f"{seed}-{{NOOP}}-{{n}}")
 budget = float(os.environ["AUTORESEARCH_TIME_BUDGET"])
 offset = random.gauss(0, {sigma})
 for i in range(1, {points} + 1):
@@ -77,6 +88,10 @@ seconds = {budget}
 timeout = 60
 [metric]
 name = "val_bpb"
+[env]
+NOISE_DIR = "{noise}"
+[sandbox]
+enabled = false  # the runs count themselves in NOISE_DIR
 """
 
 
@@ -125,17 +140,21 @@ class MixAgent:
         return Proposal(description=f"{c.kind} #{self.count}", edits={"train.py": new})
 
 
-def trial(candidates: list[Candidate], prune: bool, budget: float, slots: int, root: Path) -> dict:
+def trial(candidates: list[Candidate], seed: int, prune: bool, args: argparse.Namespace, root: Path) -> dict:
     root.mkdir(parents=True)
+    noise = root.parent / f"{root.name}-noise"
+    noise.mkdir()
     (root / "train.py").write_text(TRAIN.format(sigma=SIGMA, points=POINTS, final=FINAL, drop=DROP, jitter=JITTER,
-                                                   eval_share=EVAL_SHARE))
-    (root / "autoresearch.toml").write_text(CONFIG.format(budget=budget))
+                                                   eval_share=EVAL_SHARE, seed=seed))
+    (root / "autoresearch.toml").write_text(CONFIG.format(budget=args.budget, noise=noise))
     init_repo(root)
     config = load_config(root)
     config.prune = PruneConfig(enabled=prune)
-    # With one slot and no proposals ahead, no proposal is ever made against a best that moved on (two
-    # candidates editing EFFECT would conflict after a keep): both modes run the whole plan.
-    parallel = dataclasses.replace(config.parallel, slots=slots, ahead=0 if slots == 1 else config.parallel.ahead)
+    if args.max_confirm is not None:
+        config.judge = dataclasses.replace(config.judge, max_confirm=args.max_confirm)
+    # One slot, no proposals ahead: both modes make the same decisions in the same order on the same
+    # noise, except for what pruning changes (and no proposal is made against a best that moved on).
+    parallel = dataclasses.replace(config.parallel, slots=1, ahead=0)
     research = Research(config, MixAgent(candidates), tag="bench", parallel=parallel)
     research.open()
     started = time.time()
@@ -175,19 +194,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidates", type=int, default=40)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--budget", type=float, default=2.0)
-    ap.add_argument("--slots", type=int, default=1)
+    ap.add_argument("--budget", type=float, default=4.0)
+    ap.add_argument("--jobs", type=int, default=6, help="trials at once (they mostly sleep)")
+    ap.add_argument("--max-confirm", type=int, default=None, help="[judge] max_confirm (default: the judge's own)")
     ap.add_argument("--offline", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     totals = {mode: {"device_s": 0.0, "runs": 0, "elapsed_s": 0.0, "by_kind": {}} for mode in ("off", "on")}
     lost_keeps = would_keep = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seed, args.seed + args.seeds):
-            candidates = plan(args.candidates, random.Random(seed))
-            results = {}
-            for mode in ("off", "on"):
-                results[mode] = r = trial(candidates, mode == "on", args.budget, args.slots, Path(tmp) / f"{seed}-{mode}")
+    seeds = range(args.seed, args.seed + args.seeds)
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
+        jobs = {(seed, mode): pool.submit(trial, plan(args.candidates, random.Random(seed)), seed, mode == "on", args,
+                                          Path(tmp) / f"{seed}-{mode}") for seed in seeds for mode in ("off", "on")}
+        for seed in seeds:
+            results = {mode: jobs[seed, mode].result() for mode in ("off", "on")}
+            for mode, r in results.items():
                 t = totals[mode]
                 t["device_s"] += r["device_s"]
                 t["runs"] += r["runs"]
@@ -213,8 +234,9 @@ def main() -> None:
 
 def report(totals: dict, args: argparse.Namespace, would_keep: int, lost_keeps: int) -> None:
     off, on = totals["off"], totals["on"]
-    print(f"\n{args.seeds} seeds x {args.candidates} candidates, budget {args.budget:g}s, {args.slots} slots\n")
-    print(f"| | pruning off | pruning on |\n|---|---:|---:|")
+    judge = "default judge" if args.max_confirm is None else f"judge max_confirm = {args.max_confirm}"
+    print(f"\n{args.seeds} seeds x {args.candidates} candidates, budget {args.budget:g}s, one slot, {judge}\n")
+    print("| | pruning off | pruning on |\n|---|---:|---:|")
     print(f"| device time (every run's wall time) | {off['device_s']:.1f} s | {on['device_s']:.1f} s |")
     print(f"| runs | {off['runs']} | {on['runs']} |")
     print(f"| wall time of the research | {off['elapsed_s']:.1f} s | {on['elapsed_s']:.1f} s |")

@@ -118,7 +118,7 @@ def test_rule_prunes_a_clearly_worse_curve_after_min_share_only() -> None:
     verdict = check(cfg, "loss", True, 0.35, 5.0, best, NOISE)
     assert verdict is not None and verdict.dof == 10 and verdict.value == 5.0
     assert verdict.worst == pytest.approx(max(v for s in best for t, v in s if t == 0.35))
-    assert verdict.reason.startswith("pruned at 35% of the budget: loss 5 > ") and "the best's worst run" in verdict.reason
+    assert verdict.reason.startswith("pruned at 35% of the budget: loss 5 > ") and "the best's worst of 2 runs" in verdict.reason
     # maximize: a much lower value is the doomed one
     up = [[(t, -v) for t, v in s] for s in best]
     assert check(cfg, "acc", False, 0.5, -5.0, up, [[[(t, -v) for t, v in s] for s in g] for g in NOISE]) is not None
@@ -166,7 +166,7 @@ def test_doomed_candidate_is_pruned_and_a_good_one_kept(tmp_path: Path, capsys: 
         assert [r.status for r in runs] == ["ok"] * 3 and all(len(r.curve) == 20 for r in runs)  # never pruned
         doomed = step(research)
         assert doomed.status == "pruned" and doomed.metric is None
-        assert doomed.reason.startswith("pruned at ") and "> " in doomed.reason and "the best's worst run" in doomed.reason
+        assert doomed.reason.startswith("pruned at ") and "> " in doomed.reason and "the best's worst of 3 runs" in doomed.reason
         [run] = research.ledger.runs(doomed.id)
         assert run.status == "pruned" and 0 < len(run.curve) < 20
         assert 0.3 <= run.curve[-1][0] < 1.0 and run.curve[-1][1]["loss"] > 4.0

@@ -4,12 +4,14 @@ At a progress point t of the candidate (t >= [prune] min_share), with value v of
 progress metric, the candidate is stopped when v is worse than the best's *worst* run at t by more
 than
 
-    k_eff · σ(t)  +  slack · remaining(t)
+    k_eff · σ(t) · sqrt(1 + 1/n)  +  slack · remaining(t)
 
 - σ(t) is the run-to-run spread of the curves at t, pooled over every commit with two or more
   recorded curves (the baseline's noise runs, confirmed candidates), with dof = Σ(n − 1); k_eff is
   Student's t at the normal quantile k for those dof, so few repeated curves give a wide bar (the
-  judge's t_quantile: with the baseline's 3 runs alone, k = 3 becomes about 14).
+  judge's t_quantile: with the baseline's 3 runs alone, k = 3 becomes about 15); sqrt(1 + 1/n)
+  makes it the spread of a difference between one run and the best's n runs at t (a best kept
+  on one lucky run has a lucky curve too).
 - remaining(t) is how much the best's mean curve still improves from t to its last point. Curves
   of different settings cross (a larger learning rate or model is often behind mid-run and ahead
   at the end): the allowance is largest early and vanishes at the end of the budget.
@@ -43,7 +45,8 @@ class Verdict:
     dof: int
     slack: float
     remaining: float
-    bar: float  # worst ± (k_eff·σ + slack·remaining)
+    bar: float  # worst ± (k_eff·σ·sqrt(1 + 1/n) + slack·remaining)
+    runs: int  # n: the best's runs at t
     minimize: bool
 
     @property
@@ -52,7 +55,8 @@ class Verdict:
         allowance = f" {sign} {self.slack:g} x {self.remaining:.3g} (the best's drop still to come)" \
             if self.slack and self.remaining else ""
         return (f"pruned at {self.t:.0%} of the budget: {self.name} {self.value:.4g} {cmp} {self.worst:.4g} "
-                f"(the best's worst run) {sign} {self.k_eff:.3g} x {self.sigma:.2g} (noise, {self.dof} dof)"
+                f"(the best's worst of {self.runs} run{'s' * (self.runs != 1)}) {sign} {self.k_eff:.3g} x "
+                f"{self.sigma * math.sqrt(1 + 1 / self.runs):.2g} (noise, {self.dof} dof)"
                 f"{allowance}")
 
 
@@ -78,7 +82,8 @@ def check(cfg: PruneConfig, name: str, minimize: bool, t: float, value: float, b
     ends = [s[-1][1] for s in best if s]
     remaining = max(0.0, sign * (sum(at_t) / len(at_t) - sum(ends) / len(ends)))
     k_eff = t_quantile(cfg.k, dof) if cfg.k > 0 else 0.0
-    margin = k_eff * sigma + cfg.slack * remaining
+    margin = k_eff * sigma * math.sqrt(1 + 1 / len(at_t)) + cfg.slack * remaining
     if not math.isfinite(margin) or sign * (value - worst) <= margin:
         return None
-    return Verdict(name, t, value, worst, k_eff, sigma, dof, cfg.slack, remaining, worst + sign * margin, minimize)
+    return Verdict(name=name, t=t, value=value, worst=worst, k_eff=k_eff, sigma=sigma, dof=dof, slack=cfg.slack,
+                   remaining=remaining, bar=worst + sign * margin, runs=len(at_t), minimize=minimize)

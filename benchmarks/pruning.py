@@ -26,7 +26,7 @@ included), what was pruned by kind, the keep rate of true improvements, and the 
 improvements, for a tighter bound on the false-prune rate than a loop run can give.
 
     python benchmarks/pruning.py [--candidates 40] [--seeds 3] [--budget 4] [--jobs 6] [--max-confirm N]
-                                 [--offline 20000]
+                                 [--min-share 0.3] [--offline 20000]
 """
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def trial(candidates: list[Candidate], seed: int, prune: bool, args: argparse.Na
     (root / "autoresearch.toml").write_text(CONFIG.format(budget=args.budget, noise=noise))
     init_repo(root)
     config = load_config(root)
-    config.prune = PruneConfig(enabled=prune)
+    config.prune = PruneConfig(enabled=prune, min_share=args.min_share)
     if args.max_confirm is not None:
         config.judge = dataclasses.replace(config.judge, max_confirm=args.max_confirm)
     # One slot, no proposals ahead: both modes make the same decisions in the same order on the same
@@ -173,14 +173,14 @@ def trial(candidates: list[Candidate], seed: int, prune: bool, args: argparse.Na
             "by_kind": by_kind, "status": [e.status for e in exps]}
 
 
-def offline(n: int, rng: random.Random, groups: int) -> tuple[int, int]:
+def offline(n: int, rng: random.Random, groups: int, min_share: float) -> tuple[int, int]:
     """Late-blooming 3σ improvements checked by the rule against a best with `groups` x 3 repeated
     curves: (pruned, n)."""
     def curve(effect: float, lag: float) -> list[tuple[float, float]]:
         offset = rng.gauss(0, SIGMA)
         return [(i / POINTS, FINAL + effect + DROP * ((i / POINTS) ** -0.5 - 1) / (0.3 ** -0.5 - 1) * (1 + lag)
                  + offset + rng.gauss(0, JITTER)) for i in range(1, POINTS + 1)]
-    cfg, pruned = PruneConfig(), 0
+    cfg, pruned = PruneConfig(min_share=min_share), 0
     for _ in range(n):
         noise = [[curve(0.0, 0.0) for _ in range(3)] for _ in range(groups)]
         best = noise[0]
@@ -197,6 +197,7 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=4.0)
     ap.add_argument("--jobs", type=int, default=6, help="trials at once (they mostly sleep)")
     ap.add_argument("--max-confirm", type=int, default=None, help="[judge] max_confirm (default: the judge's own)")
+    ap.add_argument("--min-share", type=float, default=PruneConfig().min_share, help="[prune] min_share")
     ap.add_argument("--offline", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -226,7 +227,7 @@ def main() -> None:
     if args.offline:
         rng = random.Random(args.seed)
         for groups in (1, 5):
-            pruned, n = offline(args.offline, rng, groups)
+            pruned, n = offline(args.offline, rng, groups, args.min_share)
             bound = 3.0 / n if pruned == 0 else (pruned + 2 * math.sqrt(pruned)) / n
             print(f"offline, rule alone, noise from {groups} x 3 repeated curves ({2 * groups} dof): "
                   f"{pruned}/{n} late-blooming 3σ improvements pruned ({pruned / n:.3%}; 95% upper bound {bound:.3%})")
@@ -235,6 +236,7 @@ def main() -> None:
 def report(totals: dict, args: argparse.Namespace, would_keep: int, lost_keeps: int) -> None:
     off, on = totals["off"], totals["on"]
     judge = "default judge" if args.max_confirm is None else f"judge max_confirm = {args.max_confirm}"
+    judge += f", [prune] min_share = {args.min_share:g}"
     print(f"\n{args.seeds} seeds x {args.candidates} candidates, budget {args.budget:g}s, one slot, {judge}\n")
     print("| | pruning off | pruning on |\n|---|---:|---:|")
     print(f"| device time (every run's wall time) | {off['device_s']:.1f} s | {on['device_s']:.1f} s |")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from autoresearch.apps.cli import main
-from autoresearch.core.config import ConfigError, PruneConfig, load_config
+from autoresearch.core.config import ConfigError, ParallelConfig, PruneConfig, load_config
 from autoresearch.core.progress import (
     MAX_LINE_CHARS,
     MAX_NAMES,
@@ -23,6 +23,7 @@ from autoresearch.core.progress import (
 from autoresearch.core.pruning import check
 from autoresearch.core.records import FINISHED, STATUSES
 from autoresearch.research.coordinator import Research
+from autoresearch.research.scheduler import Limits
 from autoresearch.store.ledger import Ledger
 from autoresearch.testing import process_gone
 from tests.conftest import make_task, step
@@ -193,6 +194,22 @@ def cli(capsys: pytest.CaptureFixture, task: Path, *args: str) -> str:
     capsys.readouterr()
     assert main([*args, "-C", str(task), "--tag", "t"]) == 0
     return capsys.readouterr().out
+
+
+def test_pruning_with_parallel_slots(tmp_path: Path) -> None:
+    task = curve_task(tmp_path)
+    plan = [("doomed 1", effect(3.0)), ("doomed 2", effect(2.5)), ("fine", effect(-0.01))]
+    research = Research(load_config(task), ScriptedAgent(plan), tag="t", parallel=ParallelConfig(slots=2, ahead=0))
+    research.open()
+    try:
+        research.run(Limits())
+        exps = {e.description: e for e in research.ledger.experiments("t")}
+        slots = {r.slot for e in exps.values() for r in research.ledger.runs(e.id)}
+    finally:
+        research.close()
+    assert slots == {"cpu0", "cpu1"}
+    assert exps["doomed 1"].status == exps["doomed 2"].status == "pruned"
+    assert exps["fine"].status in ("keep", "discard") and exps["baseline"].status == "keep"
 
 
 def test_pruning_can_be_switched_off(tmp_path: Path) -> None:

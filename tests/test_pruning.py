@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from autoresearch.apps.cli import main
-from autoresearch.core.config import ConfigError, ParallelConfig, PruneConfig, load_config
+from autoresearch.core.config import (
+    ConfigError,
+    ParallelConfig,
+    PruneConfig,
+    load_config,
+)
 from autoresearch.core.progress import (
     MAX_LINE_CHARS,
     MAX_NAMES,

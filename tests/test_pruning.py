@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from autoresearch.apps.cli import main
+from autoresearch.apps.doctor import repair
 from autoresearch.core.config import (
     ConfigError,
     ParallelConfig,
@@ -193,6 +194,13 @@ def test_doomed_candidate_is_pruned_and_a_good_one_kept(tmp_path: Path, capsys: 
     shown = json.loads(cli(capsys, task, "show", str(doomed.id), "--json"))
     assert shown["runs"][0]["status"] == "pruned" and shown["runs"][0]["curve"]
     assert "pruned" in cli(capsys, task, "log") and "pruned: 2" in cli(capsys, task, "status")
+    # a ledger rebuilt from git and the logs has the curves again, so pruning goes on after a repair
+    repair(task)
+    rebuilt = Ledger(task / ".autoresearch" / "ledger.db")
+    try:
+        assert [len(c) for c in rebuilt.run_curves(baseline.id)] == [20, 20, 20]
+    finally:
+        rebuilt.close()
 
 
 def cli(capsys: pytest.CaptureFixture, task: Path, *args: str) -> str:

@@ -291,3 +291,25 @@ def test_research_requeues_the_experiment_of_a_dead_node(cluster: LocalCluster, 
     assert exps[1].info["lost"] == 1 and exps[1].metric == pytest.approx(1.9)
     assert [(run.kind, run.status) for run in ledger.runs(exps[1].id)] == [("primary", "lost"), ("primary", "ok")]
     check_consistency(task)
+
+
+def test_a_doomed_candidate_is_pruned_on_a_worker_node(cluster: LocalCluster, tmp_path: Path) -> None:
+    """Pruning runs on the lines the worker streams back, and a pruned run's tree dies on the worker."""
+    from autoresearch.research.coordinator import Research
+    from tests.conftest import step
+    from tests.test_loop import ScriptedAgent
+    from tests.test_pruning import CURVE_CONFIG, CURVE_TRAIN, effect
+
+    # 2 s: time enough for the lines of the first 30% (sent every 0.5 s) to arrive before the end
+    task = make_task(tmp_path / "task", train=CURVE_TRAIN, config=CURVE_CONFIG.replace("seconds = 0.6", "seconds = 2"))
+    r = Research(load_config(task), ScriptedAgent([("doomed", effect(3.0))]), tag="t",
+                 backend=RayBackend(task, task / ".autoresearch"))
+    r.open()
+    try:
+        assert step(r).status == "keep"
+        doomed = step(r)
+        [run] = r.ledger.runs(doomed.id)
+    finally:
+        r.close()
+    assert doomed.status == "pruned" and doomed.reason.startswith("pruned at "), doomed.reason
+    assert run.status == "pruned" and run.curve and run.wall_s < 2.0

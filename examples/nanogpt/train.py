@@ -40,7 +40,8 @@ SEED = 1337
 COMPILE = 0  # 1: torch.compile the model (compilation time is not counted in the budget)
 EVAL_BATCH_SIZE = 32  # sequences per evaluation forward pass (speed only, not the result)
 MAX_LOSS_RATIO = 3.0  # abort when the training loss exceeds this multiple of ln(vocab size)
-LOG_EVERY_S = 10.0  # seconds between progress lines
+LOG_EVERY_S = 10.0  # seconds between step lines
+PROGRESS_EVERY = 0.05  # share of the budget between `progress:` lines (the harness stops doomed runs on them)
 PEAK_FLOPS = 989e12  # H100 bf16 dense peak, for the MFU estimate on CUDA
 
 
@@ -188,6 +189,7 @@ def main():
 
     t0 = time.perf_counter()
     step, elapsed, last_log = 0, 0.0, 0.0
+    window_loss, window_steps, next_progress = 0.0, 0, PROGRESS_EVERY  # mean training loss since the last point
     while elapsed < budget:
         lr = lr_at(elapsed / budget)
         for group in optimizer.param_groups:
@@ -208,6 +210,12 @@ def main():
         if elapsed - last_log >= LOG_EVERY_S or step == 1:
             last_log = elapsed
             print(f"step {step:6d} | loss {loss_value:.4f} | lr {lr:.2e} | {elapsed:6.1f}/{budget:g}s", flush=True)
+        window_loss, window_steps = window_loss + loss_value, window_steps + 1
+        if elapsed >= min(next_progress, 1.0) * budget:
+            t = min(1.0, elapsed / budget)
+            print(f"progress: t={t:.3f} train_loss={window_loss / window_steps:.4f}", flush=True)
+            window_loss, window_steps = 0.0, 0
+            next_progress = (math.floor(t / PROGRESS_EVERY + 1e-9) + 1) * PROGRESS_EVERY
     training_seconds = time.perf_counter() - t0
 
     with autocast():

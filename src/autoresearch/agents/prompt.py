@@ -98,7 +98,7 @@ def history_lines(history: Sequence[Experiment], metric_name: str) -> list[str]:
         elif best is None and e.status == "keep":
             delta = " (baseline)"
         note = ""
-        if e.status in ("crash", "timeout"):
+        if e.status in ("crash", "timeout", "pruned"):  # pruned: how far behind the best it was, and when
             note = f" [{_short(e.reason, 100)}]"
         if e.info.get("fix_of"):
             note += f" [fix attempt {e.info.get('fix_attempt', '?')} of #{e.info['fix_of']}]"

@@ -338,7 +338,7 @@ def _open(args, check_config: bool = False) -> tuple[Path, Ledger, str | None]:
 def cmd_status(args) -> int:
     root, ledger, tag = _open(args, check_config=True)
     exps = ledger.experiments(tag)
-    counts = {s: sum(1 for e in exps if e.status == s) for s in ("keep", "discard", "crash", "timeout",
+    counts = {s: sum(1 for e in exps if e.status == s) for s in ("keep", "discard", "crash", "timeout", "pruned",
                                                                    "rejected", "interrupted", "running", "queued")}
     best = ledger.best(tag)
     runs = [e for e in exps if e.status in FINISHED]

@@ -7,9 +7,9 @@ the first-parent chain of the branch autoresearch/<tag>, and each run's output i
 id kept: `keep` for the commits on the branch's chain (the branch head is the best again, the
 oldest kept is the research base), `discard` for the others, with the reason saying it was
 recovered; the metric is re-read from the run logs. Its runs are restored from the logs when they
-all ran that one commit (not after a rebase), so the noise estimate survives. What only the old
-ledger knew is lost: ideas, crash/timeout statuses, reasons, resource figures, and rejected
-proposals (they have no archived commit). The corrupt file is moved aside, never deleted, and
+all ran that one commit (not after a rebase), so the noise estimate survives, with their progress
+curves (pruning goes on). What only the old ledger knew is lost: ideas, crash/timeout/pruned
+statuses, reasons, resource figures, and rejected proposals (they have no archived commit). The corrupt file is moved aside, never deleted, and
 nothing is moved while an autoresearch process holds the task.
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any, Iterator
 from autoresearch.apps.tasks import TaskError
 from autoresearch.core.config import ConfigError, MetricSpec, TaskConfig, is_editable, load_config, state_dir
 from autoresearch.core.metrics import MetricError, parse_summary, read_metrics, valid_metric
+from autoresearch.core.progress import curve_from_text
 from autoresearch.core.records import Experiment
 from autoresearch.repo import gitops
 from autoresearch.research.coordinator import (  # a rebuilt row must hash and record params as the loop does
@@ -151,7 +152,8 @@ def _rebuild_tag(root: Path, ledger: Ledger, tag: str, commits: dict[int, str], 
                                for n, path, value, values in runs]
     for exp_id in sorted(runs_of):
         for kind, path, value, values in runs_of[exp_id]:
-            ledger.add_run(exp_id, kind, "ok" if value is not None else "crash", value, values, log_path=str(path))
+            ledger.add_run(exp_id, kind, "ok" if value is not None else "crash", value, values, log_path=str(path),
+                           curve=curve_from_text(path.read_text(errors="replace")).to_json())
     if base:
         ledger.set_meta(f"base:{tag}", base)
     return {"experiments": restored, "kept": len(kept)}

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from autoresearch.core.records import Experiment
 
-STATUS_STYLE = {"keep": "bold green", "discard": "yellow", "crash": "red", "timeout": "red",
+STATUS_STYLE = {"keep": "bold green", "discard": "yellow", "crash": "red", "timeout": "red", "pruned": "blue",
                 "rejected": "magenta", "interrupted": "dim", "running": "cyan"}
 RECENT = 6
 

@@ -6,7 +6,8 @@ from pathlib import Path
 from autoresearch.core.config import MetricSpec
 from autoresearch.core.records import Experiment
 
-COLORS = {"keep": "#2ca02c", "discard": "#9e9e9e", "crash": "#d62728", "timeout": "#ff7f0e"}
+COLORS = {"keep": "#2ca02c", "discard": "#9e9e9e", "crash": "#d62728", "timeout": "#ff7f0e", "pruned": "#9467bd"}
+MARKERS = {"crash": "x", "timeout": "x", "pruned": "v"}  # no metric: drawn on the worse edge
 LABEL_CHARS = 40
 
 
@@ -30,7 +31,7 @@ def plot_progress(experiments: list[Experiment], spec: MetricSpec, out: Path, ti
         ys = [runs[i].metric if runs[i].metric is not None else edge for i in xs]
         if xs:
             ax.scatter(xs, ys, s=22 if status != "keep" else 40, c=color, label=f"{status} ({len(xs)})",
-                       marker="x" if status in ("crash", "timeout") else "o", zorder=3, alpha=0.85)
+                       marker=MARKERS.get(status, "o"), zorder=3, alpha=0.85)
     kept = [(i, e) for i, e in enumerate(runs) if e.status == "keep" and e.metric is not None]
     if kept:
         xs = [i for i, _ in kept] + [len(runs) - 1]

@@ -156,6 +156,20 @@ class ParallelConfig:
     gpus_per_slot: float | None = None
 
 
+@dataclass(frozen=True)
+class PruneConfig:
+    """Stopping doomed runs early from their progress lines (core/progress.py, core/pruning.py,
+    docs/pruning.md). It acts only where the task prints progress lines and the best's runs have
+    curves; the baseline and the best's own runs are never stopped."""
+
+    enabled: bool = True
+    metric: str | None = None  # the progress value compared; None: [metric] name if printed, else the first
+    direction: str | None = None  # None: as [metric]
+    min_share: float = 0.3  # never before this share of the budget
+    k: float = 3.0  # excess over the best's worst run, in run-to-run σ of the curves (t-corrected for few)
+    slack: float = 0.5  # plus this share of the best's improvement still to come (curves cross)
+
+
 @dataclass
 class TaskConfig:
     root: Path
@@ -179,6 +193,7 @@ class TaskConfig:
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
 
     @property
     def path(self) -> Path:
@@ -212,7 +227,7 @@ def load_config(root: Path | str) -> TaskConfig:
 def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
     """The TaskConfig of a parsed autoresearch.toml: each section read and checked by its own reader."""
     readers = (_read_budget, _read_metric, _read_guards, _read_search, _read_env, _read_agent, _read_judge,
-               _read_evaluate, _read_sandbox, _read_parallel, _read_limits, _read_logs)
+               _read_evaluate, _read_sandbox, _read_parallel, _read_limits, _read_logs, _read_prune)
     known = {"task", *(r.__name__.removeprefix("_read_") for r in readers)}
     for k in data:
         if k not in known:
@@ -419,6 +434,29 @@ def _read_logs(cfg: TaskConfig, data: dict, path: Path) -> None:
     logs = _table(data, "logs", path)
     _only(logs, "logs", {"cap_mb"}, path)
     cfg.log_cap_bytes = int(_num(logs, "logs.cap_mb", path, default=DEFAULT_LOG_CAP_MB, positive=True) * 1024 * 1024)
+
+def _read_prune(cfg: TaskConfig, data: dict, path: Path) -> None:
+    """[prune]: stopping doomed runs early."""
+    prune = _table(data, "prune", path)
+    _only(prune, "prune", set(PruneConfig.__dataclass_fields__), path)
+    if "enabled" in prune and not isinstance(prune["enabled"], bool):
+        raise ConfigError(path, "prune.enabled", f"{prune['enabled']!r} is not true/false", "write true or false")
+    direction = _str(prune, "prune.direction", path)
+    if direction is not None and direction not in DIRECTIONS:
+        raise ConfigError(path, "prune.direction", f"{direction!r} is not a direction",
+                          "use \"minimize\" or \"maximize\", or leave it out to follow [metric]")
+    default = PruneConfig()
+    min_share = _num(prune, "prune.min_share", path, default=default.min_share)
+    if not 0 <= min_share < 1:
+        raise ConfigError(path, "prune.min_share", f"{min_share:g} is not a share of the budget in [0, 1)",
+                          f"e.g. min_share = {default.min_share} (never prune before 30% of the budget)")
+    values = {k: _num(prune, f"prune.{k}", path, default=getattr(default, k)) for k in ("k", "slack")}
+    for k, v in values.items():
+        if v < 0:
+            raise ConfigError(path, f"prune.{k}", f"{v:g} is negative", f"e.g. {k} = {getattr(default, k)}")
+    cfg.prune = PruneConfig(enabled=prune.get("enabled", True), metric=_str(prune, "prune.metric", path),
+                            direction=direction, min_share=min_share, **values)
+
 
 def editable_files(cfg: TaskConfig) -> list[str]:
     """Repository-relative paths of the editable files, sorted."""

@@ -24,8 +24,8 @@ MAX_JSON_BYTES = 16 << 20
 # takes over run values finite (1e300 squared overflows a float).
 MAX_ABS_METRIC = 1e12
 
-_NUMBER = r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|nan|inf(?:inity)?)"
-_SUMMARY = re.compile(rf"^[ \t]*([A-Za-z_][A-Za-z0-9_./-]*)[ \t]*:[ \t]*({_NUMBER})[ \t]*$",
+NUMBER = r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|nan|inf(?:inity)?)"
+_SUMMARY = re.compile(rf"^[ \t]*([A-Za-z_][A-Za-z0-9_./-]*)[ \t]*:[ \t]*({NUMBER})[ \t]*$",
                       re.MULTILINE | re.IGNORECASE)
 
 

@@ -20,6 +20,7 @@ class Status(str, Enum):
     DISCARD = "discard"  # ran, not better (or a guard, the budget, a held-out flag)
     CRASH = "crash"  # ran, no metric
     TIMEOUT = "timeout"  # killed at the hard timeout
+    PRUNED = "pruned"  # stopped early: its progress could not plausibly beat the best (core/pruning.py)
     REJECTED = "rejected"  # never ran: invalid, duplicate, or nothing left after a rebase
     INTERRUPTED = "interrupted"  # stopped by the user, a crash of autoresearch or a lost worker
 
@@ -30,7 +31,7 @@ class Status(str, Enum):
 
 
 STATUSES = tuple(s.value for s in Status)
-FINISHED = (Status.KEEP, Status.DISCARD, Status.CRASH, Status.TIMEOUT)
+FINISHED = (Status.KEEP, Status.DISCARD, Status.CRASH, Status.TIMEOUT, Status.PRUNED)
 PENDING = (Status.QUEUED, Status.RUNNING)  # admitted proposals not decided yet
 
 
@@ -75,7 +76,7 @@ class Run:
     id: int
     experiment_id: int
     kind: str
-    status: str  # ok | crash | timeout | stopped | tampered | lost | superseded
+    status: str  # ok | crash | timeout | stopped | tampered | lost | superseded | pruned
     metric: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     wall_s: float | None = None
@@ -84,6 +85,7 @@ class Run:
     created_at: float = 0.0  # when it was recorded (its end)
     slot: str | None = None
     started_at: float | None = None
+    curve: list[Any] = field(default_factory=list)  # its progress points, Curve.to_json() (core/progress.py)
 
 
 @dataclass

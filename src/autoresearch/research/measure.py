@@ -17,6 +17,7 @@ from autoresearch.core.config import TaskConfig
 from autoresearch.core.errors import WorkerLost
 from autoresearch.core.judge import Decision, check_guards, clean_groups, clean_values, decide, pooled_sigma
 from autoresearch.core.records import Experiment, Status
+from autoresearch.research.pruning import Pruner
 from autoresearch.run.backends import Backend
 from autoresearch.run.cgroups import ResourceLimits, group_name
 from autoresearch.run.execution import Outcome, RunSpec
@@ -57,10 +58,13 @@ class Measurer:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _run_numbers: dict[int, int] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        self.pruner = Pruner(self.config, self.ledger, self.tag)  # watches every run's progress (pruning.py)
+
     def measure(self, exp: Experiment, best: Experiment | None, slot: Slot) -> tuple[str, str, list[float], dict]:
         """Run an experiment as often as the judge needs: (status, reason, metric values, fields of
         the primary run). Without a best (the baseline), its noise runs are made instead."""
-        first = self.execute(exp.id, exp.commit, "primary", slot)
+        first = self.execute(exp.id, exp.commit, "primary", slot, against=best)
         fields: dict[str, Any] = dict(first.fields)
         values = [first.metric] if first.status == "ok" else []
         if first.status != "ok":
@@ -116,9 +120,11 @@ class Measurer:
             values.append(outcome.metric)
         return values
 
-    def execute(self, exp_id: int, commit: str, kind: str, slot: Slot) -> Outcome:
-        """One run of a commit on a slot, recorded in the ledger's runs table. Raises WorkerLost (recorded
-        as a lost run), and FrozenFileError when the commit differs from the base in a frozen file."""
+    def execute(self, exp_id: int, commit: str, kind: str, slot: Slot, against: Experiment | None = None) -> Outcome:
+        """One run of a commit on a slot, recorded in the ledger's runs table with its progress curve;
+        with `against` (a candidate's primary run and its best), stopped as `pruned` once its progress
+        cannot plausibly beat that best's. Raises WorkerLost (recorded as a lost run), and
+        FrozenFileError when the commit differs from the base in a frozen file."""
         with self._lock:  # several slots may re-run the same best at once: each run gets its own number
             n = max(len(self.ledger.runs(exp_id)), self._run_numbers.get(exp_id, 0))
             self._run_numbers[exp_id] = n + 1
@@ -135,14 +141,26 @@ class Measurer:
                        evaluate=self.config.evaluate, sandbox=self.policy, setup=self.config.setup)
         self.observer.started(exp, self.budget_s)
         started = time.time()
+        watch = self.pruner.watch(against)
+
+        def on_output(line: str) -> None:
+            watch.feed(line)  # first: a failing live view must not cost the curve
+            self.observer.output(line)
+
         try:
-            outcome = self.backend.run(spec, slot, on_output=self.observer.output, should_stop=self.stop_event.is_set)
+            outcome = self.backend.run(spec, slot, on_output=on_output,
+                                       should_stop=lambda: self.stop_event.is_set() or watch.should_stop())
         except WorkerLost:
-            self.ledger.add_run(exp_id, kind, "lost", slot=slot.name, started_at=started)
+            self.ledger.add_run(exp_id, kind, "lost", slot=slot.name, started_at=started,
+                                curve=watch.curve.to_json())
             raise
+        if outcome.status == "stopped" and watch.verdict is not None and not self.stop_event.is_set():
+            outcome.status, outcome.failure = Status.PRUNED.value, (Status.PRUNED, watch.verdict.reason)
+            self.observer.message(f"#{exp_id} {watch.verdict.reason}")
         self.ledger.add_run(exp_id, kind, "ok" if outcome.status == "ok" else outcome.status, outcome.metric,
                             outcome.metrics, outcome.fields.get("wall_s"), outcome.fields.get("peak_mem_mb"),
-                            outcome.fields.get("log_path"), slot=slot.name, started_at=started)
+                            outcome.fields.get("log_path"), slot=slot.name, started_at=started,
+                            curve=watch.curve.to_json())
         return outcome
 
     # -- judging ------------------------------------------------------------------------------

@@ -23,7 +23,10 @@ it, and a replacement store must pass it):
 - `experiments`, `runs`, `all_runs`, `ideas` are in id order, `tags` in the order of their first
   experiment; `find_content` is the earliest match; `supersede_runs` turns a run's `ok` into
   `superseded`, which `run_values` and `run_groups` (runs of an experiment with two or more ok
-  values) leave out.
+  values) leave out; `run_curves` and `curve_groups` are the same for the runs' progress curves
+  (ok runs with a non-empty curve), each curve as given to `add_run`.
+- a ledger written by an older version opens and works: missing columns are added (ADDED_COLUMNS),
+  and its runs read back with an empty curve.
 - `write_results_tsv` replaces the file atomically: the finished experiments, in id order.
 """
 from __future__ import annotations
@@ -75,7 +78,7 @@ CREATE TABLE IF NOT EXISTS runs (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     experiment_id INTEGER NOT NULL REFERENCES experiments(id),
     kind          TEXT NOT NULL,            -- primary | noise | confirm
-    status        TEXT NOT NULL,            -- ok | crash | timeout | stopped
+    status        TEXT NOT NULL,            -- ok | crash | timeout | stopped | pruned | ...
     metric        REAL,
     metrics       TEXT NOT NULL DEFAULT '{}',
     wall_s        REAL,
@@ -99,7 +102,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 # Columns added after version 1, with their types: added to older ledgers when they are opened.
 ADDED_COLUMNS = {
     "experiments": (("base_commit", "TEXT"), ("slot", "TEXT")),  # the best it was proposed against; where it ran
-    "runs": (("slot", "TEXT"), ("started_at", "REAL")),
+    "runs": (("slot", "TEXT"), ("started_at", "REAL"), ("curve", "TEXT")),  # curve: JSON progress points
 }
 
 
@@ -286,12 +289,13 @@ class Ledger:
 
     def add_run(self, experiment_id: int, kind: str, status: str, metric: float | None = None,
                 metrics: dict | None = None, wall_s: float | None = None, peak_mem_mb: float | None = None,
-                log_path: str | None = None, slot: str | None = None, started_at: float | None = None) -> int:
+                log_path: str | None = None, slot: str | None = None, started_at: float | None = None,
+                curve: list | None = None) -> int:
         cur = self.db.execute(
             "INSERT INTO runs (experiment_id, kind, status, metric, metrics, wall_s, peak_mem_mb, log_path,"
-            " created_at, slot, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_at, slot, started_at, curve) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (experiment_id, kind, status, metric, json.dumps(metrics or {}), wall_s, peak_mem_mb, log_path,
-             time.time(), slot, started_at))
+             time.time(), slot, started_at, json.dumps(curve) if curve else None))
         return int(cur.lastrowid)
 
     def supersede_runs(self, experiment_id: int) -> None:
@@ -302,11 +306,11 @@ class Ledger:
     def all_runs(self, tag: str) -> list[Run]:
         rows = self.db.execute("SELECT r.* FROM runs r JOIN experiments e ON e.id = r.experiment_id "
                                "WHERE e.tag = ? ORDER BY r.id", (tag,))
-        return [Run(**{**dict(r), "metrics": json.loads(r["metrics"])}) for r in rows]
+        return [_run(r) for r in rows]
 
     def runs(self, experiment_id: int) -> list[Run]:
         rows = self.db.execute("SELECT * FROM runs WHERE experiment_id = ? ORDER BY id", (experiment_id,))
-        return [Run(**{**dict(r), "metrics": json.loads(r["metrics"])}) for r in rows]
+        return [_run(r) for r in rows]
 
     def run_values(self, experiment_id: int) -> list[float]:
         """The metric of every successful run of one experiment, as recorded (see run_groups)."""
@@ -323,6 +327,21 @@ class Ledger:
                 "SELECT r.experiment_id, r.metric FROM runs r JOIN experiments e ON e.id = r.experiment_id "
                 "WHERE e.tag = ? AND r.status = 'ok' AND r.metric IS NOT NULL ORDER BY r.id", (tag,)):
             groups.setdefault(exp_id, []).append(metric)
+        return [g for g in groups.values() if len(g) > 1]
+
+    def run_curves(self, experiment_id: int) -> list[list]:
+        """The progress curve of every successful run of one experiment that recorded one."""
+        return [json.loads(r[0]) for r in self.db.execute(
+            "SELECT curve FROM runs WHERE experiment_id = ? AND status = 'ok' AND curve IS NOT NULL ORDER BY id",
+            (experiment_id,))]
+
+    def curve_groups(self, tag: str) -> list[list[list]]:
+        """Curves of repeated runs, grouped by experiment: the raw material of the curves' noise."""
+        groups: dict[int, list[list]] = {}
+        for exp_id, curve in self.db.execute(
+                "SELECT r.experiment_id, r.curve FROM runs r JOIN experiments e ON e.id = r.experiment_id "
+                "WHERE e.tag = ? AND r.status = 'ok' AND r.curve IS NOT NULL ORDER BY r.id", (tag,)):
+            groups.setdefault(exp_id, []).append(json.loads(curve))
         return [g for g in groups.values() if len(g) > 1]
 
     # -- ideas --------------------------------------------------------------------------------
@@ -373,6 +392,13 @@ def _experiment(row: sqlite3.Row) -> Experiment:
     for k in ("params", "info", "metrics"):
         d[k] = json.loads(d[k] or "{}")
     return Experiment(**d)
+
+
+def _run(row: sqlite3.Row) -> Run:
+    d = dict(row)
+    d["metrics"] = json.loads(d["metrics"])
+    d["curve"] = json.loads(d["curve"] or "[]")
+    return Run(**d)
 
 
 def _atomic_write(path: Path, text: str) -> None:

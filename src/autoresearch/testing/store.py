@@ -234,6 +234,23 @@ class StoreConformance:
         after = store.add_run(a, "primary", "ok", metric=0.5)  # the rebased commit's runs count again
         assert store.run_values(a) == [0.5] and store.runs(a)[-1].id == after
 
+    def test_run_curves_and_groups_are_the_ok_curves(self, store: Ledger) -> None:
+        a, b, elsewhere = self.start(store), self.start(store), self.start(store, tag="other")
+        c1, c2 = [[0.5, {"loss": 2.5}], [1.0, {"loss": 2.0, "acc": 0.5}]], [[0.3, {"loss": 2.75}]]
+        store.add_run(a, "primary", "ok", 1.0, curve=c1)
+        store.add_run(a, "primary", "pruned", curve=c2)  # not ok: not a curve to compare with
+        store.add_run(a, "noise", "ok", 1.1)  # no curve
+        store.add_run(b, "primary", "ok", 2.0, curve=c2)
+        store.add_run(elsewhere, "primary", "ok", 2.0, curve=c1)
+        store.add_run(elsewhere, "noise", "ok", 2.0, curve=c2)
+        assert [r.curve for r in store.runs(a)] == [c1, c2, []]
+        assert store.run_curves(a) == [c1] and store.run_curves(b) == [c2] and store.run_curves(a + 1000) == []
+        assert store.curve_groups("t") == []  # an experiment with one ok curve is no group
+        store.add_run(a, "confirm", "ok", 1.2, curve=c2)
+        assert store.curve_groups("t") == [[c1, c2]] and store.curve_groups("other") == [[c1, c2]]
+        store.supersede_runs(a)
+        assert store.run_curves(a) == [] and store.curve_groups("t") == []
+
     # -- ideas and meta -------------------------------------------------------------------------
 
     def test_ideas(self, store: Ledger) -> None:

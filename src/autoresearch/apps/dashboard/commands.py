@@ -61,9 +61,9 @@ def cmd_dashboard(args) -> int:
 
     tasks = open_tasks(args.tasks, args.tag)
     app = create_app(tasks)
-    if not is_loopback_host(args.host):
-        print(f"warning: listening on {args.host}, beyond loopback: anyone who can reach this machine can read the "
-              "research (diffs, logs, prompts). Writes still need the token.", file=sys.stderr)
+    warning = exposure_warning(args.host)
+    if warning:
+        print(warning, file=sys.stderr)
     sock = listen(args.host, args.port)
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{sock.getsockname()[1]}/"
@@ -76,6 +76,13 @@ def cmd_dashboard(args) -> int:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     server.run(sockets=[sock])
     return 0
+
+
+def exposure_warning(host: str) -> str | None:
+    if is_loopback_host(host):
+        return None
+    return (f"warning: listening on {host}, beyond loopback: anyone who can reach this machine can read the research "
+            "(diffs, logs, prompts); writes still need the token. Use --host 127.0.0.1 to keep it on this machine.")
 
 
 def listen(host: str, port: int):

@@ -53,7 +53,7 @@ class Task:
     _first_seen: dict[tuple[int, int], float | None] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, root: Path, tags: tuple[str, ...] = ()) -> "Task":
+    def open(cls, root: Path, tags: tuple[str, ...] = ()) -> Task:
         try:
             config = load_config(root)
             return cls(root, config.name, config.metric, config.program, tags_wanted=tags)
@@ -142,6 +142,15 @@ class Task:
             return gitops.diff(self.root, parent, commit)
         except gitops.GitError as e:  # a commit git no longer has (a pruned repository): say so
             return f"(no diff: git could not show {parent[:9]}..{commit[:9]}: {e.problem.strip()[:200]})"
+
+    def run_groups(self, tag: str) -> list[list[float]]:
+        """The metrics of every experiment's ok runs, for those run twice or more (the noise estimate's input)."""
+        groups: dict[int, list[float]] = {}
+        for exp_id, metric in self.query("SELECT r.experiment_id, r.metric FROM runs r JOIN experiments e ON e.id = "
+                                         "r.experiment_id WHERE e.tag = ? AND r.status = 'ok' AND r.metric IS NOT NULL "
+                                         "ORDER BY r.id", (tag,)):
+            groups.setdefault(exp_id, []).append(metric)
+        return [g for g in groups.values() if len(g) > 1]
 
     def ideas(self) -> list[dict[str, Any]]:
         rows = self.query("SELECT i.*, e.status AS experiment_status FROM ideas i "

@@ -4,7 +4,8 @@ a running loop on the page within a second without a reload, ideas added only wi
 from __future__ import annotations
 
 import json
-import socket
+import http.client
+import statistics
 import sqlite3
 import subprocess
 import sys
@@ -34,8 +35,7 @@ class Served:
     """The real dashboard app under uvicorn on a free loopback port, in a thread of this process."""
 
     def __init__(self, tasks: list[Task]):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock = commands.listen("127.0.0.1", 0)
         self.app = create_app(tasks)
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
@@ -172,6 +172,19 @@ def test_spearman():
 def test_exposure_beyond_loopback_is_warned():
     assert commands.exposure_warning("127.0.0.1") is None and commands.exposure_warning("::1") is None
     assert "beyond loopback" in commands.exposure_warning("0.0.0.0")
+
+
+def test_kept_alive_connections_answer_at_once(served: Served):
+    """Browsers reuse connections: a request on one must not wait for a delayed ACK (~40 ms each)."""
+    conn = http.client.HTTPConnection("127.0.0.1", served.sock.getsockname()[1], timeout=10)
+    times = []
+    for _ in range(9):
+        t = time.perf_counter()
+        conn.request("GET", "/api/tasks")
+        assert conn.getresponse().read()
+        times.append(time.perf_counter() - t)
+    conn.close()
+    assert statistics.median(times[1:]) < 0.03, times
 
 
 def test_dashboard_command_serves_and_prints_its_token(task: Path):

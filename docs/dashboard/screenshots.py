@@ -10,7 +10,6 @@ serves the dashboard on a free loopback port and photographs each view in Debian
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import tempfile
 import textwrap
@@ -23,6 +22,7 @@ from playwright.sync_api import sync_playwright
 
 from autoresearch.agents import make_agent
 from autoresearch.apps.dashboard.app import create_app
+from autoresearch.apps.dashboard.commands import listen
 from autoresearch.apps.dashboard.data import Task
 from autoresearch.core.config import ParallelConfig, load_config
 from autoresearch.research.coordinator import Research
@@ -119,8 +119,7 @@ def slow_run(root: Path) -> tuple[threading.Thread, Research]:
 
 
 def serve(task: Path) -> tuple[str, str, uvicorn.Server]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = listen("127.0.0.1", 0)
     app = create_app([Task.open(task)])
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -112,9 +113,9 @@ def browser_chart_time(url: str, n: int) -> float | None:
     return elapsed
 
 
-def start_dashboard(task: Path) -> tuple[subprocess.Popen, str]:
+def start_dashboard(task: Path, cpus: set[int] | None = None) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "autoresearch", "dashboard", str(task), "--port", "0", "--json"],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, preexec_fn=pinned_to(cpus))
     return proc, json.loads(proc.stdout.readline())["url"]
 
 
@@ -132,14 +133,23 @@ def follow(url: str) -> None:
                     client.get(f"{url}api/0/{tag}/slots")
 
 
-def loop_overhead(n: int, watched: bool) -> tuple[float, int]:
-    """Harness overhead per experiment (s) of n experiments of the trivial task, and how many ran."""
+def pinned_to(cpus: set[int] | None):
+    return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+
+
+def loop_overhead(n: int, watched: bool, apart: bool) -> float:
+    """Harness overhead per experiment (s) of n experiments of the trivial task. apart: the loop (and its
+    experiments) on the first CPU, the dashboard and its client on the others."""
+    everything = os.sched_getaffinity(0)
+    loop_cpus = {min(everything)} if apart else everything
+    others = (everything - loop_cpus) if apart else None
     with tempfile.TemporaryDirectory() as tmp:
         root = trivial_task(Path(tmp) / "trivial")
         procs = []
+        os.sched_setaffinity(0, loop_cpus)
         if watched:
-            server, url = start_dashboard(root)
-            client = subprocess.Popen([sys.executable, __file__, "--follow", url])
+            server, url = start_dashboard(root, others)
+            client = subprocess.Popen([sys.executable, __file__, "--follow", url], preexec_fn=pinned_to(others))
             procs = [client, server]
             time.sleep(1.0)  # the client is connected before the loop starts
         try:
@@ -153,11 +163,12 @@ def loop_overhead(n: int, watched: bool) -> tuple[float, int]:
             exps = research.ledger.experiments("bench")
             research.close()
         finally:
+            os.sched_setaffinity(0, everything)
             for p in procs:
                 p.terminate()
                 p.wait(timeout=10)
     in_process = sum(e.wall_s or 0.0 for e in exps)
-    return (wall - in_process - agent.seconds) / max(len(exps), 1), len(exps)
+    return (wall - in_process - agent.seconds) / max(len(exps), 1)
 
 
 def main() -> None:
@@ -186,16 +197,19 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=10)
 
-    plain, watched = [], []
-    for _ in range(args.rounds):
-        plain.append(loop_overhead(args.loop, watched=False)[0])
-        watched.append(loop_overhead(args.loop, watched=True)[0])
-    print(f"loop overhead per experiment, {args.rounds} alternating rounds of {args.loop} experiments:")
-    print(f"  without a dashboard:  {' '.join(f'{v * 1000:5.1f}' for v in plain)} ms  "
-          f"(median {statistics.median(plain) * 1000:.1f})")
-    print(f"  with a dashboard:     {' '.join(f'{v * 1000:5.1f}' for v in watched)} ms  "
-          f"(median {statistics.median(watched) * 1000:.1f})")
-    print(f"  ratio with/without:   {statistics.median(watched) / statistics.median(plain):.2f}")
+    apart_possible = len(os.sched_getaffinity(0)) > 1
+    for apart in (False, True) if apart_possible else (False,):
+        plain, watched = [], []
+        for _ in range(args.rounds):
+            plain.append(loop_overhead(args.loop, watched=False, apart=apart))
+            watched.append(loop_overhead(args.loop, watched=True, apart=apart))
+        where = "the loop on CPU 0, the dashboard and its client on the others" if apart else "all on every CPU"
+        print(f"loop overhead per experiment, {args.rounds} alternating rounds of {args.loop} experiments ({where}):")
+        print(f"  without a dashboard:  {' '.join(f'{v * 1000:6.1f}' for v in plain)} ms  "
+              f"(median {statistics.median(plain) * 1000:.1f})")
+        print(f"  with a dashboard:     {' '.join(f'{v * 1000:6.1f}' for v in watched)} ms  "
+              f"(median {statistics.median(watched) * 1000:.1f})")
+        print(f"  ratio with/without:   {statistics.median(watched) / statistics.median(plain):.2f}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from fastapi import FastAPI, Header, HTTPException
-from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
 from autoresearch.apps.dashboard.data import Task, data_version
@@ -33,7 +33,8 @@ HEARTBEAT_S = 15.0  # an SSE comment this often keeps proxies and browsers from 
 STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 TOKEN_HEADER = "X-Autoresearch-Token"
-MAX_IDEA_CHARS = 2000  # an idea is a sentence or a setting, not a file
+MAX_IDEA_CHARS = 2000
+MAX_CACHED = 256  # views kept computed (task x research run x view)  # an idea is a sentence or a setting, not a file
 
 
 class IdeaIn(BaseModel):
@@ -115,6 +116,7 @@ def create_app(tasks: list[Task], token: str | None = None, poll_s: float = POLL
 
     app = FastAPI(title="autoresearch dashboard", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.token, app.state.watcher = token, watcher
+    cache: dict[tuple[int, str, str], tuple[int, str]] = {}  # (task, tag, view) -> (ledger version, JSON)
 
     def task_at(index: int) -> Task:
         if not 0 <= index < len(tasks):
@@ -139,13 +141,24 @@ def create_app(tasks: list[Task], token: str | None = None, poll_s: float = POLL
                  "metric": t.metric.name, "direction": t.metric.direction, "config_problem": t.config_problem}
                 for i, t in enumerate(tasks)]
 
+    def cached(index: int, tag: str, view: str) -> Response:
+        """A view's JSON, computed once per ledger change however many pages ask (slots are not cached:
+        they depend on the time)."""
+        key, version = (index, tag, view), watcher.version
+        hit = cache.get(key)
+        if hit is None or hit[0] != version:
+            if len(cache) > MAX_CACHED:  # many research runs looked at: start again rather than grow
+                cache.clear()
+            hit = cache[key] = (version, json.dumps(getattr(task_at(index), view)(tag), separators=(",", ":")))
+        return Response(hit[1], media_type="application/json")
+
     @app.get("/api/{index}/{tag}/summary")
-    def summary(index: int, tag: str) -> dict:
-        return task_at(index).summary(tag)
+    def summary(index: int, tag: str) -> Response:
+        return cached(index, tag, "summary")
 
     @app.get("/api/{index}/{tag}/experiments")
-    def experiments(index: int, tag: str) -> list[dict]:
-        return task_at(index).experiments(tag)
+    def experiments(index: int, tag: str) -> Response:
+        return cached(index, tag, "experiments")
 
     @app.get("/api/{index}/experiment/{exp_id}")
     def experiment(index: int, exp_id: int) -> dict:
@@ -160,13 +173,13 @@ def create_app(tasks: list[Task], token: str | None = None, poll_s: float = POLL
 
     @app.get("/api/{index}/{tag}/notebook")
     def notebook(index: int, tag: str) -> dict:
-        task = task_at(index)
+        task = task_at(index)  # the notebook file is not in the ledger: read it every time
         return {"notebook": task.notebook(tag), "program": task.program_text(tag),
-                "accounting": task.accounting(tag)}
+                "accounting": json.loads(cached(index, tag, "accounting").body)}
 
     @app.get("/api/{index}/{tag}/params")
-    def params(index: int, tag: str) -> dict:
-        return task_at(index).params(tag)
+    def params(index: int, tag: str) -> Response:
+        return cached(index, tag, "params")
 
     @app.get("/api/{index}/ideas")
     def ideas(index: int) -> list[dict]:
@@ -186,10 +199,6 @@ def create_app(tasks: list[Task], token: str | None = None, poll_s: float = POLL
         finally:
             ledger.close()
         return {"id": idea_id, "text": text}
-
-    @app.get("/api/auth")
-    def auth(x_autoresearch_token: str | None = Header(default=None)) -> dict:
-        return {"ok": bool(x_autoresearch_token) and secrets.compare_digest(x_autoresearch_token, token)}
 
     @app.get("/api/events")
     async def events() -> StreamingResponse:

@@ -155,6 +155,12 @@ def test_unknown_and_new_statuses_are_shown_not_dropped(tmp_path: Path):
     assert [e["kind"] for e in Task.open(task).experiments("n")] == ["pruned", "other"]
 
 
+def test_a_task_without_research_yet_is_empty_not_an_error(tmp_path: Path):
+    fresh = Task.open(toy_research.make_task(tmp_path / "fresh"))
+    assert fresh.tags() == [] and fresh.default_tag() is None and fresh.ideas() == []
+    assert not fresh.db_path.exists()  # looking created nothing
+
+
 def test_kind_tells_rule_refusals_from_worse_results():
     assert kind("discard", "discard: guard width=12 above max 10") == "guard"
     assert kind("discard", "discard: over budget: ran 9.0s, limit 6.0s") == "guard"

@@ -101,7 +101,6 @@ def build_demo(root: Path, experiments: int) -> None:
 
 def slow_run(root: Path) -> tuple[threading.Thread, Research]:
     """A second invocation with a longer budget, so slots are busy while the photos are taken."""
-    (root / "autoresearch.toml").write_text(CONFIG.replace("seconds = 0.7", f"seconds = {SLOW_BUDGET_S}"))
     config = load_config(root)
     research = Research(config, make_agent("search", config, seed=3), tag="demo",
                         parallel=ParallelConfig(slots=2, ahead=1))
@@ -152,6 +151,7 @@ def main() -> None:
         root = Path(tmp) / "demo"
         build_demo(root, args.experiments)
         kept = Ledger(root / ".autoresearch" / "ledger.db").kept("demo")
+        (root / "autoresearch.toml").write_text(CONFIG.replace("seconds = 0.7", f"seconds = {SLOW_BUDGET_S}"))
         url, token, server = serve(root)
         thread, research = slow_run(root)
         time.sleep(4)  # both slots take an experiment

@@ -47,6 +47,7 @@ class Task:
     name: str
     metric: MetricSpec
     program: str = "program.md"
+    budget_s: float | None = None  # [budget] seconds when the dashboard started (a --budget override is not recorded)
     config_problem: str | None = None  # a broken autoresearch.toml: shown, not fatal to the dashboard
     tags_wanted: tuple[str, ...] = ()
     # (experiment, runs recorded) -> when this process first saw it running; None: running already at start-up
@@ -56,7 +57,7 @@ class Task:
     def open(cls, root: Path, tags: tuple[str, ...] = ()) -> Task:
         try:
             config = load_config(root)
-            return cls(root, config.name, config.metric, config.program, tags_wanted=tags)
+            return cls(root, config.name, config.metric, config.program, config.budget_s, tags_wanted=tags)
         except ConfigError as e:
             return cls(root, root.name, MetricSpec("metric"), config_problem=str(e), tags_wanted=tags)
 
@@ -185,7 +186,7 @@ class Task:
             r["started_known"] = r["started_at"] is not None
         queue = [dict(r) for r in self.query("SELECT id, agent, description, created_at FROM experiments WHERE "
                                              "tag = ? AND status = 'queued' ORDER BY id", (tag,))]
-        return {"running": running, "queue": queue, "busy": self._busy(tag, now), "budget_s": self.budget_s()}
+        return {"running": running, "queue": queue, "busy": self._busy(tag, now), "budget_s": self.budget_s}
 
     def _running(self, tag: str | None = None) -> list[dict[str, Any]]:
         where, args = ("AND e.tag = ?", (tag,)) if tag else ("", ())
@@ -211,12 +212,6 @@ class Task:
             out.append({"slot": slot or "slot", "runs": n, "busy_s": busy_s, "span_s": span,
                         "busy_fraction": min(busy_s / span, 1.0)})
         return out
-
-    def budget_s(self) -> float | None:
-        try:
-            return load_config(self.root).budget_s
-        except ConfigError:
-            return None
 
     def accounting(self, tag: str) -> dict[str, Any]:
         """Tokens, model cost, device time and cost per kept improvement, from what the ledger records."""

@@ -415,13 +415,14 @@ async function viewIdeas() {
 async function viewNotebook() {
   const d = await tagApi("notebook");
   const a = d.accounting;
+  const hours = (h) => (h === null || h === undefined ? "—" : h < 1 ? `${(h * 60).toFixed(2)} min` : `${h.toFixed(2)} h`);
   const money = (v) => (v === null || v === undefined ? "not recorded" : `$${v.toFixed(4)}`);
   const rows = [["LLM tokens", a.tokens ? `${a.tokens.toLocaleString()} (${a.prompt_tokens.toLocaleString()} in, ${a.completion_tokens.toLocaleString()} out)` : "none recorded"],
     ["models", a.models.join(", ") || "—"], ["agent thinking", secs(a.agent_latency_s)], ["model cost", money(a.cost_usd)],
-    ["runs", a.runs], ["device-hours", a.device_hours.toFixed(3)],
-    ...Object.entries(a.by_kind).map(([k, v]) => [`  ${k} runs`, `${v.runs} runs, ${v.device_hours.toFixed(3)} h`]),
+    ["runs", a.runs], ["device time", hours(a.device_hours)],
+    ...Object.entries(a.by_kind).map(([k, v]) => [`  ${k} runs`, `${v.runs} runs, ${hours(v.device_hours)}`]),
     ["kept improvements", a.kept_improvements], ["model cost per kept improvement", money(a.cost_per_kept_improvement)],
-    ["device-hours per kept improvement", a.device_hours_per_kept_improvement === null ? "—" : a.device_hours_per_kept_improvement.toFixed(3)]];
+    ["device time per kept improvement", hours(a.device_hours_per_kept_improvement)]];
   $("#view").innerHTML = `<div class="grid2"><div class="panel"><h2>Accounting</h2><table id="accounting"><tbody>
     ${rows.map(([k, v]) => `<tr><th>${esc(k)}</th><td class="num">${esc(v)}</td></tr>`).join("")}</tbody></table>
     <p class="muted">Not recorded by the ledger: ${a.not_recorded.map(esc).join("; ")}.</p></div>

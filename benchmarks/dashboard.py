@@ -34,7 +34,7 @@ from autoresearch.research.scheduler import Limits
 from autoresearch.store.ledger import Ledger
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness_overhead import CONFIG, TRAIN, TimedAgent  # noqa: E402  (the same trivial task)
+from harness_overhead import CONFIG, TRAIN, TimedAgent  # the same trivial task
 
 REPEATS = 5
 CHROMIUM = Path("/usr/bin/chromium")
@@ -71,7 +71,7 @@ def big_ledger(root: Path, n: int) -> float:
         if status == "keep":
             best = metric
         ledger.finish(exp, status, metric=None if status == "crash" else metric, wall_s=1.0,
-                      reason=f"{status}: {metric - best:+.4g} (1 run)", log_tail="score: %.6f\n" % metric * 3)
+                      reason=f"{status}: {metric - best:+.4g} (1 run)", log_tail=f"score: {metric:.6f}\n" * 3)
     for i in range(50):
         ledger.add_idea(f"X={i / 10}")
     ledger.close()
@@ -117,7 +117,8 @@ def browser_chart_time(url: str, n: int) -> float | None:
 
 def start_dashboard(task: Path, cpus: set[int] | None = None) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "autoresearch", "dashboard", str(task), "--port", "0", "--json"],
-                            stdout=subprocess.PIPE, text=True, preexec_fn=pinned_to(cpus))
+                            stdout=subprocess.PIPE, text=True)
+    pin(proc, cpus)
     return proc, json.loads(proc.stdout.readline())["url"]
 
 
@@ -134,8 +135,9 @@ def follow(url: str) -> None:
                 client.get(f"{url}api/0/{tag}/experiments")
 
 
-def pinned_to(cpus: set[int] | None):
-    return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+def pin(proc: subprocess.Popen, cpus: set[int] | None) -> None:
+    if cpus:
+        os.sched_setaffinity(proc.pid, cpus)
 
 
 def loop_overhead(n: int, watched: bool, apart: bool) -> tuple[float, float]:
@@ -151,7 +153,8 @@ def loop_overhead(n: int, watched: bool, apart: bool) -> tuple[float, float]:
         os.sched_setaffinity(0, loop_cpus)
         if watched:
             server, url = start_dashboard(root, others)
-            client = subprocess.Popen([sys.executable, __file__, "--follow", url], preexec_fn=pinned_to(others))
+            client = subprocess.Popen([sys.executable, __file__, "--follow", url])
+            pin(client, others)
             procs = [client, server]
             time.sleep(1.0)  # the client is connected before the loop starts
         try:

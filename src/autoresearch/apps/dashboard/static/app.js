@@ -228,11 +228,8 @@ function drawProgress(el, exps, summary) {
 
 // -- experiment table ------------------------------------------------------------------------
 
-const COLUMNS = [
-  ["id", "#", true], ["status", "status", false], ["metric", "metric", true], ["agent", "agent", false],
-  ["description", "description", false], ["lines", "Δ lines", true], ["wall_s", "wall", true],
-  ["finished_at", "finished", true],
-];
+const COLUMNS = [["id", "#"], ["status", "status"], ["metric", "metric"], ["agent", "agent"],
+  ["description", "description"], ["lines", "Δ lines"], ["wall_s", "wall"], ["finished_at", "finished"]];
 
 function viewTable(full) {
   const f = state.filter;
@@ -246,7 +243,7 @@ function viewTable(full) {
       <select id="f-idea">${opt("", "with or without an idea")}${opt("yes", "from an idea")}${opt("no", "not from an idea")}</select>
       <input id="f-q" type="search" placeholder="search descriptions and reasons">
       <span id="shown" class="muted"></span></div>
-      <table id="exp-table"><thead><tr>${COLUMNS.map(([k, label, numeric]) =>
+      <table id="exp-table"><thead><tr>${COLUMNS.map(([k, label]) =>
         `<th class="sortable" data-key="${k}">${label}</th>`).join("")}</tr></thead><tbody></tbody></table></div>`;
     for (const [id, key] of [["f-status", "status"], ["f-agent", "agent"], ["f-idea", "idea"], ["f-q", "q"]]) {
       const input = $(`#${id}`);

@@ -3,10 +3,10 @@ then its pages in Debian's Chromium (Playwright): every view without console err
 a running loop on the page within a second without a reload, ideas added only with the token."""
 from __future__ import annotations
 
-import json
 import http.client
-import statistics
+import json
 import sqlite3
+import statistics
 import subprocess
 import sys
 import threading

@@ -97,8 +97,8 @@ def svg_chart(exps: list[dict], metric: str, direction: str) -> str:
     def y(v: float) -> float:
         return CHART_H - PAD - (CHART_H - 2 * PAD) * (v - y_lo) / ((y_hi - y_lo) or 1.0)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {CHART_W} {CHART_H}" width="100%" '
-             f'role="img" aria-label="progress of {html.escape(metric)}" style="max-width:{CHART_W}px;background:#fff">']
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {CHART_W} {CHART_H}" width="100%" '
+             f'role="img" aria-label="progress of {html.escape(metric)}" style="max-width:{CHART_W}px;background:#fff">')]
     for frac in (0, 0.25, 0.5, 0.75, 1):
         v = y_lo + frac * (y_hi - y_lo)
         parts.append(f'<line x1="{PAD}" x2="{CHART_W - PAD}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eef0f3"/>'
@@ -126,10 +126,10 @@ def svg_chart(exps: list[dict], metric: str, direction: str) -> str:
         parts.append(f'<text x="{x(e["id"]) + 6:.1f}" y="{y(e["metric"]) - 7:.1f}" font-size="10" fill="#14532d">'
                      f'{html.escape(label)}</text>')
     legend_x = PAD
-    for k in COLORS:
+    for k, color in COLORS.items():
         n = sum(1 for e in points if e["kind"] == k)
         if n:
-            parts.append(f'<circle cx="{legend_x + 4}" cy="{CHART_H - 14}" r="4" fill="{COLORS[k]}"/><text '
+            parts.append(f'<circle cx="{legend_x + 4}" cy="{CHART_H - 14}" r="4" fill="{color}"/><text '
                          f'x="{legend_x + 12}" y="{CHART_H - 10}" font-size="11">{LABELS[k]} ({n})</text>')
             legend_x += 30 + 7 * len(f"{LABELS[k]} ({n})")
     better = "lower" if direction == "minimize" else "higher"
@@ -152,11 +152,11 @@ pre.q{background:#f8fafc;color:#1d2330;border:1px solid #e3e6eb;white-space:pre-
 def render_html(story: dict[str, Any]) -> str:
     e = html.escape
     s, b, acc = story["summary"], story["baseline"], story["accounting"]
-    out = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{e(story['task'])} · {e(story['tag'])}: "
-           f"research report</title><style>{CSS}</style></head><body>",
+    out = [(f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{e(story['task'])} · {e(story['tag'])}: "
+           f"research report</title><style>{CSS}</style></head><body>"),
            f"<h1>{e(story['task'])}: research run <code>{e(story['tag'])}</code></h1>",
-           f"<p class=muted>{e(story['root'])}, branch <code>{e(s['branch'])}</code>; report of "
-           f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(story['generated']))}</p>",
+           (f"<p class=muted>{e(story['root'])}, branch <code>{e(s['branch'])}</code>; report of "
+           f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(story['generated']))}</p>"),
            f"<p>{_headline(story)}</p>", "<h2>The question</h2>",
            f"<pre class=q>{e(story['program'] or '(no program file)')}</pre>"]
     out.append("<h2>Baseline and noise</h2>")
@@ -216,8 +216,8 @@ def render_markdown(story: dict[str, Any]) -> str:
         out.append("No change beat the baseline.")
     for c in story["chain"]:
         out += [f"### #{c['id']} {c['description']}", "",
-                f"{s['metric']} {_num(c['metric'])} (**{_signed(c['gain'])}**), {c['runs']} run(s), by {c['agent']}: "
-                f"`{c['reason']}`", "", "```diff", c["diff"], "```", ""]
+                (f"{s['metric']} {_num(c['metric'])} (**{_signed(c['gain'])}**), {c['runs']} run(s), by {c['agent']}: "
+                f"`{c['reason']}`"), "", "```diff", c["diff"], "```", ""]
     out += ["## Instructive failures", ""]
     if story["failures"]:
         out += [f"| # | status | {s['metric']} | what | why |", "|---:|---|---:|---|---|"]
@@ -227,8 +227,8 @@ def render_markdown(story: dict[str, Any]) -> str:
         out.append("None: every measured experiment was kept.")
     out += ["", "## Accounting", "", "| | |", "|---|---:|"]
     out += [f"| {k} | {v} |" for k, v in _accounting_rows(acc)]
-    out += ["", f"Not recorded by the ledger: {'; '.join(acc['not_recorded'])}. No ablation or transfer results are "
-            "recorded in this ledger.", ""]
+    out += ["", (f"Not recorded by the ledger: {'; '.join(acc['not_recorded'])}. No ablation or transfer results are "
+            "recorded in this ledger."), ""]
     return "\n".join(out)
 
 

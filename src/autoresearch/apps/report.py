@@ -263,7 +263,8 @@ def _baseline_text(b: dict | None, metric: str) -> str:
     spread = f", standard deviation {_num(b['spread'])}" if b["spread"] is not None else ""
     sigma = (f" The run-to-run noise σ pooled over every repeated experiment is {_num(b['sigma'])} "
              f"({b['sigma_dof']} degrees of freedom): the judge keeps a change only if it beats the best by a "
-             "multiple of it.") if b["sigma"] is not None else " No noise estimate (no experiment was run twice)."
+             "multiple of it.") if b["sigma"] else " Repeated runs gave identical values: the runs are deterministic." \
+        if b["sigma"] == 0 else " No noise estimate (no experiment was run twice)."
     return f"The unmodified code (#{b['id']}) scored {metric} {_num(b['metric'])} over {len(b['runs'])} run(s) " \
            f"({runs}){spread}.{sigma}"
 

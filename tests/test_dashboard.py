@@ -86,7 +86,9 @@ def test_experiment_api_has_the_diff_runs_and_decision(served: Served):
     e = httpx.get(f"{served.url}api/0/experiment/3").json()
     assert e["description"] == "better: X=2.5" and e["reason"].startswith("keep: ")
     assert "-X = 5.0" in e["diff"] and "+X = 2.5" in e["diff"]
-    assert [r["status"] for r in e["runs"]] == ["ok"] and e["runs"][0]["metric"] == pytest.approx(e["metric"])
+    # its primary run, and the re-runs beside later candidates (the judge's drift check)
+    assert e["runs"] and all(r["status"] == "ok" for r in e["runs"])
+    assert e["metric"] == pytest.approx(sum(r["metric"] for r in e["runs"]) / len(e["runs"]))
     assert "score: " in e["log_tail"]
     assert httpx.get(f"{served.url}api/0/experiment/999").status_code == 404
     assert httpx.get(f"{served.url}api/7/t/summary").status_code == 404

@@ -195,10 +195,16 @@ def test_doomed_candidate_is_pruned_and_a_good_one_kept(tmp_path: Path, capsys: 
     assert shown["runs"][0]["status"] == "pruned" and shown["runs"][0]["curve"]
     assert "pruned" in cli(capsys, task, "log") and "pruned: 2" in cli(capsys, task, "status")
     # a ledger rebuilt from git and the logs has the curves again, so pruning goes on after a repair
+    before = Ledger(task / ".autoresearch" / "ledger.db")
+    try:
+        recorded = [len(c) for c in before.run_curves(baseline.id)]  # its 3 runs, and any re-run beside a candidate
+    finally:
+        before.close()
+    assert recorded[:3] == [20, 20, 20]
     repair(task)
     rebuilt = Ledger(task / ".autoresearch" / "ledger.db")
     try:
-        assert [len(c) for c in rebuilt.run_curves(baseline.id)] == [20, 20, 20]
+        assert [len(c) for c in rebuilt.run_curves(baseline.id)] == recorded
     finally:
         rebuilt.close()
 

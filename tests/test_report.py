@@ -37,7 +37,7 @@ class Resources(HTMLParser):
 def test_the_story_holds_baseline_chain_and_failures(task: Path):
     story = build_report(Task.open(task), "t")
     base = story["baseline"]
-    assert base["id"] == 1 and base["metric"] == pytest.approx(9.9) and len(base["runs"]) == 3
+    assert base["id"] == 1 and base["metric"] == pytest.approx(9.9) and len(base["runs"]) >= 3  # + drift-check re-runs
     assert [c["description"] for c in story["chain"]] == ["better: X=2.5", "better again: WIDTH=6"]
     assert story["chain"][0]["gain"] == pytest.approx(0.25 + 0.9 - 9.9)  # (2.5-2)^2 + 0.1*(3-6)^2 - 9.9
     assert story["chain"][1]["gain"] == pytest.approx(0.25 - 1.15)

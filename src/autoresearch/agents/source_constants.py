@@ -357,21 +357,34 @@ def idea_values(text: str, space: Space, consts: dict[str, tuple[str, Constant]]
     """The values an idea asks for, if it is a setting of searchable constants that can be written:
     ints must be integral for int constants/ranges, categorical values must be among the choices.
     Values outside a numeric range are allowed (a human may override the range)."""
+    values, _ = _idea_setting(text, space, consts)
+    return values
+
+
+def idea_problem(text: str, space: Space, consts: dict[str, tuple[str, Constant]]) -> str | None:
+    """Why an idea that sets only searchable constants can never be tried as asked (a value outside the
+    choices, a fraction for an integer), or None (it can be, or it is no such setting)."""
+    return _idea_setting(text, space, consts)[1]
+
+
+def _idea_setting(text: str, space: Space, consts: dict[str, tuple[str, Constant]]
+                  ) -> tuple[dict[str, Number] | None, str | None]:
     setting = parse_setting_idea(text)
     if not setting or any(name not in space for name in setting):
-        return None
+        return None, None
     out: dict[str, Number] = {}
     for name, value in setting.items():
         param, c = space[name][1], consts[name][1]
         if param.choices is not None:
             match = [x for x in param.choices if x == value]
             if not match:
-                return None
+                return None, (f"{name}={value:g} is not one of the [search] choices "
+                              f"{list(param.choices)}; add it there to try it")
             value = match[0]
         if (param.integer or c.kind == "int") and float(value) != int(value):
-            return None
+            return None, f"{name} is an integer, and {value:g} is not"
         out[name] = written_value(int(value) if param.integer else value, c)
-    return out
+    return out, None
 
 
 def write_values(files: dict[str, str], space: Space, values: dict[str, Number]) -> dict[str, str]:

@@ -243,6 +243,7 @@ def cmd_run(args) -> int:
         if interactive else PlainView(as_json=args.json)
     research = Research(config, agents, tag=tag, budget_s=args.budget, observer=view, ledger=ledger,
                         parallel=parallel)
+    research.explicit_tag = args.tag is not None
 
     def on_sigint(signum, frame):
         if research.stop_event.is_set():
@@ -516,7 +517,7 @@ def cmd_idea_list(args) -> int:
         return 0
     for i in ideas:
         outcome = f" → #{i.experiment_id}: {i.outcome}" if i.status == "tried" else ""
-        console.print(f"#{i.id} [{i.status}] {i.text}{outcome}", highlight=False)
+        console.print(f"#{i.id} [{i.status}] {i.text}{outcome}", highlight=False, markup=False)
     return 0
 
 

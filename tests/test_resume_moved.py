@@ -49,7 +49,7 @@ def test_resuming_after_the_branch_moved_says_what_to_do(toy_task: Path) -> None
     assert text.count("fix:") == 1
     r = open_research(toy_task, explicit=True)  # `--tag t`: continue on the old base, as asked
     assert r.base != subprocess.run(["git", "-C", str(toy_task), "rev-parse", "HEAD"], capture_output=True,
-                                    text=True).stdout.strip()
+                                    text=True, check=True).stdout.strip()
     r.close()
 
 

@@ -116,7 +116,7 @@ def test_setup_outputs_persist_and_are_read_only_in_experiments(tmp_path: Path, 
         assert not (home / ".cache").exists()  # the setup's home output went to the store, not the real home
     assert not (repo / "data" / "shakespeare_char" / "train.bin").exists()  # the checkout is untouched
     assert "input.txt" not in subprocess.run(["git", "-C", str(repo), "status", "--short"], capture_output=True,
-                                             text=True).stdout
+                                             text=True, check=True).stdout
 
 
 def test_without_outputs_the_setup_writes_are_lost_as_before(tmp_path: Path, home: Path) -> None:

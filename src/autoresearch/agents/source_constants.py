@@ -6,7 +6,8 @@ into ranges for the non-LLM agents: the ones named in `[search]` when that table
 otherwise every positive constant with a default range around its baseline value.
 
 Which assignments count: a top-level statement `NAME = <literal>` or `NAME: T = <literal>` where
-NAME matches `^[A-Z][A-Z0-9_]*$` and the literal is an int or float, optionally with a sign
+NAME matches `^[A-Z][A-Z0-9_]*$` (in a *config file*, a module of nothing but assignments like
+nanoGPT's `config/train_shakespeare_char.py`, any public name: `learning_rate = 1e-3`) and the literal is an int or float, optionally with a sign
 (`-3`, `+1e-4`). Bools, strings, complex numbers and expressions (`2 ** 10`) are ignored. A name
 that is bound more than once at module level (assigned twice, augmented, assigned inside a
 top-level `if`/`for`/`with`/`try`, or declared `global` in a function) is *skipped*: rewriting
@@ -23,6 +24,7 @@ from typing import Any, Literal
 from autoresearch.core.config import SearchParam, TaskConfig, is_editable
 
 NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+CONFIG_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # the names of a config file's settings
 SKIP_BY_DEFAULT = ("SEED",)  # constants whose name contains one of these are only searched if configured
 FLOAT_LOG_DIGITS = 4  # significant digits kept for values sampled in a log range
 LINEAR_RESOLUTION = 1e-4  # values sampled in a linear range are rounded to this fraction of its width
@@ -60,6 +62,7 @@ def _scan(source: str) -> tuple[dict[str, Constant], dict[str, str]]:
     found: dict[str, Constant] = {}
     skipped: dict[str, str] = {}
     bindings = _module_bindings(tree)
+    names = CONFIG_NAME_RE if is_config_file(tree) else NAME_RE
     for stmt in tree.body:
         if isinstance(stmt, ast.Assign):
             if len(stmt.targets) != 1 or not isinstance(stmt.targets[0], ast.Name):
@@ -69,7 +72,7 @@ def _scan(source: str) -> tuple[dict[str, Constant], dict[str, str]]:
             name, value = stmt.target.id, stmt.value
         else:
             continue
-        if not NAME_RE.match(name):
+        if not names.match(name):
             continue
         if bindings.get(name, 0) > 1:
             skipped[name] = "it is assigned more than once at module level"
@@ -87,6 +90,12 @@ def _scan(source: str) -> tuple[dict[str, Constant], dict[str, str]]:
         kind: Literal["int", "float"] = "int" if isinstance(number, int) else "float"
         found[name] = Constant(name, number, value.lineno, col, end_col, kind)
     return found, skipped
+
+
+def is_config_file(tree: ast.Module) -> bool:
+    """Whether a module is nothing but settings: assignments (and a docstring), no code."""
+    body = [stmt for stmt in tree.body if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))]
+    return bool(body) and all(isinstance(stmt, (ast.Assign, ast.AnnAssign)) for stmt in body)
 
 
 def _literal(node: ast.expr) -> Number | None:

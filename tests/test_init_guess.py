@@ -145,3 +145,19 @@ def test_probe_runs_the_guess_once_and_shows_what_it_printed(tmp_path: Path) -> 
     data = init(tmp_path, "--force", "--metric", "ops_per_s", "--direction", "maximize")
     cfg = load_config(tmp_path)
     assert cfg.metric.name == "ops_per_s" and cfg.metric.direction == "maximize"
+
+
+def test_a_timing_script_is_the_benchmark_and_its_package_is_editable(tmp_path: Path) -> None:
+    """Shaped like karpathy/minbpe: train.py only times the package it imports."""
+    write(tmp_path, {"train.py": "import time\nfrom fastbpe import Trainer\nt0 = time.time()\nTrainer().train()\n"
+                                 'print(f"Training took {time.time() - t0:.2f} seconds")\n',
+                     "fastbpe/__init__.py": "from .core import Trainer\n",
+                     "fastbpe/core.py": "class Trainer:\n    def train(self):\n        return sum(range(1000))\n",
+                     "requirements.txt": "regex\n"})
+    data = init(tmp_path)
+    g = {k: v["value"] for k, v in data["guesses"].items()}
+    assert g["task.editable"] == ["fastbpe/*.py"] and g["task.frozen"] == ["train.py"] and g["task.run"] == "python train.py"
+    assert g["metric.name"] == "seconds" and g["metric.source"] == "regex" and g["metric.direction"] == "minimize"
+    assert g["environment.kind"] == "venv" and g["environment.requirements"] == "requirements.txt"
+    cfg = load_config(tmp_path)
+    assert cfg.metric.pattern == r"([-+0-9.eE]+) seconds\b"

@@ -28,6 +28,9 @@ SCORER_RE = re.compile(r"^(bench|benchmark|score|scorer|evaluate|eval)[\w]*\.py$
 LINE_METRIC_RE = re.compile(r"""print\(\s*f?["']\s*([A-Za-z_][A-Za-z0-9_]*):\s*(?:\{|%|["']\s*,)""")
 # `print(f"... val loss {x:.4f}")`: a name followed by a formatted number (read with a regex).
 SPACED_METRIC_RE = re.compile(r"""([A-Za-z_]+(?: [A-Za-z_]+)?) \{[^}]*:\.\d+f\}""")
+# `print(f"took {t1 - t0:.2f} seconds")`: a time with its unit.
+TIMING_RE = re.compile(r"""\{[^}]*\}\s*(seconds|secs|ms|us)\b""")
+TIMER_RE = re.compile(r"time\.(perf_counter|time|monotonic|process_time)\(|timeit")
 GOOD_METRICS = ("val_bpb", "val_loss", "val loss", "loss", "error", "score", "accuracy", "seconds", "time")
 MAXIMIZE_RE = re.compile(r"acc|score|reward|auc|throughput|per_s|ops|speed")
 # Constants that feed printouts or name things, never the result: warned about, left out of [search].
@@ -80,10 +83,11 @@ def guess(root: Path) -> TaskGuess:
 # -- the files ---------------------------------------------------------------------------------
 
 def _guess_files(g: TaskGuess, py: list[str]) -> None:
-    scorers = [p for p in py if SCORER_RE.match(p)]
-    local = {p[:-3] for p in py}
+    packages = {p.parent.name for p in g.root.glob("*/__init__.py")}
+    local = {p[:-3] for p in py} | packages
+    scorers = [p for p in py if SCORER_RE.match(p) or _is_benchmark(g.root / p, local)]
     frozen = [p for p in ("prepare.py",) if p in py]
-    if "train.py" in py:
+    if "train.py" in py and "train.py" not in scorers:
         editable, run, why = ["train.py"], "python train.py", "train.py is the training script"
         config = _nanogpt_config(g.root)
         if config:
@@ -93,7 +97,8 @@ def _guess_files(g: TaskGuess, py: list[str]) -> None:
     elif scorers:
         scorer = scorers[0]
         imported = sorted(_imports(g.root / scorer) & local - {scorer[:-3]})
-        editable = [f"{m}.py" for m in imported] or [p for p in py if p not in scorers][:1] or [scorer]
+        editable = [f"{m}/*.py" if m in packages else f"{m}.py" for m in imported] or \
+            [p for p in py if p not in scorers][:1] or [scorer]
         run = f"python {scorer}"
         frozen.append(scorer)
         why = f"{scorer} is a benchmark/scorer: it is frozen and runs; it imports {', '.join(editable)}"
@@ -105,6 +110,18 @@ def _guess_files(g: TaskGuess, py: list[str]) -> None:
           "nothing looks like an evaluator")
     g.put("task.run", run, "runs the scorer, which imports the editable code" if run.endswith(tuple(scorers)) and
           scorers else "runs the training script")
+
+
+def _is_benchmark(path: Path, local: set[str]) -> bool:
+    """A script that times code it imports from the repository and has no code of its own (minbpe's
+    train.py): what it measures is the imported code, so that is what agents edit."""
+    text = path.read_text(errors="replace")
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return False
+    own_code = any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) for n in tree.body)
+    return not own_code and bool(TIMER_RE.search(text)) and bool(_imports(path) & local)
 
 
 def _nanogpt_config(root: Path) -> str | None:
@@ -166,6 +183,11 @@ def _guess_metric(g: TaskGuess) -> None:
         g.put("metric.name", name.replace(" ", "_"), f"printed as `{name} <number>`, read with a regex")
         g.put("metric.source", "regex", "the value follows the name without a colon")
         g.put("metric.pattern", rf"{re.escape(name)} ([-+0-9.eE]+)", "the last match counts")
+    elif TIMING_RE.search(text):
+        unit = TIMING_RE.search(text).group(1)
+        g.put("metric.name", unit, f"printed as `<number> {unit}` (a timing), read with a regex")
+        g.put("metric.source", "regex", "the value comes before its unit")
+        g.put("metric.pattern", rf"([-+0-9.eE]+) {unit}\b", "the last match counts")
     else:
         g.put("metric.name", "score", "a placeholder: nothing prints a `name: value` line")
         g.warnings.append(f"no print of a `name: value` line in {', '.join(sources)}: set [metric] name to what the "

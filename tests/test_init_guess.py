@@ -68,7 +68,7 @@ def test_init_on_an_autoresearch_shaped_repo(tmp_path: Path) -> None:
     assert g["setup.outputs"] == ["~/.cache/shapedresearch"] and g["budget.seconds"] == 300
     assert data["search"]["DEVICE_BATCH_SIZE"] == {"choices": [64, 128, 256]}  # only these pass the assert
     assert "H100_BF16_PEAK_FLOPS" in data["left_out"] and "H100_BF16_PEAK_FLOPS" not in data["search"]
-    assert any("downloads at run time" in w for w in data["warnings"])
+    assert any("may download at run time (`get_kernel(`)" in w for w in data["warnings"])
     cfg = load_config(tmp_path)  # what init wrote loads as it is
     assert cfg.environment.kind == "uv" and cfg.setup_access.outputs == ("~/.cache/shapedresearch",)
     assert cfg.search["DEVICE_BATCH_SIZE"].choices == (64, 128, 256)
@@ -161,3 +161,32 @@ def test_a_timing_script_is_the_benchmark_and_its_package_is_editable(tmp_path: 
     assert g["environment.kind"] == "venv" and g["environment.requirements"] == "requirements.txt"
     cfg = load_config(tmp_path)
     assert cfg.metric.pattern == r"([-+0-9.eE]+) seconds\b"
+
+
+ARGPARSE_SCRIPT = '''\
+import argparse
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--learning-rate", type=float, default=3e-4)
+    p.add_argument("--depth", type=int, default=4, help="layers")
+    p.add_argument("--name", default="run")
+    args = p.parse_args()
+    print(f"lr: {args.learning_rate}")
+    print(f"depth: {args.depth}")
+main()
+'''
+
+
+def test_argparse_defaults_are_settings_rewritten_in_place(tmp_path: Path) -> None:
+    from autoresearch.agents.source_constants import set_constants
+
+    consts = find_constants(ARGPARSE_SCRIPT)
+    assert {n: c.value for n, c in consts.items()} == {"learning_rate": 3e-4, "depth": 4}
+    edited = set_constants(ARGPARSE_SCRIPT, {"learning_rate": 0.01, "depth": 6})
+    assert 'default=0.01)' in edited and 'default=6, help="layers"' in edited
+    (tmp_path / "train.py").write_text(edited)
+    out = subprocess.run([sys.executable, str(tmp_path / "train.py")], capture_output=True, text=True,
+                         check=True).stdout
+    assert "lr: 0.01" in out and "depth: 6" in out
+    twice = ARGPARSE_SCRIPT.replace('p.add_argument("--name", default="run")', 'p.add_argument("--depth", default=5)')
+    assert "depth" not in find_constants(twice)  # which default wins is argparse's business: left alone

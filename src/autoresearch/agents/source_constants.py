@@ -5,6 +5,9 @@ other byte of the file is kept), and `search_space` turns the constants of a tas
 into ranges for the non-LLM agents: the ones named in `[search]` when that table is given,
 otherwise every positive constant with a default range around its baseline value.
 
+Command-line options count too: `add_argument("--lr", type=float, default=1e-3)` is the setting `lr`
+(its default's literal is rewritten, so no wrapper script is needed).
+
 Which assignments count: a top-level statement `NAME = <literal>` or `NAME: T = <literal>` where
 NAME matches `^[A-Z][A-Z0-9_]*$` (in a *config file*, a module of nothing but assignments like
 nanoGPT's `config/train_shakespeare_char.py`, any public name: `learning_rate = 1e-3`) and the literal is an int or float, optionally with a sign
@@ -77,19 +80,53 @@ def _scan(source: str) -> tuple[dict[str, Constant], dict[str, str]]:
         if bindings.get(name, 0) > 1:
             skipped[name] = "it is assigned more than once at module level"
             continue
-        number = _literal(value)
-        if number is None:
-            skipped[name] = "its value is not a plain int or float literal"
+        _add(found, skipped, name, value, lines)
+    for name, value in _argparse_defaults(tree, skipped).items():
+        if name in found or name in skipped:
+            skipped[name] = "it names both a constant and a command-line option"
+            found.pop(name, None)
             continue
-        if value.lineno != value.end_lineno or value.end_col_offset is None:
-            skipped[name] = "its literal spans several lines"
-            continue
-        line = lines[value.lineno - 1].encode()
-        col = len(line[:value.col_offset].decode(errors="replace"))
-        end_col = len(line[:value.end_col_offset].decode(errors="replace"))
-        kind: Literal["int", "float"] = "int" if isinstance(number, int) else "float"
-        found[name] = Constant(name, number, value.lineno, col, end_col, kind)
+        _add(found, skipped, name, value, lines)
     return found, skipped
+
+
+def _add(found: dict[str, Constant], skipped: dict[str, str], name: str, value: ast.expr, lines: list[str]) -> None:
+    """Record `name` with the literal `value` (its exact span, to rewrite it), or why it cannot be."""
+    number = _literal(value)
+    if number is None:
+        skipped[name] = "its value is not a plain int or float literal"
+        return
+    if value.lineno != value.end_lineno or value.end_col_offset is None:
+        skipped[name] = "its literal spans several lines"
+        return
+    line = lines[value.lineno - 1].encode()
+    col = len(line[:value.col_offset].decode(errors="replace"))
+    end_col = len(line[:value.end_col_offset].decode(errors="replace"))
+    kind: Literal["int", "float"] = "int" if isinstance(number, int) else "float"
+    found[name] = Constant(name, number, value.lineno, col, end_col, kind)
+
+
+def _argparse_defaults(tree: ast.Module, skipped: dict[str, str]) -> dict[str, ast.expr]:
+    """`parser.add_argument("--learning-rate", type=float, default=1e-3)` anywhere in the file: the
+    option's dest (`learning_rate`) -> its default's literal. An option defined twice is skipped."""
+    out: dict[str, ast.expr] = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and
+                node.func.attr == "add_argument"):
+            continue
+        default = next((k.value for k in node.keywords if k.arg == "default"), None)
+        dest = next((k.value.value for k in node.keywords if k.arg == "dest" and isinstance(k.value, ast.Constant)),
+                    None)
+        longs = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)
+                 and a.value.startswith("--")]
+        name = dest or (longs[0][2:].replace("-", "_") if longs else None)
+        if default is None or not isinstance(name, str) or not CONFIG_NAME_RE.match(name) or _literal(default) is None:
+            continue
+        if name in out:
+            skipped[name] = "it is a command-line option defined twice"
+            continue
+        out[name] = default
+    return {n: v for n, v in out.items() if n not in skipped}
 
 
 def is_config_file(tree: ast.Module) -> bool:

@@ -228,7 +228,7 @@ def cmd_run(args) -> int:
     names = args.agent or [config.agent.get("name") or DEFAULT_AGENT]
     if not args.agent and not config.agent.get("name"):
         say(f"no LLM agent configured: using the offline `{DEFAULT_AGENT}` agent "
-            "(Optuna TPE over the numeric UPPER_CASE constants of the editable files)")
+            "(Optuna TPE over the numeric constants of the editable files)")
     agents = []
     for i, agent_name in enumerate(names):
         # The [agent] options belong to the agent it names.
@@ -330,9 +330,10 @@ def cmd_init(args) -> int:
     if args.json:
         print(json.dumps({"config": str(path), **guess.to_dict(), "probe": result}, default=str))
         return 0
-    console.print(f"wrote {path}; what it guessed (change the key to fix a guess):", highlight=False, markup=False)
+    console.print(f"wrote {path}; what it guessed (change the key to fix a guess):", highlight=False, markup=False,
+                  soft_wrap=True)
     for line in init_guess.summary(guess):
-        console.print(f"  {line}", highlight=False, markup=False)
+        console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
     if result is not None:
         console.print(f"probe: {result['status']} in {result['wall_s'] or 0:.1f}s {result['reason']}", highlight=False,
                       markup=False)

@@ -225,9 +225,11 @@ def _guess_budget(g: TaskGuess, py: list[str]) -> None:
     if "AUTORESEARCH_TIME_BUDGET" not in editable and "TIME_BUDGET" not in editable and "max_iters" in editable:
         g.warnings.append("the run stops after max_iters, not after a time budget: [budget] seconds only caps it "
                           "(through the timeout); lower max_iters in the run command to fit the budget")
-    if DOWNLOAD_AT_IMPORT_RE.search(editable):
-        g.warnings.append("the editable code downloads at run time (e.g. kernels.get_kernel): experiments have no "
-                          "network; set [sandbox] network = true, or fetch it in the setup into a [setup] output")
+    download = DOWNLOAD_AT_IMPORT_RE.search(editable)
+    if download:
+        g.warnings.append(f"the editable code may download at run time (`{download.group(0)}`): experiments have no "
+                          "network; if the run needs it, set [sandbox] network = true, or fetch it in the setup "
+                          "into a [setup] output")
 
 
 def _guess_environment(g: TaskGuess) -> None:
@@ -304,8 +306,11 @@ def _guess_search(g: TaskGuess) -> None:
             else:
                 high = c.value * 10 if c.value >= 1 else min(1.0, c.value * 10)
                 g.search[name] = {"low": float(f"{c.value / 10:.4g}"), "high": float(f"{high:.4g}"), "log": True}
-    if g.left_out:
-        g.warnings.append("left out of [search]: " + ", ".join(f"{n} ({why})" for n, why in g.left_out.items()))
+    reasons: dict[str, list[str]] = {}
+    for name, why in g.left_out.items():
+        reasons.setdefault(why, []).append(name)
+    for why, names in reasons.items():
+        g.warnings.append(f"left out of [search]: {', '.join(names)}: {why}")
 
 
 def assert_choices(source: str) -> dict[str, list[int]]:

@@ -175,3 +175,17 @@ def test_setup_network_only_when_the_config_says_so(tmp_path: Path, home: Path, 
             r.close()
     finally:
         srv.close()
+
+
+def test_links_never_follow_a_symlinked_folder_out_of_the_worktree(tmp_path: Path) -> None:
+    from autoresearch.run.workspace import Links
+
+    outside = tmp_path / "outside" / "x"
+    outside.mkdir(parents=True)
+    (outside / "keep.txt").write_text("mine")
+    worktree = tmp_path / "wt"
+    worktree.mkdir()
+    (worktree / "data").symlink_to(tmp_path / "outside")
+    with pytest.raises(OSError, match="leads out of"):
+        Links(outputs=(("data/x", str(tmp_path / "store")),)).apply(worktree)
+    assert (outside / "keep.txt").read_text() == "mine"

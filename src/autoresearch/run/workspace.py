@@ -37,6 +37,12 @@ class Links:
     inputs: tuple[tuple[str, str], ...] = ()
 
     def apply(self, folder: Path) -> None:
+        inside = os.path.realpath(folder)
+        for rel, _ in (*self.outputs, *self.inputs):  # a symlinked parent must not lead the removal elsewhere
+            parent = os.path.realpath((folder / rel).parent)
+            if os.path.commonpath([parent, inside]) != inside:
+                raise OSError(f"{folder / rel}: its folder leads out of {folder} (a symlink); [setup] outputs and "
+                              "inputs must be real folders of the repository")
         for rel, target in self.outputs:
             path = folder / rel
             if path.is_symlink() or path.is_file():

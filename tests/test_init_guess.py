@@ -101,10 +101,10 @@ NANOGPT = {
         print(f"step 1: train loss {1.0:.4f}, val loss {1.5:.4f}")
         ''',
     "configurator.py": "pass\n",
-    "model.py": "class GPT: pass\n",
+    "model.py": "class GPT:\n    def __init__(self, config):\n        assert config.n_embd % config.n_head == 0\n",
     "config/train_gpt2.py": "dataset = 'openwebtext'\nmax_iters = 600000\n",
     "config/train_shakespeare_char.py": "dataset = 'shakespeare_char'\nlearning_rate = 1e-3\nmax_iters = 5000\n"
-                                        "n_layer = 6\n",
+                                        "n_layer = 6\nn_head = 4\nn_embd = 128\n",
     "data/shakespeare_char/prepare.py": "import requests\nprint('url https://example.invalid')\n",
     "data/shakespeare_char/input.txt": "hello\n",
 }
@@ -118,7 +118,9 @@ def test_init_on_a_nanogpt_shaped_repo(tmp_path: Path) -> None:
     assert g["task.setup"] == "python data/shakespeare_char/prepare.py"
     assert g["setup.outputs"] == ["data/shakespeare_char"] and g["setup.inputs"] == ["data/shakespeare_char/input.txt"]
     assert g["metric.name"] == "val_loss" and g["metric.source"] == "regex"
-    assert set(data["search"]) == {"learning_rate", "n_layer"}  # the config file's settings, lowercase ones
+    assert set(data["search"]) == {"learning_rate", "n_layer", "n_head", "n_embd"}  # lowercase settings
+    assert data["search"]["n_head"] == {"choices": [2, 4, 8]}  # model.py asserts n_embd % n_head == 0
+    assert data["search"]["n_embd"] == {"choices": [64, 128, 256]}
     assert any("max_iters" in w for w in data["warnings"])
 
 

@@ -286,12 +286,15 @@ def _consts_any(path: Path) -> dict[str, Any]:
 # -- the search space --------------------------------------------------------------------------
 
 def _guess_search(g: TaskGuess) -> None:
-    for path in g.get("task.editable"):
-        file = g.root / path
-        if not file.is_file() or not path.endswith(".py"):
-            continue
+    files = [g.root / p for p in g.get("task.editable") if p.endswith(".py") and (g.root / p).is_file()]
+    divisible = set().union(*(_divisibility_names(f.read_text(errors="replace")) for f in files)) if files else set()
+    for file in files:
         text = file.read_text(errors="replace")
         choices = assert_choices(text)
+        for name, c in _consts(file).items():  # `assert config.n_embd % config.n_head == 0` in another file
+            v = c.value
+            if name in divisible and c.kind == "int" and v >= 2 and (v & (v - 1)) == 0:
+                choices.setdefault(name, [v // 2, v, v * 2])
         for name, c in _consts(file).items():
             if NOT_HYPERPARAMETER_RE.search(name.upper()):
                 g.left_out[name] = "not a hyperparameter by its name (a printout's constant, a seed, the run length)"
@@ -311,6 +314,24 @@ def _guess_search(g: TaskGuess) -> None:
         reasons.setdefault(why, []).append(name)
     for why, names in reasons.items():
         g.warnings.append(f"left out of [search]: {', '.join(names)}: {why}")
+
+
+def _divisibility_names(source: str) -> set[str]:
+    """The names (bare, or the attribute of `config.n_head`) on both sides of `assert a % b == 0`."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare) and \
+                isinstance(node.test.left, ast.BinOp) and isinstance(node.test.left.op, ast.Mod):
+            for side in (node.test.left.left, node.test.left.right):
+                if isinstance(side, ast.Name):
+                    out.add(side.id)
+                elif isinstance(side, ast.Attribute):
+                    out.add(side.attr)
+    return out
 
 
 def assert_choices(source: str) -> dict[str, list[int]]:

@@ -80,7 +80,7 @@ def plan(config: TaskConfig, network: bool) -> EnvironmentPlan:
         variables = (("UV_PROJECT_ENVIRONMENT", str(venv)), ("UV_NO_SYNC", "1"), ("VIRTUAL_ENV", str(venv)),
                      *((("UV_OFFLINE", "1"),) if not network else ()), ("UV_PYTHON_DOWNLOADS", "never"))
         return EnvironmentPlan(TaskEnvironment(str(venv / "bin"), variables), (shlex.join(sync),),
-                               _uv_build_variables(state, venv, network), (venv,), (venv, state / "uv-cache"))
+                               _uv_build_variables(state, venv, network), (venv,), _built(state, venv))
     if env.kind == "venv" and env.requirements:
         venv = state / "venv"
         python = ["--python", env.python] if env.python else []
@@ -88,7 +88,7 @@ def plan(config: TaskConfig, network: bool) -> EnvironmentPlan:
                  shlex.join([UV, "pip", "install", *offline, "--python", str(venv / "bin" / "python"), "-r",
                              env.requirements]))
         return EnvironmentPlan(TaskEnvironment(str(venv / "bin"), (("VIRTUAL_ENV", str(venv)),)), build,
-                               _uv_build_variables(state, venv, network), (venv,), (venv, state / "uv-cache"))
+                               _uv_build_variables(state, venv, network), (venv,), _built(state, venv))
     if env.kind == "venv":
         venv = (config.root / (env.venv or ".venv")).absolute()
         return EnvironmentPlan(TaskEnvironment(str(venv / "bin"), (("VIRTUAL_ENV", str(venv)),)), (), (), (venv,), ())
@@ -101,8 +101,16 @@ def plan(config: TaskConfig, network: bool) -> EnvironmentPlan:
 
 
 def _uv_build_variables(state: Path, venv: Path, network: bool) -> tuple[tuple[str, str], ...]:
+    # A Python uv downloads (a `.python-version` this machine lacks) must outlive the setup's
+    # throw-away home: it is the built venv's base interpreter.
     return (("UV_PROJECT_ENVIRONMENT", str(venv)), ("UV_CACHE_DIR", str(state / "uv-cache")),
+            ("UV_PYTHON_INSTALL_DIR", str(state / "python")),
             *((("UV_OFFLINE", "1"), ("UV_PYTHON_DOWNLOADS", "never")) if not network else ()))
+
+
+def _built(state: Path, venv: Path) -> tuple[Path, ...]:
+    """What building a uv environment writes: the venv, uv's cache, the Pythons uv installs."""
+    return (venv, state / "uv-cache", state / "python")
 
 
 def make_shim(config: TaskConfig) -> None:

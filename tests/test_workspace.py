@@ -189,3 +189,15 @@ def test_links_never_follow_a_symlinked_folder_out_of_the_worktree(tmp_path: Pat
     with pytest.raises(OSError, match="leads out of"):
         Links(outputs=(("data/x", str(tmp_path / "store")),)).apply(worktree)
     assert (outside / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("network", [False, True])
+def test_a_setup_with_network_keeps_the_callers_tls_bundle(tmp_path: Path, home: Path, network: bool,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
+    config = CONFIG.replace("[setup]\n", f"[setup]\nnetwork = {str(network).lower()}\n")
+    prepare = PREPARE + "print('bundle:', os.environ.get('SSL_CERT_FILE'))\n"
+    repo = shaped_repo(tmp_path / "shaped", config, prepare)
+    open_research(repo).close()
+    log = (repo / ".autoresearch" / "logs" / "setup.log").read_text()
+    assert ("bundle: /etc/ssl/certs/ca-certificates.crt" in log) == network

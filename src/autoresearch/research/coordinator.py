@@ -261,7 +261,8 @@ class Research:
             environment.make_shim(cfg)
             self.links.apply(path)
             policy = self._setup_policy()
-            common: dict[str, Any] = {"pass_env": cfg.sandbox.pass_env, "timeout_s": self.timeout_s,
+            passed = (*cfg.sandbox.pass_env, *(environment.TLS_SETTINGS if cfg.setup_access.network else ()))
+            common: dict[str, Any] = {"pass_env": passed, "timeout_s": self.timeout_s,
                                       "log_cap_bytes": cfg.log_cap_bytes, "on_output": self.observer.output,
                                       "should_stop": self.stop_event.is_set, "sandbox": policy}
             for command in plan.build:

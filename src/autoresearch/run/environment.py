@@ -25,6 +25,9 @@ from typing import Mapping
 
 from autoresearch.core.config import TaskConfig
 
+# The caller's TLS settings (certificate bundles, not credentials) that a setup with network keeps:
+# behind a proxy with its own CA, downloads fail without them.
+TLS_SETTINGS = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PIP_CERT")
 ENV_DIR = "env"  # under the task's state folder: built environments, the interpreter shim, uv's cache
 UV = "uv"
 

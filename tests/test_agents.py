@@ -271,10 +271,13 @@ def test_search_agent_enqueues_setting_ideas(tmp_path):
     # partial settings keep the other values; an idea outside the range is still tried
     p = agent.propose(ctx(cfg, {"train.py": TRAIN}, history, [Idea(7, "LEARNING_RATE=0.5")]))
     assert p.idea_id == 7 and (p.params["LEARNING_RATE"], p.params["DEPTH"]) == (0.5, 4)
-    # ideas that are no-ops, not searchable, or invalid for the constant are ignored
-    for text in ("DEPTH=4", "SEED=3", "DEPTH=4.5", "UNKNOWN=1"):
+    # ideas that are no-ops or not searchable are ignored (another agent may take them)
+    for text in ("DEPTH=4", "SEED=3", "UNKNOWN=1"):
         p = agent.propose(ctx(cfg, {"train.py": TRAIN}, history, [Idea(8, text)]))
         assert p.idea_id is None, text
+    # one that can never be written (a fraction for an integer) is closed by a rejection, not left open
+    p = agent.propose(ctx(cfg, {"train.py": TRAIN}, history, [Idea(8, "DEPTH=4.5")]))
+    assert p.idea_id == 8 and p.rejection == "idea #8 cannot be tried: DEPTH is an integer, and 4.5 is not"
 
 
 def test_search_agent_exhausts_a_tiny_space(tmp_path):

@@ -91,6 +91,9 @@ class SearchAgent:
         dists = {n: distribution(state.space[n][1]) for n in state.names}
         with _quiet_optuna():
             study, n_told = self._study(ctx, dists)
+            unusable = state.unusable_idea(ctx.ideas, self.name)
+            if unusable:
+                return unusable
             for idea, new in state.idea_settings(ctx.ideas):
                 study.enqueue_trial(dict(new), skip_if_exists=True)
                 trial = study.ask(dists)  # the enqueued setting (values out of range are allowed)

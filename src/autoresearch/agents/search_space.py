@@ -18,6 +18,7 @@ from autoresearch.agents.source_constants import (
     current_params,
     describe_changes,
     file_constants,
+    idea_problem,
     idea_values,
     normalize,
     search_space,
@@ -63,7 +64,21 @@ class SearchState:
                 continue  # a no-op or already run: nothing for this agent to try
             yield idea, new
 
+    def unusable_idea(self, ideas: list[Any], agent: str) -> Proposal | None:
+        """A rejection that closes the oldest open idea setting these constants to values that can never
+        be tried (outside the [search] choices...): it would otherwise stay open forever."""
+        for idea in ideas:
+            problem = idea_problem(idea.text, self.space, self.consts) if getattr(idea, "status", "open") == "open" \
+                else None
+            if problem:
+                return Proposal(description=f"{agent}: idea #{idea.id}: {idea.text}", edits={}, idea_id=idea.id,
+                                rejection=f"idea #{idea.id} cannot be tried: {problem}")
+        return None
+
     def idea_proposal(self, ctx: Context, agent: str) -> Proposal | None:
+        unusable = self.unusable_idea(ctx.ideas, agent)
+        if unusable:
+            return unusable
         for idea, new in self.idea_settings(ctx.ideas):
             desc = f"{agent}: idea #{idea.id}: " + describe_changes(self.current, new, self.consts)
             return self.proposal(ctx, new, desc, idea_id=idea.id)

@@ -5,8 +5,12 @@ other byte of the file is kept), and `search_space` turns the constants of a tas
 into ranges for the non-LLM agents: the ones named in `[search]` when that table is given,
 otherwise every positive constant with a default range around its baseline value.
 
+Command-line options count too: `add_argument("--lr", type=float, default=1e-3)` is the setting `lr`
+(its default's literal is rewritten, so no wrapper script is needed).
+
 Which assignments count: a top-level statement `NAME = <literal>` or `NAME: T = <literal>` where
-NAME matches `^[A-Z][A-Z0-9_]*$` and the literal is an int or float, optionally with a sign
+NAME matches `^[A-Z][A-Z0-9_]*$` (in a *config file*, a module of nothing but assignments like
+nanoGPT's `config/train_shakespeare_char.py`, any public name: `learning_rate = 1e-3`) and the literal is an int or float, optionally with a sign
 (`-3`, `+1e-4`). Bools, strings, complex numbers and expressions (`2 ** 10`) are ignored. A name
 that is bound more than once at module level (assigned twice, augmented, assigned inside a
 top-level `if`/`for`/`with`/`try`, or declared `global` in a function) is *skipped*: rewriting
@@ -23,6 +27,7 @@ from typing import Any, Literal
 from autoresearch.core.config import SearchParam, TaskConfig, is_editable
 
 NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+CONFIG_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # the names of a config file's settings
 SKIP_BY_DEFAULT = ("SEED",)  # constants whose name contains one of these are only searched if configured
 FLOAT_LOG_DIGITS = 4  # significant digits kept for values sampled in a log range
 LINEAR_RESOLUTION = 1e-4  # values sampled in a linear range are rounded to this fraction of its width
@@ -60,6 +65,7 @@ def _scan(source: str) -> tuple[dict[str, Constant], dict[str, str]]:
     found: dict[str, Constant] = {}
     skipped: dict[str, str] = {}
     bindings = _module_bindings(tree)
+    names = CONFIG_NAME_RE if is_config_file(tree) else NAME_RE
     for stmt in tree.body:
         if isinstance(stmt, ast.Assign):
             if len(stmt.targets) != 1 or not isinstance(stmt.targets[0], ast.Name):
@@ -69,24 +75,64 @@ def _scan(source: str) -> tuple[dict[str, Constant], dict[str, str]]:
             name, value = stmt.target.id, stmt.value
         else:
             continue
-        if not NAME_RE.match(name):
+        if not names.match(name):
             continue
         if bindings.get(name, 0) > 1:
             skipped[name] = "it is assigned more than once at module level"
             continue
-        number = _literal(value)
-        if number is None:
-            skipped[name] = "its value is not a plain int or float literal"
+        _add(found, skipped, name, value, lines)
+    for name, value in _argparse_defaults(tree, skipped).items():
+        if name in found or name in skipped:
+            skipped[name] = "it names both a constant and a command-line option"
+            found.pop(name, None)
             continue
-        if value.lineno != value.end_lineno or value.end_col_offset is None:
-            skipped[name] = "its literal spans several lines"
-            continue
-        line = lines[value.lineno - 1].encode()
-        col = len(line[:value.col_offset].decode(errors="replace"))
-        end_col = len(line[:value.end_col_offset].decode(errors="replace"))
-        kind: Literal["int", "float"] = "int" if isinstance(number, int) else "float"
-        found[name] = Constant(name, number, value.lineno, col, end_col, kind)
+        _add(found, skipped, name, value, lines)
     return found, skipped
+
+
+def _add(found: dict[str, Constant], skipped: dict[str, str], name: str, value: ast.expr, lines: list[str]) -> None:
+    """Record `name` with the literal `value` (its exact span, to rewrite it), or why it cannot be."""
+    number = _literal(value)
+    if number is None:
+        skipped[name] = "its value is not a plain int or float literal"
+        return
+    if value.lineno != value.end_lineno or value.end_col_offset is None:
+        skipped[name] = "its literal spans several lines"
+        return
+    line = lines[value.lineno - 1].encode()
+    col = len(line[:value.col_offset].decode(errors="replace"))
+    end_col = len(line[:value.end_col_offset].decode(errors="replace"))
+    kind: Literal["int", "float"] = "int" if isinstance(number, int) else "float"
+    found[name] = Constant(name, number, value.lineno, col, end_col, kind)
+
+
+def _argparse_defaults(tree: ast.Module, skipped: dict[str, str]) -> dict[str, ast.expr]:
+    """`parser.add_argument("--learning-rate", type=float, default=1e-3)` anywhere in the file: the
+    option's dest (`learning_rate`) -> its default's literal. An option defined twice is skipped."""
+    out: dict[str, ast.expr] = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and
+                node.func.attr == "add_argument"):
+            continue
+        default = next((k.value for k in node.keywords if k.arg == "default"), None)
+        dest = next((k.value.value for k in node.keywords if k.arg == "dest" and isinstance(k.value, ast.Constant)),
+                    None)
+        longs = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)
+                 and a.value.startswith("--")]
+        name = dest or (longs[0][2:].replace("-", "_") if longs else None)
+        if default is None or not isinstance(name, str) or not CONFIG_NAME_RE.match(name) or _literal(default) is None:
+            continue
+        if name in out:
+            skipped[name] = "it is a command-line option defined twice"
+            continue
+        out[name] = default
+    return {n: v for n, v in out.items() if n not in skipped}
+
+
+def is_config_file(tree: ast.Module) -> bool:
+    """Whether a module is nothing but settings: assignments (and a docstring), no code."""
+    body = [stmt for stmt in tree.body if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))]
+    return bool(body) and all(isinstance(stmt, (ast.Assign, ast.AnnAssign)) for stmt in body)
 
 
 def _literal(node: ast.expr) -> Number | None:
@@ -357,21 +403,34 @@ def idea_values(text: str, space: Space, consts: dict[str, tuple[str, Constant]]
     """The values an idea asks for, if it is a setting of searchable constants that can be written:
     ints must be integral for int constants/ranges, categorical values must be among the choices.
     Values outside a numeric range are allowed (a human may override the range)."""
+    values, _ = _idea_setting(text, space, consts)
+    return values
+
+
+def idea_problem(text: str, space: Space, consts: dict[str, tuple[str, Constant]]) -> str | None:
+    """Why an idea that sets only searchable constants can never be tried as asked (a value outside the
+    choices, a fraction for an integer), or None (it can be, or it is no such setting)."""
+    return _idea_setting(text, space, consts)[1]
+
+
+def _idea_setting(text: str, space: Space, consts: dict[str, tuple[str, Constant]]
+                  ) -> tuple[dict[str, Number] | None, str | None]:
     setting = parse_setting_idea(text)
     if not setting or any(name not in space for name in setting):
-        return None
+        return None, None
     out: dict[str, Number] = {}
     for name, value in setting.items():
         param, c = space[name][1], consts[name][1]
         if param.choices is not None:
             match = [x for x in param.choices if x == value]
             if not match:
-                return None
+                return None, (f"{name}={value:g} is not one of the [search] choices "
+                              f"{list(param.choices)}; add it there to try it")
             value = match[0]
         if (param.integer or c.kind == "int") and float(value) != int(value):
-            return None
+            return None, f"{name} is an integer, and {value:g} is not"
         out[name] = written_value(int(value) if param.integer else value, c)
-    return out
+    return out, None
 
 
 def write_values(files: dict[str, str], space: Space, values: dict[str, Number]) -> dict[str, str]:

@@ -16,8 +16,20 @@ from rich.table import Table
 
 from autoresearch import __version__
 from autoresearch.apps.dashboard.commands import register as register_dashboard
-from autoresearch.apps.tasks import TaskError, guess_config, list_examples, new_task, research_home, resolve_task
-from autoresearch.core.config import BACKENDS, CONFIG_NAME, ConfigError, load_config, state_dir
+from autoresearch.apps.tasks import (
+    TaskError,
+    list_examples,
+    new_task,
+    research_home,
+    resolve_task,
+)
+from autoresearch.core.config import (
+    BACKENDS,
+    CONFIG_NAME,
+    ConfigError,
+    load_config,
+    state_dir,
+)
 from autoresearch.core.errors import AutoresearchError
 from autoresearch.core.records import FINISHED, Experiment
 from autoresearch.repo import gitops
@@ -87,10 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("dest", help="new folder")
     c.set_defaults(func=cmd_new)
 
-    c = sub.add_parser("init", help="write a commented autoresearch.toml for an existing repository")
-    c.add_argument("task", nargs="?", default=".")
-    c.add_argument("--force", action="store_true", help="overwrite an existing config")
-    c.set_defaults(func=cmd_init)
+    _add_init(sub)
 
     c = sub.add_parser("examples", help="list the shipped example tasks")
     c.add_argument("--json", action="store_true")
@@ -150,6 +159,24 @@ def _add_run(sub) -> None:
     c.add_argument("--address", help="Ray cluster address (e.g. auto, ray://head:10001; default: a local cluster)")
     c.add_argument("--json", action="store_true", help="one JSON event per line instead of the live view")
     c.set_defaults(func=cmd_run)
+
+
+def _add_init(sub) -> None:
+    c = sub.add_parser("init", help="write a commented autoresearch.toml for an existing repository, saying what "
+                       "it guessed")
+    c.add_argument("task", nargs="?", default=".")
+    c.add_argument("--force", action="store_true", help="overwrite an existing config")
+    c.add_argument("--probe", action="store_true", help="run the guessed task once in the sandbox and show the "
+                   "metrics it printed (builds the environment and runs the setup first)")
+    c.add_argument("--probe-budget", type=_positive("seconds"), help="the budget of the probe run (default: the "
+                   "guessed one)")
+    c.add_argument("--metric", help="the metric to optimise (a name the run prints); else guessed, or asked after "
+                   "--probe on a terminal")
+    c.add_argument("--direction", choices=("minimize", "maximize"), help="the metric's direction")
+    c.add_argument("--editable", action="append", help="a file the agents may edit (repeat it)")
+    c.add_argument("--run", help="the run command")
+    c.add_argument("--json", action="store_true", help="the guesses, warnings and probe result as JSON")
+    c.set_defaults(func=cmd_init)
 
 
 def _add_idea(sub) -> None:
@@ -216,7 +243,7 @@ def cmd_run(args) -> int:
     names = args.agent or [config.agent.get("name") or DEFAULT_AGENT]
     if not args.agent and not config.agent.get("name"):
         say(f"no LLM agent configured: using the offline `{DEFAULT_AGENT}` agent "
-            "(Optuna TPE over the numeric UPPER_CASE constants of the editable files)")
+            "(Optuna TPE over the numeric constants of the editable files)")
     agents = []
     for i, agent_name in enumerate(names):
         # The [agent] options belong to the agent it names.
@@ -246,6 +273,7 @@ def cmd_run(args) -> int:
         if interactive else PlainView(as_json=args.json)
     research = Research(config, agents, tag=tag, budget_s=args.budget, observer=view, ledger=ledger,
                         parallel=parallel)
+    research.explicit_tag = args.tag is not None
 
     def on_sigint(signum, frame):
         if research.stop_event.is_set():
@@ -286,14 +314,55 @@ def cmd_new(args) -> int:
 
 
 def cmd_init(args) -> int:
+    from autoresearch.apps import init_guess
+
     root = Path(args.task).resolve()
     path = root / CONFIG_NAME
     if path.exists() and not args.force:
         raise TaskError(f"{path} exists; use --force to overwrite")
-    path.write_text(guess_config(root))
-    load_config(root)  # what init writes must load as it is
-    console.print(f"wrote {path}: review it, then `autoresearch run {args.task}`", highlight=False)
+    guess = init_guess.guess(root)
+    for key, value in (("task.editable", args.editable), ("task.run", args.run), ("metric.name", args.metric),
+                       ("metric.direction", args.direction)):
+        if value:
+            guess.put(key, value, "given on the command line")
+    path.write_text(init_guess.render(guess))
+    config = load_config(root)  # what init writes must load as it is
+    result = None
+    if args.probe:
+        from autoresearch.apps.probe import probe
+
+        result = probe(config, args.probe_budget)
+        printed = [k for k in result["metrics"] if k != "peak_memory_mb"]
+        if not args.metric and printed and config.metric.name not in printed:
+            choice = _ask_metric(printed) if console.is_terminal and not args.json and sys.stdin.isatty() else None
+            guess.warnings.append(f"the probe printed no {config.metric.name}"
+                                  + (f"; chose {choice}" if choice else f"; it printed: {', '.join(printed)} "
+                                     "(pick one with --metric NAME)"))
+            if choice:
+                guess.put("metric.name", choice, "picked from what the probe printed")
+            path.write_text(init_guess.render(guess))
+            load_config(root)
+    if args.json:
+        print(json.dumps({"config": str(path), **guess.to_dict(), "probe": result}, default=str))
+        return 0
+    console.print(f"wrote {path}; what it guessed (change the key to fix a guess):", highlight=False, markup=False,
+                  soft_wrap=True)
+    for line in init_guess.summary(guess):
+        console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+    if result is not None:
+        console.print(f"probe: {result['status']} in {result['wall_s'] or 0:.1f}s {result['reason']}", highlight=False,
+                      markup=False)
+        for name, value in result["metrics"].items():
+            console.print(f"  {name}: {value:g}", highlight=False, markup=False)
+    console.print(f"review it, then `autoresearch run {args.task}`", highlight=False, markup=False)
     return 0
+
+
+def _ask_metric(names: list[str]) -> str | None:
+    for i, name in enumerate(names, 1):
+        console.print(f"  {i}. {name}", highlight=False, markup=False)
+    answer = input("which metric to optimise (number, empty: keep the guess)? ").strip()
+    return names[int(answer) - 1] if answer.isdigit() and 0 < int(answer) <= len(names) else None
 
 
 def cmd_examples(args) -> int:
@@ -519,7 +588,7 @@ def cmd_idea_list(args) -> int:
         return 0
     for i in ideas:
         outcome = f" → #{i.experiment_id}: {i.outcome}" if i.status == "tried" else ""
-        console.print(f"#{i.id} [{i.status}] {i.text}{outcome}", highlight=False)
+        console.print(f"#{i.id} [{i.status}] {i.text}{outcome}", highlight=False, markup=False)
     return 0
 
 

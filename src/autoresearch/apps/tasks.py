@@ -7,7 +7,6 @@ own: `autoresearch new nanogpt DIR`, or automatically by `autoresearch run nanog
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -120,54 +119,7 @@ def _research_copy(name: str, example: Path) -> tuple[Path, str | None]:
 # -- init ------------------------------------------------------------------------------------
 
 def guess_config(root: Path) -> str:
-    """A commented autoresearch.toml for an existing repository, with what can be guessed."""
-    root = Path(root)
-    py = sorted(p.name for p in root.glob("*.py"))
-    editable = "train.py" if "train.py" in py else (py[0] if py else "main.py")
-    frozen = [p for p in ("prepare.py",) if p in py]
-    setup = "python prepare.py" if "prepare.py" in py else None
-    metric, direction = "val_bpb", "minimize"
-    source = (root / editable).read_text(errors="replace") if (root / editable).is_file() else ""
-    printed = re.findall(r"""print\(\s*f?["']([A-Za-z_][A-Za-z0-9_]*):""", source)
-    if "val_bpb" not in printed and printed:
-        metric = next((m for m in printed if re.search(r"loss|bpb|err|acc|score", m)), printed[-1])
-        direction = "maximize" if re.search(r"acc|score|reward|auc", metric) else "minimize"
-    program = "program.md" if (root / "program.md").is_file() else None
-    budget = 300
-    m = re.search(r"^TIME_BUDGET\s*=\s*([0-9.]+)", (root / "prepare.py").read_text(errors="replace"), re.M) \
-        if "prepare.py" in py else None
-    if m:
-        budget = float(m.group(1))
-    lines = [
-        "# autoresearch task config. Docs: docs/config.md in the autoresearch repository.",
-        "[task]",
-        f'name = "{root.resolve().name}"',
-        *([f'program = "{program}"  # instructions the agents read'] if program else
-          ['# program = "program.md"  # instructions for LLM agents (write one!)']),
-        f'editable = ["{editable}"]  # files the agents may change (globs allowed)',
-        f"frozen = {_toml_list(frozen)}  # files nobody may change (hash-checked before every run)",
-        *([f'setup = "{setup}"  # run once before the first experiment'] if setup else
-          ['# setup = "python prepare.py"  # one-time preparation']),
-        f'run = "python {editable}"  # one experiment; must print the metric',
-        "",
-        "[budget]",
-        f"seconds = {budget:g}  # training budget, passed to the run as AUTORESEARCH_TIME_BUDGET",
-        f"timeout = {budget * 2 + 60:g}  # hard limit: the whole process tree is killed past it",
-        "",
-        "[metric]",
-        f'name = "{metric}"  # read from a `{metric}: <number>` line of the output',
-        f'direction = "{direction}"',
-        '# source = "regex"; pattern = "loss=([0-9.]+)"   or   source = "json"; file = "metrics.json"',
-        "",
-        "# [guards]  # limits on secondary metrics, relative to the baseline",
-        "# peak_memory_mb = { max_ratio = 1.25 }",
-        "",
-        "# [search]  # ranges of UPPER_CASE constants for the `search` and `random` agents",
-        "# LEARNING_RATE = { low = 1e-4, high = 1e-2, log = true }",
-        "",
-    ]
-    return "\n".join(lines)
+    """A commented autoresearch.toml for an existing repository, with what can be guessed (init_guess.py)."""
+    from autoresearch.apps import init_guess
 
-
-def _toml_list(items: list[str]) -> str:
-    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+    return init_guess.render(init_guess.guess(root))

@@ -33,6 +33,9 @@ STATE_DIR = ".autoresearch"  # a task's state folder (ledger, logs, worktrees)
 GIT_IGNORED = (f"{STATE_DIR}/", "results.tsv", "progress.png")  # what research writes into a task repository
 DIRECTIONS = ("minimize", "maximize")
 GUARD_KEYS = ("max", "min", "max_ratio", "min_ratio")
+# How a task's commands run (run/environment.py): autoresearch's own Python, a venv, `uv`'s project
+# environment, a named interpreter, or a command prefix (e.g. `conda run -n env`, a container).
+ENVIRONMENT_KINDS = ("autoresearch", "venv", "uv", "python", "prefix")
 
 
 class ConfigError(AutoresearchError, ValueError):
@@ -125,6 +128,27 @@ class SandboxConfig:
 
 
 @dataclass(frozen=True)
+class EnvironmentConfig:
+    """[environment]: the interpreter and packages the task's commands (setup, run, evaluate) use."""
+
+    kind: str = "autoresearch"  # one of ENVIRONMENT_KINDS
+    venv: str | None = None  # kind venv: an existing virtual environment, relative to the repository
+    requirements: str | None = None  # kind venv: build the venv at setup from this file instead
+    python: str | None = None  # kind python: the interpreter; venv/uv builds: the base interpreter
+    prefix: str | None = None  # kind prefix: put before every command
+    readable: tuple[str, ...] = ()  # more paths the environment needs, read-only in the sandbox
+
+
+@dataclass(frozen=True)
+class SetupConfig:
+    """[setup]: what the one setup per research run may reach, and what it leaves for the experiments."""
+
+    network: bool = False  # the setup (and building the environment) may use the network
+    outputs: tuple[str, ...] = ()  # folders it fills, kept in the state folder, read-only in experiments
+    inputs: tuple[str, ...] = ()  # files or folders of the checkout (git-ignored ones) linked into every worktree
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     """Per-run resource limits, enforced through a cgroup per run where cgroups are available
     (see cgroups.py). 0 turns a limit off."""
@@ -194,6 +218,8 @@ class TaskConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    environment: EnvironmentConfig = field(default_factory=EnvironmentConfig)
+    setup_access: SetupConfig = field(default_factory=SetupConfig)
 
     @property
     def path(self) -> Path:
@@ -227,7 +253,8 @@ def load_config(root: Path | str) -> TaskConfig:
 def parse_config(data: dict, root: Path, path: Path) -> TaskConfig:
     """The TaskConfig of a parsed autoresearch.toml: each section read and checked by its own reader."""
     readers = (_read_budget, _read_metric, _read_guards, _read_search, _read_env, _read_agent, _read_judge,
-               _read_evaluate, _read_sandbox, _read_parallel, _read_limits, _read_logs, _read_prune)
+               _read_evaluate, _read_sandbox, _read_parallel, _read_limits, _read_logs, _read_prune,
+               _read_environment, _read_setup)
     known = {"task", *(r.__name__.removeprefix("_read_") for r in readers)}
     for k in data:
         if k not in known:
@@ -456,6 +483,75 @@ def _read_prune(cfg: TaskConfig, data: dict, path: Path) -> None:
             raise ConfigError(path, f"prune.{k}", f"{v:g} is negative", f"e.g. {k} = {getattr(default, k)}")
     cfg.prune = PruneConfig(enabled=prune.get("enabled", True), metric=_str(prune, "prune.metric", path),
                             direction=direction, min_share=min_share, **values)
+
+
+def _read_environment(cfg: TaskConfig, data: dict, path: Path) -> None:
+    """[environment]: how the task's commands run (see run/environment.py)."""
+    env = _table(data, "environment", path)
+    _only(env, "environment", set(EnvironmentConfig.__dataclass_fields__), path)
+    kind = _str(env, "environment.kind", path) or "autoresearch"
+    if kind not in ENVIRONMENT_KINDS:
+        raise ConfigError(path, "environment.kind", f"{kind!r} is not an environment kind",
+                          f"use one of: {', '.join(repr(k) for k in ENVIRONMENT_KINDS)}")
+    cfg.environment = EnvironmentConfig(
+        kind=kind, venv=_str(env, "environment.venv", path), requirements=_str(env, "environment.requirements", path),
+        python=_str(env, "environment.python", path), prefix=_str(env, "environment.prefix", path),
+        readable=tuple(_globs(env, "environment.readable", path)))
+    _check_environment(cfg.environment, cfg.root, path)
+
+
+def _check_environment(env: EnvironmentConfig, root: Path, path: Path) -> None:
+    needs = {"python": "python", "prefix": "prefix"}
+    if env.kind in needs and not getattr(env, needs[env.kind]):
+        example = 'python = "/usr/bin/python3.11"' if env.kind == "python" else 'prefix = "conda run -n myenv"'
+        raise ConfigError(path, f"environment.{needs[env.kind]}", f"kind = {env.kind!r} needs it", f"add {example}")
+    if env.kind == "venv" and not env.requirements:
+        venv = root / (env.venv or ".venv")
+        if not (venv / "bin" / "python").exists():
+            raise ConfigError(path, "environment.venv", f"no virtual environment at {venv} (no bin/python)",
+                              f"create it (python -m venv {env.venv or '.venv'}), name yours with venv = \"...\", "
+                              "or set requirements = \"requirements.txt\" to build one at setup")
+    if env.kind == "uv" and not (root / "pyproject.toml").is_file():
+        raise ConfigError(path, "environment.kind", f"kind = \"uv\" needs {root / 'pyproject.toml'}",
+                          "add the project file (uv init), or choose another kind")
+    for key in ("requirements",):
+        value = getattr(env, key)
+        if value and not (root / value).is_file():
+            raise ConfigError(path, f"environment.{key}", f"{root / value} does not exist",
+                              "name a file of the repository, e.g. requirements = \"requirements.txt\"")
+
+
+def _read_setup(cfg: TaskConfig, data: dict, path: Path) -> None:
+    """[setup]: the setup's network, the folders it keeps for the experiments, the inputs it needs."""
+    setup = _table(data, "setup", path)
+    _only(setup, "setup", set(SetupConfig.__dataclass_fields__), path)
+    if "network" in setup and not isinstance(setup["network"], bool):
+        raise ConfigError(path, "setup.network", f"{setup['network']!r} is not true/false", "write true or false")
+    outputs = tuple(_globs(setup, "setup.outputs", path))
+    for out in outputs:
+        if not (out.startswith("~/") or _inside(out)):
+            raise ConfigError(path, "setup.outputs", f"{out!r} is neither inside the repository nor under ~/",
+                              "name a folder such as \"data/shakespeare_char\" or \"~/.cache/mytask\" (other "
+                              "places: [sandbox] writable and readable)")
+        if not out.startswith("~/"):
+            inside = [f for f in editable_files(cfg) + frozen_files(cfg) if f == out or f.startswith(out.rstrip("/") + "/")]
+            if inside:
+                raise ConfigError(path, "setup.outputs", f"{out!r} holds editable or frozen files ({', '.join(inside)})",
+                                  "name the folder the setup writes data into, not one with the task's code")
+    inputs = tuple(_globs(setup, "setup.inputs", path))
+    for name in inputs:
+        if not _inside(name) or not (cfg.root / name).exists():
+            raise ConfigError(path, "setup.inputs", f"{name!r} is not a file or folder of {cfg.root}",
+                              "name paths inside the repository that exist in your checkout (e.g. a git-ignored "
+                              "input.txt), relative to its root")
+    cfg.setup_access = SetupConfig(network=bool(setup.get("network", False)), outputs=outputs, inputs=inputs)
+
+
+def _inside(relpath: str) -> bool:
+    try:
+        return normalize_path(relpath) == relpath.rstrip("/")
+    except ValueError:
+        return False
 
 
 def editable_files(cfg: TaskConfig) -> list[str]:

@@ -14,6 +14,7 @@ How often a candidate runs and how it is judged against its best is measure.py's
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -22,6 +23,7 @@ import os
 import re
 import sqlite3
 import threading
+from pathlib import Path
 from typing import Any
 
 from autoresearch.agents.base import Agent, Context, NoProposal, Proposal
@@ -41,9 +43,9 @@ from autoresearch.core.records import FINISHED, PENDING, Experiment, Status
 from autoresearch.repo import gitops
 from autoresearch.research.measure import Measurer, mean, run_env
 from autoresearch.research.scheduler import Limits, Scheduler
-from autoresearch.run import cgroups
+from autoresearch.run import cgroups, environment, workspace
 from autoresearch.run.backends import Backend, make_backend
-from autoresearch.run.execution import FrozenFileError, run_setup
+from autoresearch.run.execution import STOPPED_BY_USER, FrozenFileError, run_setup
 from autoresearch.run.runner import clean_env
 from autoresearch.run.sandbox import (
     SandboxError,
@@ -87,6 +89,8 @@ class Research:
         self.lock = threading.RLock()  # admission, rebase, decision and the branch: one at a time
         self._files = gitops.ObjectCache(FILE_CACHE)  # commit -> its editable files
         self._lock_fd: int | None = None
+        self.explicit_tag = True  # False: `run` resumes the last tag by itself (a moved branch then stops it)
+        self.stop_reason = ""  # why the research stops, when not by the user (a failed agent...)
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -113,6 +117,8 @@ class Research:
             if gitops.has_uncommitted(self.repo, self.config.editable + self.config.frozen):
                 self.observer.message("note: uncommitted changes in the task's files are not part of the research; "
                                       "experiments start from the last commit")
+        else:
+            self._check_branch(base)
         self.base = base
         self.frozen = {p: gitops.read_file(self.repo, base, p) or "" for p in frozen_files(self.config)}
         if self.ledger.get_meta(f"frozen:{self.tag}") is None:
@@ -123,9 +129,18 @@ class Research:
             try:
                 search_space(self.config, self.editable_at(base))
             except ValueError as e:
-                raise ConfigError(self.config.path, "search", str(e),
-                                  "name only UPPER_CASE constants assigned once to a number") from e
+                raise ConfigError(self.config.path, "search", str(e).removeprefix("[search] "),
+                                  "name only constants assigned once to a number") from e
         self.policy = self._sandbox_policy()
+        self.env_plan = environment.plan(self.config, self.config.setup_access.network)
+        self.links = workspace.links(self.config)
+        if self.env_plan.build or self.config.setup or self.config.setup_access.outputs:
+            self._setup()
+        else:
+            environment.make_shim(self.config)
+        self.policy = self._experiment_policy(self.policy)
+        if self.config.environment.kind != "autoresearch":
+            self.observer.message(self.env_plan.describe(self.config.environment.kind))
         if not self.config.evaluate.command:
             self.observer.message(f"note: no [evaluate] step, so {self.config.metric.name} is self-reported: it is what "
                                   "the experiment prints, and a hostile experiment can print any number "
@@ -138,12 +153,28 @@ class Research:
             except ValueError as e:
                 raise ConfigError(self.config.path, "parallel.backend", str(e), "install it, or use backend = \"local\"")
         self.measurer = Measurer(self.config, self.tag, self.ledger, self.backend, self.observer, self.stop_event,
-                                 self.budget_s, self.timeout_s, self.frozen, self.policy)
+                                 self.budget_s, self.timeout_s, self.frozen, self.policy,
+                                 environment=self.env_plan.environment, links=self.links)
         slots = self.backend.slots
         self.observer.message(f"{len(slots)} slot{'s' * (len(slots) != 1)} on {self.backend.name}: "
                               f"{', '.join(s.name for s in slots)}; {self.parallel.ahead} proposal(s) ahead per slot")
-        if self.config.setup:
-            self._setup()
+
+    def _check_branch(self, base: str) -> None:
+        """Resuming a research run whose task branch has moved on: one message that says what to do."""
+        head = gitops.rev_parse(self.repo, "HEAD")
+        tip = gitops.rev_parse(self.repo, gitops.branch_ref(self.tag))
+        if head in (base, tip) or _is_ancestor(self.repo, head, tip):
+            return  # HEAD is part of the research (the base, or the research branch checked out)
+        branch = gitops.git(self.repo, "rev-parse", "--abbrev-ref", "HEAD", check=False).strip() or "HEAD"
+        new = gitops.git(self.repo, "rev-list", "--count", f"{base}..{head}", check=False).strip() or "some"
+        text = (f"research run {self.tag!r} started from {base[:9]}, but the task's branch {branch} is now at "
+                f"{head[:9]} ({new} commit(s) the research does not have): resuming it would run the old code.")
+        if self.explicit_tag:
+            self.observer.message(f"note: {text} Continuing {self.tag!r} on its own base, as --tag asked.")
+            return
+        raise ResearchError(f"{text}\n  fix: start a new research run on the new code with `autoresearch run "
+                            f"--tag NEW_NAME` (to keep what {self.tag!r} found, first `git merge autoresearch/{self.tag}` "
+                            f"into {branch}), or continue the old one as it was with `--tag {self.tag}`")
 
     def close(self) -> None:
         if self.backend is not None:
@@ -220,16 +251,53 @@ class Research:
         return policy
 
     def _setup(self) -> None:
-        self.observer.message(f"setup: {self.config.setup}")
+        """Build the task's environment and run the setup once, in a worktree of the base, with the
+        setup's access: its network ([setup] network), its outputs' stores writable (docs/tasks.md)."""
+        cfg, plan = self.config, self.env_plan
         path = self.state / "worktrees" / "setup"
         gitops.add_worktree(self.repo, path, self.base)
         try:
-            run_setup(self.config.setup, path, env=run_env(self.config, self.budget_s),
-                      pass_env=self.config.sandbox.pass_env, timeout_s=self.timeout_s,
-                      log_path=self.state / "logs" / "setup.log", log_cap_bytes=self.config.log_cap_bytes,
-                      on_output=self.observer.output, should_stop=self.stop_event.is_set)
+            workspace.prepare_stores(cfg, path)
+            environment.make_shim(cfg)
+            self.links.apply(path)
+            policy = self._setup_policy()
+            passed = (*cfg.sandbox.pass_env, *(environment.TLS_SETTINGS if cfg.setup_access.network else ()))
+            common: dict[str, Any] = {"pass_env": passed, "timeout_s": self.timeout_s,
+                                      "log_cap_bytes": cfg.log_cap_bytes, "on_output": self.observer.output,
+                                      "should_stop": self.stop_event.is_set, "sandbox": policy}
+            for command in plan.build:
+                self.observer.message(f"environment: {command}")
+                run_setup(command, path, env={**run_env(cfg, self.budget_s), **dict(plan.build_variables)},
+                          log_path=self.state / "logs" / "environment.log", **common)
+            if cfg.setup:
+                network = "with network" if cfg.setup_access.network or cfg.sandbox.network else "no network"
+                self.observer.message(f"setup: {cfg.setup}" + (f" ({network})" if policy else ""))
+                run_setup(cfg.setup, path, env=run_env(cfg, self.budget_s), log_path=self.state / "logs" / "setup.log",
+                          environment=plan.environment, **common)
         finally:
             gitops.remove_worktree(self.repo, path)
+
+    def _setup_policy(self) -> SandboxPolicy | None:
+        """The setup's sandbox: the experiments' view, as you (your own command), with its network,
+        nothing hidden, and writable: the outputs' stores, the environment's build, the [sandbox] paths."""
+        if self.policy is None:
+            return None
+        p, plan = self.policy, self.env_plan
+        return dataclasses.replace(
+            p, network=self.config.setup_access.network or p.network, allow_root=True, hidden=(),
+            writable=(*p.writable, *p.readable, *workspace.stores(self.config), *plan.writable_at_setup),
+            readable=(*plan.folders, *environment.interpreter_folders(self.config, plan)),
+            mounts=workspace.home_mounts(self.config, writable=True))
+
+    def _experiment_policy(self, policy: SandboxPolicy | None) -> SandboxPolicy | None:
+        """The experiments' sandbox plus, read-only, the task's environment and the setup's outputs."""
+        if policy is None:
+            return None
+        plan = self.env_plan
+        return dataclasses.replace(
+            policy, readable=(*policy.readable, *plan.folders, *environment.interpreter_folders(self.config, plan),
+                              *workspace.stores(self.config), *(Path(t) for _, t in self.links.inputs)),
+            mounts=workspace.home_mounts(self.config, writable=False))
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -322,7 +390,10 @@ class Research:
             self.ledger.update(exp_id, base_commit=head, content_hash=digest)
             problem = problem or self._duplicate(digest, exp_id)
             if problem:
-                return self._finish(exp_id, Status.REJECTED, problem, best)
+                exp = self._finish(exp_id, Status.REJECTED, problem, best)
+                if proposal.rejection and proposal.idea_id is not None:  # its agent says it can never run
+                    self.ledger.mark_idea(proposal.idea_id, exp_id, exp.reason)
+                return exp
             self._record_commit(exp_id, parent, commit, files, edits)
             return self.ledger.get(exp_id)
 
@@ -495,6 +566,8 @@ class Research:
         """Record a decision durably, then move the branch (a keep) and tell the observer."""
         with self.lock:
             fields = dict(fields or {})
+            if status == Status.INTERRUPTED and self.stop_reason and reason == STOPPED_BY_USER:
+                reason = self.stop_reason
             if values:
                 fields["metric"] = mean(list(values))
             self.ledger.finish(exp_id, status, reason=reason, **fields)  # durable before the branch moves
@@ -512,6 +585,14 @@ class Research:
     def write_results(self) -> None:
         with self.lock:
             self.ledger.write_results_tsv(self.repo / "results.tsv", self.tag, self.config.metric.name)
+
+
+def _is_ancestor(repo: Path, commit: str, of: str) -> bool:
+    try:
+        gitops.git(repo, "merge-base", "--is-ancestor", commit, of)
+        return True
+    except gitops.GitError:
+        return False
 
 
 def _disk_full(error: BaseException) -> bool:

@@ -20,9 +20,11 @@ from autoresearch.core.records import Experiment, Status
 from autoresearch.research.pruning import Pruner
 from autoresearch.run.backends import Backend
 from autoresearch.run.cgroups import ResourceLimits, group_name
+from autoresearch.run.environment import TaskEnvironment
 from autoresearch.run.execution import Outcome, RunSpec
 from autoresearch.run.sandbox import SandboxPolicy
 from autoresearch.run.slots import Slot
+from autoresearch.run.workspace import Links
 from autoresearch.store.ledger import Ledger
 
 if TYPE_CHECKING:
@@ -55,6 +57,8 @@ class Measurer:
     timeout_s: float
     frozen: dict[str, str]  # path -> content at the research base
     policy: SandboxPolicy | None
+    environment: TaskEnvironment = field(default_factory=TaskEnvironment)  # [environment]
+    links: Links = field(default_factory=Links)  # setup outputs and inputs, linked into each worktree
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _run_numbers: dict[int, int] = field(default_factory=dict, repr=False)
 
@@ -138,7 +142,8 @@ class Measurer:
                        log_cap_bytes=self.config.log_cap_bytes, metric=self.config.metric, frozen=self.frozen,
                        pass_env=self.config.sandbox.pass_env, cgroup=group_name(self.config.state_dir),
                        limits=ResourceLimits(self.config.limits.memory_limit_mb(), self.config.limits.processes or None),
-                       evaluate=self.config.evaluate, sandbox=self.policy, setup=self.config.setup)
+                       evaluate=self.config.evaluate, sandbox=self.policy, setup=self.config.setup,
+                       environment=self.environment, links=self.links)
         self.observer.started(exp, self.budget_s)
         started = time.time()
         watch = self.pruner.watch(against)

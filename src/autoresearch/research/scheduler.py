@@ -43,6 +43,7 @@ class Coordinator(Protocol):
     ledger: Ledger
     observer: Observer
     stop_event: threading.Event
+    stop_reason: str  # why running experiments were stopped, when not by the user
     agents: list[Agent]
     slots: list[Slot]
     parallel: ParallelConfig
@@ -103,7 +104,9 @@ class Scheduler:
             with self.cv:
                 if self.error is None:
                     self.error = e
-                    self.r.stop_event.set()  # running experiments end as interrupted
+                    where = f"agent {arg.name}" if loop == self._propose_loop else f"slot {arg.name}"
+                    self.r.stop_reason = f"stopped because {where} failed: {type(e).__name__}: {str(e)[:200]}"
+                    self.r.stop_event.set()  # running experiments end as interrupted, with that reason
                 self.cv.notify_all()
 
     def _should_stop(self) -> bool:

@@ -21,8 +21,16 @@ from autoresearch.core.errors import AutoresearchError, ResearchError
 from autoresearch.core.metrics import MetricError, read_metrics
 from autoresearch.core.untrusted import read_file
 from autoresearch.run.cgroups import ResourceLimits
+from autoresearch.run.environment import TaskEnvironment
 from autoresearch.run.runner import RunResult, clean_env, run_command
-from autoresearch.run.sandbox import SandboxPolicy, hand_over, identity
+from autoresearch.run.sandbox import (
+    SandboxPolicy,
+    find_repo,
+    hand_over,
+    hidden_path_hint,
+    identity,
+)
+from autoresearch.run.workspace import Links
 
 RUN_DIR_ENV = "AUTORESEARCH_RUN_DIR"
 SETUP_MIN_TIMEOUT_S = 3600.0  # a task's setup downloads and prepares data: at least an hour, whatever the budget
@@ -30,6 +38,7 @@ DEFAULT_CGROUP = "autoresearch-worker"  # the cgroup group of runs whose spec na
 # Resource metrics the harness measures itself: a printed value under one of these names is kept
 # as `claimed_<name>`, never used (a run using 310 MB must not pass a memory guard by printing 12).
 MEASURED_MEMORY = ("peak_memory_mb", "peak_mem_mb", "peak_rss_mb")
+STOPPED_BY_USER = "stopped by the user"  # the reason of a stopped run (the coordinator says so when it was not)
 
 
 class SetupError(ResearchError):
@@ -61,6 +70,8 @@ class RunSpec:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     sandbox: SandboxPolicy | None = None
     setup: str | None = None  # for workers on other machines: prepared once per node
+    environment: TaskEnvironment = field(default_factory=TaskEnvironment)  # [environment]: PATH, prefix
+    links: Links = field(default_factory=Links)  # setup outputs and inputs linked into the folder
 
     @property
     def eval_log_name(self) -> str:
@@ -81,15 +92,21 @@ class Outcome:
 
 def run_setup(command: str, folder: Path, *, env: dict[str, str], pass_env: tuple[str, ...], timeout_s: float,
               log_path: Path, log_cap_bytes: int, on_output: Callable[[str], None] | None = None,
-              should_stop: Callable[[], bool] | None = None, where: str = "") -> RunResult:
-    """Run the task's setup (trusted: the user's own command at the research base, not sandboxed) in
-    `folder` with the experiments' environment; SetupError when it fails. `where` names the machine."""
-    result = run_command(command, folder, env=clean_env(env, passed=pass_env),
+              should_stop: Callable[[], bool] | None = None, where: str = "", sandbox: SandboxPolicy | None = None,
+              environment: TaskEnvironment | None = None) -> RunResult:
+    """Run the task's setup (the user's own command at the research base) in `folder` with the
+    experiments' environment, in the task's environment and, given a policy, in the sandbox with the
+    setup's access ([setup]: its network, its outputs writable); SetupError when it fails. `where`
+    names the machine."""
+    environment = environment or TaskEnvironment()
+    result = run_command(environment.command(command), folder, env=environment.environ(clean_env(env, passed=pass_env)),
                          timeout_s=max(timeout_s, SETUP_MIN_TIMEOUT_S), log_path=log_path,
-                         log_cap_bytes=log_cap_bytes, on_output=on_output, should_stop=should_stop)
+                         log_cap_bytes=log_cap_bytes, on_output=on_output, should_stop=should_stop, sandbox=sandbox)
     if result.status != "ok":
+        hint = hidden_path_hint(f"{command}\n{result.log_tail}", sandbox, (folder, find_repo(folder))) \
+            if result.status == "crash" else ""
         raise SetupError(f"setup command `{command}` failed{where} ({result.status}, exit {result.exit_code}); "
-                         f"log: {result.log_path}\n{result.log_tail[-2000:]}")
+                         f"log: {result.log_path}\n{result.log_tail[-2000:]}{hint}")
     return result
 
 
@@ -100,7 +117,9 @@ def run_in_folder(spec: RunSpec, folder: Path, log_dir: Path, *, on_output: Call
     tampered = check_frozen(spec.frozen, folder)
     if tampered:
         raise FrozenFileError(f"frozen file {tampered} differs from the research base in {spec.commit[:9]}")
-    result = run_command(spec.command, folder, env=clean_env(spec.env, passed=spec.pass_env), timeout_s=spec.timeout_s,
+    spec.links.apply(folder)
+    env = spec.environment.environ(clean_env(spec.env, passed=spec.pass_env))
+    result = run_command(spec.environment.command(spec.command), folder, env=env, timeout_s=spec.timeout_s,
                          log_path=log_dir / spec.log_name, log_cap_bytes=spec.log_cap_bytes, on_output=on_output,
                          should_stop=should_stop, sandbox=spec.sandbox, cgroup=spec.cgroup or DEFAULT_CGROUP,
                          limits=spec.limits)
@@ -135,7 +154,7 @@ def _outcome(spec: RunSpec, result: RunResult, folder: Path) -> Outcome:
     fields: dict[str, Any] = dict(exit_code=result.exit_code, wall_s=result.wall_s, peak_mem_mb=result.peak_mem_mb,
                                   log_path=str(result.log_path), log_tail=result.log_tail)
     if result.status == "stopped":
-        return Outcome("stopped", fields, failure=("interrupted", "stopped by the user"))
+        return Outcome("stopped", fields, failure=("interrupted", STOPPED_BY_USER))
     if result.status == "timeout":
         return Outcome("timeout", fields, failure=("timeout", f"killed after the {spec.timeout_s:g}s hard timeout"))
     output = Path(result.log_path).read_text(errors="replace")
@@ -147,7 +166,8 @@ def _outcome(spec: RunSpec, result: RunResult, folder: Path) -> Outcome:
     fields["metrics"] = metrics
     if result.status == "crash":
         why = f"killed by the memory limit ({spec.limits.memory_mb:g} MB)" if result.oom_killed and \
-            spec.limits.memory_mb else f"exit code {result.exit_code}"
+            spec.limits.memory_mb else f"exit code {result.exit_code}" + hidden_path_hint(
+                f"{spec.command}\n{result.log_tail}", spec.sandbox, (folder, find_repo(folder)))
         return Outcome("crash", fields, metrics=metrics, failure=("crash", why))
     if missing:
         return Outcome("crash", fields, metrics=metrics, failure=("crash", f"no metric: {missing}"))
@@ -182,8 +202,9 @@ def _trusted_evaluation(spec: RunSpec, folder: Path, log_dir: Path, outcome: Out
         policy = None if spec.sandbox is None else dataclasses.replace(
             spec.sandbox, network=False, readable=(*spec.sandbox.readable, *spec.sandbox.hidden, folder), writable=(),
             hidden=())
-        result = run_command(spec.evaluate.command or "", trusted,
-                             env=clean_env({**spec.env, RUN_DIR_ENV: str(folder)}, passed=spec.pass_env),
+        result = run_command(spec.environment.command(spec.evaluate.command or ""), trusted,
+                             env=spec.environment.environ(clean_env({**spec.env, RUN_DIR_ENV: str(folder)},
+                                                                    passed=spec.pass_env)),
                              timeout_s=spec.evaluate.timeout_s, log_path=log_dir / spec.eval_log_name,
                              log_cap_bytes=spec.log_cap_bytes, should_stop=should_stop, sandbox=policy,
                              cgroup=spec.cgroup or DEFAULT_CGROUP, limits=spec.limits)

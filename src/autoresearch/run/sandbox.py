@@ -34,6 +34,7 @@ import glob
 import logging
 import os
 import pwd
+import re
 import shlex
 import shutil
 import site
@@ -95,6 +96,9 @@ class SandboxPolicy:
     hidden: tuple[Path, ...] = ()  # paths to hide even under a visible root (state dir, held-out split)
     user: str = DEFAULT_USER  # run as this user when autoresearch runs as root
     allow_root: bool = False  # as root: keep uid 0 (without capabilities) instead of `user`
+    # (source, target, writable): a folder shown at another path (a setup output kept in the state
+    # folder, bound where the task expects it under the hidden home); the source must exist
+    mounts: tuple[tuple[Path, Path, bool], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("writable", "readable", "hidden"):
@@ -102,6 +106,7 @@ class SandboxPolicy:
             if isinstance(value, (str, os.PathLike)):
                 value = (value,)
             object.__setattr__(self, name, tuple(Path(p) for p in value))
+        object.__setattr__(self, "mounts", tuple((Path(s), Path(t), bool(w)) for s, t, w in self.mounts))
 
 
 # -- availability ------------------------------------------------------------------------------
@@ -244,7 +249,8 @@ def _setpriv(who: Identity) -> list[str]:
 # -- the mount plan ----------------------------------------------------------------------------
 
 # Precedence at the same path (higher wins); at different depths the deeper path wins.
-_RANK = {"base": 0, "home": 1, "ro-auto": 2, "repo": 3, "state": 4, "ro": 5, "rw": 6, "hide": 7, "worktree": 8}
+_RANK = {"base": 0, "home": 1, "ro-auto": 2, "repo": 3, "state": 4, "ro": 5, "ro-map": 5, "rw": 6, "rw-map": 6,
+         "hide": 7, "worktree": 8}
 
 
 def _real(path: Path | str, base: Path | None = None) -> Path:
@@ -354,6 +360,8 @@ def _plan(worktree: Path, policy: SandboxPolicy, env: Mapping[str, str],
             hand_over(rp, who)  # ours to give: an existing folder keeps its owner
             log.info("sandbox: created writable folder %s", rp)
         add("rw", rp)
+    for _source, target, writable in policy.mounts:
+        add("rw-map" if writable else "ro-map", _real(target, base))
     for p in [*(Path(m) for pattern in SYSTEM_SECRETS for m in glob.glob(pattern)), *policy.hidden]:
         rp = _real(p, base)
         if rp.exists():
@@ -367,10 +375,12 @@ def _plan(worktree: Path, policy: SandboxPolicy, env: Mapping[str, str],
 _TMPFS_KINDS = ("base", "home", "state", "hide")
 
 
-def _mount_args(plan: Iterable[tuple[str, Path]], shared_scratch: bool = False) -> list[str]:
+def _mount_args(plan: Iterable[tuple[str, Path]], shared_scratch: bool = False,
+                sources: dict[Path, Path] | None = None) -> list[str]:
     """bwrap arguments for the plan. With `shared_scratch` (the sandbox user is not the root that
     mounts), the folders bwrap makes on its tmpfs mounts to hold deeper mounts get mode 0755, not
-    bwrap's 0700, so the user can reach its worktree, the interpreter and the repository."""
+    bwrap's 0700, so the user can reach its worktree, the interpreter and the repository.
+    `sources`: target -> source of the mapped mounts (policy.mounts)."""
     plan = list(plan)
     args: list[str] = []
     readonly_tmpfs: list[str] = []
@@ -397,6 +407,8 @@ def _mount_args(plan: Iterable[tuple[str, Path]], shared_scratch: bool = False) 
             args += ["--ro-bind", p, p]
         elif kind in ("rw", "worktree"):
             args += ["--bind", p, p]
+        elif kind in ("ro-map", "rw-map"):
+            args += ["--ro-bind" if kind == "ro-map" else "--bind", str((sources or {})[path]), p]
         else:  # pragma: no cover
             raise AssertionError(kind)
     for p in readonly_tmpfs:
@@ -441,7 +453,8 @@ def sandbox_argv(command: str, worktree: Path, policy: SandboxPolicy, env: Mappi
         argv.append("--unshare-net")
     argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *_proc_args()]
     argv += _device_args()
-    argv += _mount_args(_plan(worktree, policy, env, repo, who), shared_scratch=who is not None)
+    sources = {_real(target, repo or worktree): _real(source) for source, target, _ in policy.mounts}
+    argv += _mount_args(_plan(worktree, policy, env, repo, who), shared_scratch=who is not None, sources=sources)
     if os.path.isdir("/dev/shm") and os.path.islink("/run/shm"):
         argv += ["--symlink", "/dev/shm", "/run/shm"]  # /run is a fresh tmpfs; keep the old alias
     argv.append("--clearenv")
@@ -530,3 +543,33 @@ def preflight(policy: SandboxPolicy, repo: Path, scratch: Path, env: Mapping[str
     who = identity(policy)
     as_whom = f"as the user {who.name}" if who else "in the sandbox"
     return f"experiments {as_whom}: " + "; ".join(problems)
+
+
+# -- hints -------------------------------------------------------------------------------------
+
+_PATH_RE = re.compile(r"(?<![\w.])(/[^\s'\"`:,;()\[\]]+)")
+_MISSING_WORDS = ("no such file", "not found", "can't open", "cannot open", "cannot access", "does not exist")
+
+
+def hidden_path_hint(text: str, policy: SandboxPolicy | None, visible: Iterable[Path | None] = ()) -> str:
+    """A hint for a failed sandboxed command that names a path which exists on this machine but not in
+    the sandbox (under /tmp, /var/tmp, /run or a home), or ''. `text` is the command and its output's
+    tail; `visible` are folders the sandbox shows besides the policy's (the repository, the worktree)."""
+    if policy is None:
+        return ""
+    lines = text.splitlines()
+    candidates = [m for line in lines[:1] + [x for x in lines[1:] if any(w in x.lower() for w in _MISSING_WORDS)]
+                  for m in _PATH_RE.findall(line)]
+    shown = [_real(p) for p in (*policy.readable, *policy.writable, *(t for _, t, _ in policy.mounts),
+                                *(v for v in visible if v is not None))]
+    covered = [*(Path(p) for p in ("/tmp", "/var/tmp", "/run")), *_homes({})]
+    for text_path in dict.fromkeys(candidates):
+        path = _real(text_path)
+        if not path.exists() or not any(_is_within(path, c) for c in covered):
+            continue
+        if any(_is_within(path, s) for s in shown) or STATE_DIR in path.parts:
+            continue
+        return (f"\n  hint: {text_path} exists on this machine, but the sandbox does not show it (experiments and "
+                "the setup get a fresh /tmp and an empty home).\n  fix: move it into the repository (a git-ignored "
+                "file: name it in [setup] inputs), or add it to [sandbox] readable")
+    return ""

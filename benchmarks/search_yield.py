@@ -19,6 +19,7 @@ The previous default is today's `search` agent of another git revision (`--previ
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -33,7 +34,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NOISE = 0.004  # run-to-run σ of val_bpb; the gap baseline -> optimum is ~0.41, about 100σ
 
-LOSS = '''
 def loss(LEARNING_RATE, BATCH_SIZE, DEPTH, N_EMBD, N_HEAD, WEIGHT_DECAY, BETA2, WARMUP_FRAC, DROPOUT, GRAD_CLIP):
     """val_bpb without noise; the optimum is 2.0 (DEPTH 3, N_EMBD 128, N_HEAD 4, BATCH_SIZE 16, ...)."""
     if N_EMBD % N_HEAD:
@@ -49,16 +49,17 @@ def loss(LEARNING_RATE, BATCH_SIZE, DEPTH, N_EMBD, N_HEAD, WEIGHT_DECAY, BETA2, 
             + 0.08 * math.log10((1 - BETA2) / 0.05) ** 2
             + 3.0 * (WARMUP_FRAC - (0.01 + 2 * LEARNING_RATE)) ** 2          # more warm-up for a higher lr
             + 0.03 * math.log10(GRAD_CLIP / 0.5) ** 2)
-'''
+
+
 BASELINE = {"LEARNING_RATE": 0.004, "BATCH_SIZE": 8, "DEPTH": 2, "N_EMBD": 96, "N_HEAD": 4, "WEIGHT_DECAY": 0.1,
             "BETA2": 0.99, "WARMUP_FRAC": 0.05, "DROPOUT": 0.1, "GRAD_CLIP": 1.0}
 OPTIMUM = 2.0
 TRAIN = ('"""A synthetic training run: val_bpb is a known function of the constants, plus noise."""\n'
          "import math\nimport os\nimport random\n\n"
          + "".join(f"{k} = {v!r}\n" for k, v in BASELINE.items())
-         + LOSS
-         + f"\n\nrandom.seed(os.urandom(8))\n"
-         "value = loss(**{k: v for k, v in dict(globals()).items() if k.isupper() and k != 'NOISE'})\n"
+         + "\n\n" + inspect.getsource(loss)
+         + "\n\nrandom.seed(os.urandom(8))\n"
+         "value = loss(**{k: v for k, v in dict(globals()).items() if k.isupper()})\n"
          f"print(f\"val_bpb: {{value + random.gauss(0, {NOISE}):.6f}}\")\n"
          "print(f\"peak_memory_mb: {BATCH_SIZE * DEPTH * N_EMBD / 10:.1f}\")\n")
 CONFIG = """[task]
@@ -77,10 +78,8 @@ enabled = false  # this measures proposals, not isolation
 
 
 def true_loss(params: dict) -> float:
-    scope: dict = {"math": math}
-    exec(LOSS, scope)
     try:
-        return scope["loss"](**{k: params[k] for k in BASELINE})
+        return loss(**{k: params[k] for k in BASELINE})
     except ValueError:
         return math.inf
 
@@ -112,7 +111,7 @@ def research(src: Path, agent: str, seed: int, experiments: int, work: Path) -> 
     ran = [s for s, _ in rows[1:] if s in ("keep", "discard", "crash", "timeout", "pruned")]
     return {"agent": agent, "seed": seed, "gap_closed": (base - best) / (base - OPTIMUM), "best": best,
             "experiments": len(ran), "kept": len(kept) - 1, "crashed": ran.count("crash"),
-            "statuses": sorted(set(s for s, _ in rows)), "wall_s": round(time.time() - started, 1)}
+            "statuses": sorted({s for s, _ in rows}), "wall_s": round(time.time() - started, 1)}
 
 
 def previous_checkout(ref: str, work: Path) -> Path:

@@ -193,7 +193,8 @@ class SearchAgent:
     def _local_tpe(self, ctx: Context, state: SearchState, n: int) -> tuple[dict[str, Number], dict] | None:
         d = len(state.names)
         most, radius = region.schedule(n, d)
-        lost = region.lost_sides(ctx.history, state.current, state.names)
+        # queued or running single changes count as lost sides too: proposals made ahead spread out
+        lost = region.lost_sides([*ctx.history, *ctx.pending], state.current, state.names)
         steps = {name: st for name in state.names if (st := region.step(
             name, state.space[name][1], state.current[name], radius, lost.get(name, set()))) is not None}
         if not steps:
@@ -220,7 +221,7 @@ class SearchAgent:
         ledger inside the trust region `steps` (as the steps it is from the incumbent)."""
         config = ctx.config
         sampler = optuna.samplers.TPESampler(seed=self._seed(len(ctx.history)), n_startup_trials=self.n_startup_trials,
-                                             multivariate=True, warn_independent_sampling=False)
+                                             multivariate=True)
         study = optuna.create_study(direction=config.metric.direction, sampler=sampler)
         dists = {name: FloatDistribution(-1.0, 1.0) for name in free}
         baseline = next((e.metrics for e in ctx.history if e.status == "keep"), None)

@@ -25,6 +25,7 @@ import threading
 from typing import Any
 
 from autoresearch.agents.base import Agent, Context, NoProposal, Proposal
+from autoresearch.agents.search_defaults import violation
 from autoresearch.agents.source_constants import reapply_constants
 from autoresearch.core.config import (
     GIT_IGNORED,
@@ -368,7 +369,11 @@ class Research:
         # A change of constant values (a search proposal) is re-expressed on the new best: its values
         # set there. Anything else is merged as text; a conflict drops it unrun (not an experiment).
         merged = reapply_constants(base, proposed, files)
-        if merged is None:
+        if merged is not None:
+            problem = violation(_params(self.config, {**files, **merged}), _params(self.config, files))
+            if problem:
+                return Status.REJECTED, f"re-expressed on #{best.id}, it would break a rule: {problem}"
+        else:
             merged, conflicts = gitops.merge_files(base, files, proposed)
             if conflicts:
                 return Status.REJECTED, (f"conflicts with #{best.id} ({_one_line(best.description)[:60]}), kept since "

@@ -196,15 +196,15 @@ class SearchAgent:
         # queued or running single changes count as lost sides too: proposals made ahead spread out
         lost = region.lost_sides([*ctx.history, *ctx.pending], state.current, state.names)
         steps = {name: st for name in state.names if (st := region.step(
-            name, state.space[name][1], state.current[name], radius, lost.get(name, set()))) is not None}
+            name, state.space[name][1], state.current[name], radius, lost.get(name, ()))) is not None}
         if not steps:
             return None
         recent = region.recent_changes([*ctx.history, *ctx.pending], d)
-        exhausted = {n for n, sides in lost.items() if len(sides) == 2}
+        rounds = {n: len(sides) // 2 for n, sides in lost.items()}
         failures = self._memory_failures(ctx)
         for _ in range(MAX_ASKS):
             k = region.subset_size(self.rng, min(most, len(steps)))
-            names = region.pick(self.rng, list(steps), k, recent, exhausted)
+            names = region.pick(self.rng, list(steps), k, recent, rounds)
             dists = {name: FloatDistribution(-1.0, 1.0) for name in names}
             study = self._tpe_study(ctx, {name: steps[name] for name in names}, steps)
             trial = study.ask(dists)

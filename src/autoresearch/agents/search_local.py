@@ -25,7 +25,8 @@ LOCAL_SIZES = (1, 2, 3)  # how many constants one local proposal changes...
 LOCAL_SIZE_WEIGHTS = (0.6, 0.25, 0.15)  # ...mostly one: its effect is measured alone
 RADIUS_START = 0.2  # a fifth of the range: a 10x log range moves by up to 2.5x, a [0, 0.3] one by 0.06
 RADIUS_MAX = 0.5  # after the local start the region widens to half of every range
-EXHAUSTED_WEIGHT = 0.1  # a constant that lost both ways from the best is rarely tried again
+EXHAUSTED_WEIGHT = 0.3  # per round lost both ways from the best: a constant is picked this much less often...
+SHRINK = 0.5  # ...and its radius shrinks by this factor (a finer step around the same best)
 RECENT_PER_DIM = 2  # constants changed in the last 2·d experiments are picked less often
 
 
@@ -50,12 +51,12 @@ def subset_size(rng: random.Random, most: int) -> int:
 
 
 def pick(rng: random.Random, names: list[str], k: int, recent: dict[str, int],
-         exhausted: set[str] = frozenset()) -> list[str]:
-    """`k` names, drawn without replacement: those changed less recently more likely, those that
-    lost on both sides from the current best (`exhausted`) EXHAUSTED_WEIGHT times as likely."""
-    pool, out = list(names), []
+         rounds: dict[str, int] | None = None) -> list[str]:
+    """`k` names, drawn without replacement: those changed less recently more likely, and each round
+    a constant lost on both sides from the current best (`rounds`) makes it EXHAUSTED_WEIGHT as likely."""
+    pool, out, rounds = list(names), [], rounds or {}
     while pool and len(out) < k:
-        weights = [(EXHAUSTED_WEIGHT if n in exhausted else 1.0) / (1 + recent.get(n, 0)) for n in pool]
+        weights = [EXHAUSTED_WEIGHT ** rounds.get(n, 0) / (1 + recent.get(n, 0)) for n in pool]
         chosen = rng.choices(pool, weights=weights)[0]
         pool.remove(chosen)
         out.append(chosen)
@@ -122,8 +123,11 @@ class Step:
         return 0.0 if span <= 0 else math.copysign(max(0.0, abs(dz) - self.shortest) / span, dz)
 
 
-def step(name: str, param: SearchParam, current: Number, radius: float, lost: set[int] = frozenset()) -> Step | None:
-    """The moves of `name` within `radius` of `current`, on the sides not in `lost` (None: it cannot move)."""
+def step(name: str, param: SearchParam, current: Number, radius: float, lost: tuple[int, ...] = ()) -> Step | None:
+    """The moves of `name` within `radius` of `current` (None: it cannot move), given the sides of its
+    lost single changes from there, in order (`lost`): after a loss the other side is tried, and each
+    round lost on both sides shrinks the radius by SHRINK (pattern search: a finer step)."""
+    radius *= SHRINK ** (len(lost) // 2)
     cap = current * MAX_MEMORY_GROWTH if is_memory_heavy(name) and current > 0 else math.inf
     if param.choices is not None:
         values = sorted(param.choices)
@@ -135,22 +139,22 @@ def step(name: str, param: SearchParam, current: Number, radius: float, lost: se
     if param.choices is not None and len(param.choices) < 2 or param.low == param.high and param.choices is None:
         return None
     shortest = max(grain * 0.51, radius / 4)  # a quarter of the radius: a change worth measuring
-    side = 0 if len(lost) != 1 else -next(iter(lost))
+    side = -lost[-1] if len(lost) % 2 else 0
     return Step(name, param, current, shortest, max(radius, shortest + grain), cap, side)
 
 
-def lost_sides(history: list[Any], current: dict[str, Number], names: list[str]) -> dict[str, set[int]]:
+def lost_sides(history: list[Any], current: dict[str, Number], names: list[str]) -> dict[str, tuple[int, ...]]:
     """For each constant, the directions (+1 up, -1 down) in which a change of it alone, made from
     the current values, was run and not kept: the search tries the other side next, and a constant
     that lost on both sides is picked less often until the best moves."""
-    lost: dict[str, set[int]] = {}
+    lost: dict[str, tuple[int, ...]] = {}
     for exp in history:
         if exp.status == "keep" or not all(isinstance(exp.params.get(n), (int, float)) for n in names):
             continue
         differ = [n for n in names if exp.params[n] != current[n]]
         if len(differ) == 1:
             name = differ[0]
-            lost.setdefault(name, set()).add(1 if exp.params[name] > current[name] else -1)
+            lost[name] = (*lost.get(name, ()), 1 if exp.params[name] > current[name] else -1)
     return lost
 
 

@@ -140,11 +140,15 @@ def test_a_constant_that_lost_one_way_is_tried_the_other_way(tmp_path):
     cfg = config(tmp_path)
     history = [baseline(cfg), experiment(2, {**baseline(cfg).params, "LEARNING_RATE": 0.002}, 2.9)]
     lost = region.lost_sides(history, history[0].params, list(history[0].params))
-    assert lost == {"LEARNING_RATE": {-1}}
+    assert lost == {"LEARNING_RATE": (-1,)}
     space = search_space(cfg, {"train.py": GPT})
     step = region.step("LEARNING_RATE", space["LEARNING_RATE"][1], 0.004, region.RADIUS_START, lost["LEARNING_RATE"])
     assert all(step.value(s) > 0.004 for s in (-1.0, -0.3, 0.0, 0.5, 1.0))
     assert step.coordinate(0.004) == 0.0 and step.coordinate(0.04) is None  # outside the region
+    # lost on both sides: both allowed again, with half the radius (a finer step)
+    finer = region.step("LEARNING_RATE", space["LEARNING_RATE"][1], 0.004, region.RADIUS_START, (-1, 1))
+    assert finer.side == 0 and finer.longest == pytest.approx(step.longest / 2)
+    assert finer.value(-1.0) < 0.004 < finer.value(1.0) < step.value(1.0)
 
 
 def test_the_region_widens_with_experience():

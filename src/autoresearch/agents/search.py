@@ -5,7 +5,7 @@ points. During the local start (search_local.py) each proposal changes one to th
 modest step around the incumbent, and the region widens as experiments accumulate. Inside it an
 Optuna sampler decides the values:
 
-* TPE (`tpe`, and `search` on small tasks or small budgets so far): a fresh in-memory study per
+* TPE (`tpe`, and `search` on tasks of few constants or with few experiments so far): a fresh in-memory study per
   proposal over the constants it changes, their distributions narrowed to the trust region, holding
   every experiment of the ledger that lies in that region (so it survives restarts, range changes
   and other agents' experiments);
@@ -76,7 +76,8 @@ MAX_ASKS = 20  # sampler asks before falling back to a random untried setting
 MAX_RANDOM = 200  # random draws in that fallback (continuous spaces)
 MAX_ENUMERATE = 100_000  # finite spaces up to this size are enumerated to find untried settings
 CMAES_MIN_DIMS = 4  # below this TPE models the space well; CMA-ES pays off on larger ones...
-CMAES_AFTER_PER_DIM = 8  # ...once it can run several generations (popsize ~ 4 + 3 ln d)
+CMAES_AFTER_PER_DIM = 4  # ...from 4 experiments per constant: on the 10-constant benchmark TPE led at 40
+#                          experiments and CMA-ES at 60 (docs/benchmarks.md, search yield)
 CMAES_RADIUS = 0.3  # CMA-ES's box: the best ± 0.3 of every range (its default sigma is a sixth of that)
 FAILED = {"failed": 1.0}  # the constraint value of an infeasible trial
 
@@ -108,7 +109,7 @@ def in_distribution(value: Any, dist: BaseDistribution) -> Any | None:
 
 def choose_sampler(d: int, n: int) -> str:
     """The sampler `search` uses for a task of `d` constants after `n` experiments."""
-    return "cmaes" if d >= CMAES_MIN_DIMS and n >= CMAES_AFTER_PER_DIM * d else "tpe"
+    return "cmaes" if d >= CMAES_MIN_DIMS and n >= max(region.local_trials(d), CMAES_AFTER_PER_DIM * d) else "tpe"
 
 
 @dataclass

@@ -161,7 +161,7 @@ def test_the_region_widens_with_experience():
 
 def test_the_sampler_is_chosen_by_task_size_and_recorded(tmp_path):
     assert choose_sampler(2, 1000) == "tpe"  # few constants: TPE models them well
-    assert choose_sampler(10, 39) == "tpe" and choose_sampler(10, 40) == "cmaes"
+    assert choose_sampler(10, 79) == "tpe" and choose_sampler(10, 80) == "cmaes"
     cfg = config(tmp_path)
     history = [baseline(cfg)]
     assert SearchAgent(cfg, seed=0).propose(context(cfg, history)).agent == "search:tpe"

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import math
-import random
 from pathlib import Path
 
 import pytest
 
-from autoresearch.agents import AGENTS, RandomAgent, SearchAgent, make_agent, register_agent
+from autoresearch.agents import (
+    AGENTS,
+    RandomAgent,
+    SearchAgent,
+    make_agent,
+    register_agent,
+)
 from autoresearch.agents.base import Agent, Context, NoProposal, Proposal
 from autoresearch.agents.source_constants import (
     current_params,
@@ -122,7 +127,8 @@ def test_set_constants_unknown_or_ambiguous_name():
 def test_default_search_space(tmp_path):
     cfg = make_config(tmp_path)
     space = search_space(cfg, {"train.py": TRAIN})
-    assert set(space) == {"LEARNING_RATE", "DEPTH"}  # WARMUP is 0, SEED is skipped, the rest are not numbers
+    assert set(space) == {"LEARNING_RATE", "DEPTH", "WARMUP"}  # SEED is skipped, the rest are not numbers
+    assert (space["WARMUP"][1].low, space["WARMUP"][1].high) == (0.0, 0.3)  # a fraction, 0 included
     path, lr = space["LEARNING_RATE"]
     assert path == "train.py" and lr.log and not lr.integer
     assert lr.low == pytest.approx(0.0003) and lr.high == pytest.approx(0.03)
@@ -132,8 +138,8 @@ def test_default_search_space(tmp_path):
     moved = set_constants(TRAIN, {"LEARNING_RATE": 0.02})
     anchored = search_space(cfg, {"train.py": moved}, anchor={"LEARNING_RATE": 0.003, "DEPTH": 4})
     assert anchored["LEARNING_RATE"][1].high == pytest.approx(0.03)
-    # fractions are capped at 1
-    assert search_space(cfg, {"train.py": "DROPOUT = 0.2\n"})["DROPOUT"][1].high == 1.0
+    # fractions stay below 1
+    assert search_space(cfg, {"train.py": "DROPOUT = 0.2\n"})["DROPOUT"][1].high < 1.0
     # non-editable and non-Python files are not searched
     assert search_space(cfg, {"other.py": "X = 3\n", "train.py": "Y = 2\n"}).keys() == {"Y"}
 
@@ -178,10 +184,11 @@ def test_random_agent_stays_in_range_and_changes_the_file(tmp_path):
         p = agent.propose(c)
         assert list(p.edits) == ["train.py"] and p.edits["train.py"] != TRAIN
         values = find_constants(p.edits["train.py"])
-        lr, depth = values["LEARNING_RATE"].value, values["DEPTH"].value
-        assert 0.0003 <= lr <= 0.03 and isinstance(depth, int) and 2 <= depth <= 8
+        lr, depth, warmup = values["LEARNING_RATE"].value, values["DEPTH"].value, values["WARMUP"].value
+        assert 0.0003 <= lr <= 0.03 and isinstance(depth, int) and 2 <= depth <= 8 and 0 <= warmup <= 0.3
         assert p.params == current_params(cfg, p.edits)
-        changed = [n for n, v in (("LEARNING_RATE", lr), ("DEPTH", depth)) if v != find_constants(TRAIN)[n].value]
+        changed = [n for n, v in (("LEARNING_RATE", lr), ("DEPTH", depth), ("WARMUP", warmup))
+                   if v != find_constants(TRAIN)[n].value]
         assert 1 <= len(changed) <= 2
         assert p.description.startswith("random: ") and " -> " in p.description
         assert p.idea_id is None
@@ -198,87 +205,7 @@ def test_random_agent_tries_setting_ideas_first(tmp_path):
     assert p.idea_id is None
 
 
-# -- search agent ----------------------------------------------------------------------------------
-
-def uniform_history(cfg: TaskConfig, n: int, seed: int) -> list[Experiment]:
-    rng = random.Random(seed)
-    history = [baseline(cfg)]
-    for i in range(n):
-        params = {"LEARNING_RATE": 10 ** rng.uniform(math.log10(0.0003), math.log10(0.03)),
-                  "DEPTH": rng.randint(2, 8), "WARMUP": 0.0, "SEED": 1337}
-        history.append(exp(i + 2, params, toy(params)))
-    return history
-
-
-def test_search_agent_learns_from_the_history(tmp_path):
-    """Given 30 results, TPE's next proposals are nearer the optimum than random ones."""
-    cfg = make_config(tmp_path)
-    tpe_err, rnd_err = [], []
-    for seed in range(3):
-        history = uniform_history(cfg, 30, seed)
-        c = ctx(cfg, {"train.py": TRAIN}, history)
-        search, rand = SearchAgent(cfg, seed=seed), RandomAgent(cfg, seed=seed)
-        for _ in range(8):
-            p = search.propose(c)
-            assert p.description.startswith("search: ") and "TPE trial 31" in p.description
-            tpe_err.append(toy(p.params))
-            rnd_err.append(toy(rand.propose(c).params))
-    assert sum(tpe_err) / len(tpe_err) < 0.5 * sum(rnd_err) / len(rnd_err)
-
-
-def test_search_agent_closed_loop_finds_the_optimum(tmp_path):
-    cfg = make_config(tmp_path)
-    files = {"train.py": TRAIN}
-    history = [baseline(cfg)]
-    best = history[0]
-    agent = SearchAgent(cfg, seed=7)
-    for i in range(30):
-        p = agent.propose(ctx(cfg, files, history))
-        assert tuple(p.params.values()) not in {tuple(e.params.values()) for e in history}  # no repeats
-        metric = toy(p.params)
-        keep = metric < best.metric
-        e = exp(len(history) + 1, p.params, metric, status="keep" if keep else "discard")
-        history.append(e)
-        if keep:
-            best, files = e, {**files, **p.edits}
-    assert best.metric < 0.05  # baseline: 0.52 + 0.25
-
-
-def test_search_agent_maximize_crashes_and_out_of_range_history(tmp_path):
-    cfg = make_config(tmp_path, direction="maximize")
-    history = [baseline(cfg)]
-    history.append(exp(2, {"LEARNING_RATE": 0.02, "DEPTH": 8}, None, status="crash"))
-    history.append(exp(3, {"LEARNING_RATE": 5.0, "DEPTH": 4}, 1.0))  # outside the range: skipped
-    history.append(exp(4, {"LEARNING_RATE": 0.001}, 2.0))  # does not cover the space: skipped
-    history.append(exp(5, {"LEARNING_RATE": 0.004, "DEPTH": 3}, float("nan")))
-    p = SearchAgent(cfg, seed=0).propose(ctx(cfg, {"train.py": TRAIN}, history))
-    assert p.edits and "(TPE trial 3, random start)" in p.description
-    # only crashes so far: FAIL trials, still a proposal
-    p = SearchAgent(cfg, seed=0).propose(ctx(cfg, {"train.py": TRAIN}, history[1:2]))
-    assert p.edits
-
-
-def test_search_agent_enqueues_setting_ideas(tmp_path):
-    cfg = make_config(tmp_path)
-    history = uniform_history(cfg, 12, 0)
-    ideas = [Idea(4, "make it deeper"), Idea(5, "LEARNING_RATE=0.0123; DEPTH=7"), Idea(6, "DEPTH=2")]
-    agent = SearchAgent(cfg, seed=1)
-    p = agent.propose(ctx(cfg, {"train.py": TRAIN}, history, ideas))
-    assert p.idea_id == 5
-    assert (p.params["LEARNING_RATE"], p.params["DEPTH"]) == (0.0123, 7)
-    assert "LEARNING_RATE = 0.0123   # peak" in p.edits["train.py"]
-    assert p.description == "search: idea #5: LEARNING_RATE=0.0123, DEPTH=7 (TPE trial 13)"
-    # partial settings keep the other values; an idea outside the range is still tried
-    p = agent.propose(ctx(cfg, {"train.py": TRAIN}, history, [Idea(7, "LEARNING_RATE=0.5")]))
-    assert p.idea_id == 7 and (p.params["LEARNING_RATE"], p.params["DEPTH"]) == (0.5, 4)
-    # ideas that are no-ops or not searchable are ignored (another agent may take them)
-    for text in ("DEPTH=4", "SEED=3", "UNKNOWN=1"):
-        p = agent.propose(ctx(cfg, {"train.py": TRAIN}, history, [Idea(8, text)]))
-        assert p.idea_id is None, text
-    # one that can never be written (a fraction for an integer) is closed by a rejection, not left open
-    p = agent.propose(ctx(cfg, {"train.py": TRAIN}, history, [Idea(8, "DEPTH=4.5")]))
-    assert p.idea_id == 8 and p.rejection == "idea #8 cannot be tried: DEPTH is an integer, and 4.5 is not"
-
+# -- search agent (more in test_search_agent.py) ---------------------------------------------------
 
 def test_search_agent_exhausts_a_tiny_space(tmp_path):
     cfg = make_config(tmp_path, search={"DEPTH": [2, 4, 8], "SEED": [1, 1337]})
@@ -356,26 +283,9 @@ def test_agents_drive_the_research_loop(toy_task: Path, name: str):
     settings = [tuple(e.params.values()) for e in exps]
     assert len(set(settings)) == len(settings)
     for e in exps[2:]:
-        assert e.agent == name and e.description.startswith(f"{name}: ")
+        assert e.agent == {"search": "search:tpe"}.get(name, name) and e.description.startswith(f"{name}: ")
         assert -5.0 <= e.params["X"] <= 10.0 and 1 <= e.params["WIDTH"] <= 12
     ledger.close()
-
-
-def test_failures_and_guard_violations_count_as_the_worst_result(tmp_path):
-    from autoresearch.agents.search import distribution
-    from autoresearch.agents.search_space import SearchState
-
-    cfg = make_config(tmp_path, guards=[Guard("mem", max=100.0)])
-    base = baseline(cfg)
-    base.metrics = {"score": base.metric, "mem": 50.0}
-    history = [base,
-               exp(2, {"LEARNING_RATE": 0.01, "DEPTH": 6}, 0.0, metrics={"score": 0.0, "mem": 500.0}),
-               exp(3, {"LEARNING_RATE": 0.02, "DEPTH": 6}, None, status="timeout"),
-               exp(4, {"LEARNING_RATE": 0.001, "DEPTH": 2}, 3.0, metrics={"score": 3.0, "mem": 50.0})]
-    c = ctx(cfg, {"train.py": TRAIN}, history)
-    state = SearchState.build(c)
-    study, n = SearchAgent(cfg, seed=0)._study(c, {k: distribution(state.space[k][1]) for k in state.names})
-    assert n == 4 and [t.value for t in study.trials] == [pytest.approx(toy(history[0].params)), 3.0, 3.0, 3.0]
 
 
 @pytest.mark.parametrize("agent, options, key, problem", [

@@ -86,16 +86,48 @@ def test_second_keep_is_rebased_and_rerun_on_the_new_best(tmp_path: Path):
     assert len({r.slot for r in Ledger(task / ".autoresearch" / "ledger.db").all_runs("t")}) == 2
 
 
-def test_rebase_conflict_is_discarded_with_the_reason(tmp_path: Path):
+def test_rebase_conflict_is_dropped_unrun_with_the_reason(tmp_path: Path):
+    """A text edit that conflicts with a keep made meanwhile never runs: rejected (not an experiment,
+    not in results.tsv), and it does not count against --max-experiments."""
     task = spread_task(tmp_path)
     agent = ScriptedAgent([("fast: X=2", FAST_X2),
-                           ("slow: X=2.5", lambda f: {"train.py": f["train.py"].replace("X = 5.0", "X = 2.5")
-                                                      .replace("PAUSE_W = 0.0", "PAUSE_W = 2.0")})])
+                           ("slow: X=2.5", lambda f: {"train.py": f["train.py"].replace("X = 5.0", "X = 2.5  # by hand")
+                                                      .replace("PAUSE_W = 0.0", "PAUSE_W = 2.0")}),
+                           ("WIDTH=6", replace("WIDTH = 3", "WIDTH = 6"))])
     r = start(task, agent, slots=2, ahead=2)
-    r.run()
+    assert r.run(Limits(max_experiments=3)) == 3  # the baseline, X=2 and WIDTH=6: three runs
     r.close()
     exps = chain_is_consistent(task)
-    assert exps[2].status == "discard" and "conflicts with #2" in exps[2].reason
+    assert [e.status for e in exps] == ["keep", "keep", "rejected", "keep"]
+    assert exps[2].reason.startswith("conflicts with #2") and exps[2].metric is None
+    assert "slow: X=2.5" not in (task / "results.tsv").read_text()
+
+
+def test_a_change_of_constants_made_ahead_is_re_expressed_on_the_new_best(tmp_path: Path):
+    """Proposals made ahead that set constants on lines next to a kept change (a git conflict)
+    have their values set on the new best and run there: --max-experiments 3 gives 3 experiments."""
+    task = make_task(tmp_path / "dense", train=textwrap.dedent('''\
+        import time
+        X = 5.0
+        WIDTH = 3
+        PAUSE = 0.0
+        time.sleep(PAUSE)
+        print(f"score: {(X - 2.0) ** 2 + 0.1 * (WIDTH - 6) ** 2:.6f}")
+    '''))
+    agent = ScriptedAgent([("X=2", lambda f: {"train.py": f["train.py"].replace("X = 5.0", "X = 2.0")
+                                              .replace("PAUSE = 0.0", "PAUSE = 0.3")}),
+                           ("WIDTH=6", replace("WIDTH = 3", "WIDTH = 6")),
+                           ("WIDTH=5", replace("WIDTH = 3", "WIDTH = 5"))])
+    r = start(task, agent, slots=1, ahead=3)
+    assert r.run(Limits(max_experiments=4)) == 4
+    r.close()
+    exps = chain_is_consistent(task)
+    assert [e.status for e in exps[1:]] == ["keep", "keep", "discard"], [e.reason for e in exps]
+    assert all(e.info["rebased"] for e in exps[2:]) and "conflicts" not in " ".join(e.reason for e in exps)
+    assert exps[2].params == {"X": 2.0, "WIDTH": 6}  # the params of what ran (its proposal said X=5.0)
+    assert exps[2].metric == pytest.approx(0.0)
+    rows = [line.split("\t") for line in (task / "results.tsv").read_text().splitlines()[1:]]
+    assert [row[3] for row in rows] == ["keep", "keep", "keep", "discard"]  # no conflict rows
 
 
 def test_without_rerun_a_rebased_keep_is_judged_on_what_it_measured(tmp_path: Path):
@@ -235,7 +267,7 @@ def test_cli_runs_two_agents_on_two_slots(toy_task: Path):
     assert {e["slot"] for e in evs if e["event"] == "started"} == {"cpu0", "cpu1"}
     assert evs[-1]["event"] == "done" and evs[-1]["runs"] == 9
     exps = Ledger(toy_task / ".autoresearch" / "ledger.db").experiments(evs[-1]["tag"])
-    assert {e.agent for e in exps} >= {"baseline", "random", "search"}
+    assert {e.agent for e in exps} >= {"baseline", "random", "search:tpe"}
     status = json.loads(cli("status", "-C", str(toy_task), "--json").stdout)
     assert status["counts"]["queued"] == 0 and status["counts"]["running"] == 0
 

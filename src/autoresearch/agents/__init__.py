@@ -8,14 +8,14 @@ from autoresearch.agents.base import Agent, Context, NoProposal, Proposal
 from autoresearch.agents.options import Option, schema
 from autoresearch.agents.options import check as check_options
 from autoresearch.agents.random_agent import RandomAgent
-from autoresearch.agents.search import SearchAgent
+from autoresearch.agents.search import CmaEsAgent, SearchAgent, TpeAgent
 from autoresearch.core.config import ConfigError, TaskConfig
 
 AgentFactory = Callable[..., Agent]  # factory(config, **options) -> Agent
 
-AGENTS: dict[str, AgentFactory] = {"random": RandomAgent, "search": SearchAgent}
-RandomAgent.option_schema = schema(RandomAgent.__init__)  # type: ignore[attr-defined]
-SearchAgent.option_schema = schema(SearchAgent.__init__)  # type: ignore[attr-defined]
+AGENTS: dict[str, AgentFactory] = {"random": RandomAgent, "search": SearchAgent, "tpe": TpeAgent, "cmaes": CmaEsAgent}
+for _agent in (RandomAgent, SearchAgent, TpeAgent, CmaEsAgent):
+    _agent.option_schema = schema(_agent.__init__)  # type: ignore[attr-defined]
 
 
 def register_agent(name: str, factory: AgentFactory, *, replace: bool = False) -> None:
@@ -66,5 +66,5 @@ def make_agent(name: str, config: TaskConfig, **options: Any) -> Agent:
     return AGENTS[name](config, **options)
 
 
-__all__ = ["AGENTS", "Agent", "AgentFactory", "Context", "NoProposal", "Proposal", "RandomAgent",
-           "SearchAgent", "make_agent", "option_schema", "register_agent"]
+__all__ = ["AGENTS", "Agent", "AgentFactory", "CmaEsAgent", "Context", "NoProposal", "Proposal", "RandomAgent",
+           "SearchAgent", "TpeAgent", "make_agent", "option_schema", "register_agent"]

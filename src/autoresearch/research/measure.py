@@ -113,13 +113,7 @@ class Measurer:
         if kind != "primary":
             exp.description = f"{exp.description} ({kind} run {n + 1})"
         exp.slot = slot.name
-        spec = RunSpec(exp_id=exp_id, n=n, kind=kind, commit=commit, command=self.config.run,
-                       env=run_env(self.config, self.budget_s, exp_id), timeout_s=self.timeout_s,
-                       log_name=f"{self.tag}/{exp_id}{'' if n == 0 else f'.{n}'}.log",
-                       log_cap_bytes=self.config.log_cap_bytes, metric=self.config.metric, frozen=self.frozen,
-                       pass_env=self.config.sandbox.pass_env, cgroup=group_name(self.config.state_dir),
-                       limits=ResourceLimits(self.config.limits.memory_limit_mb(), self.config.limits.processes or None),
-                       evaluate=self.config.evaluate, sandbox=self.policy, setup=self.config.setup)
+        spec = self.spec(exp_id, n, kind, commit)
         self.observer.started(exp, self.budget_s)
         started = time.time()
         try:
@@ -131,6 +125,17 @@ class Measurer:
                             outcome.metrics, outcome.fields.get("wall_s"), outcome.fields.get("peak_mem_mb"),
                             outcome.fields.get("log_path"), slot=slot.name, started_at=started)
         return outcome
+
+    def spec(self, exp_id: int, n: int, kind: str, commit: str) -> RunSpec:
+        """The `RunSpec` of run `n` of a commit under this task's budget, sandbox and limits (the
+        hub's verifiers run their paired re-executions from the same description)."""
+        return RunSpec(exp_id=exp_id, n=n, kind=kind, commit=commit, command=self.config.run,
+                       env=run_env(self.config, self.budget_s, exp_id), timeout_s=self.timeout_s,
+                       log_name=f"{self.tag}/{exp_id}{'' if n == 0 else f'.{n}'}.log",
+                       log_cap_bytes=self.config.log_cap_bytes, metric=self.config.metric, frozen=self.frozen,
+                       pass_env=self.config.sandbox.pass_env, cgroup=group_name(self.config.state_dir),
+                       limits=ResourceLimits(self.config.limits.memory_limit_mb(), self.config.limits.processes or None),
+                       evaluate=self.config.evaluate, sandbox=self.policy, setup=self.config.setup)
 
     # -- judging ------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from typing import Literal
 from autoresearch.core.judge import pooled_sigma, t_quantile
 
 P_VALUE = 0.001  # one-sided, per claim: 200 no-op claims expect 0.2 false accepts (p = 0.01 would expect 2)
-LOOKS = (1, 3, 6)  # pairs after which the judge decides or asks for more
+LOOKS = (1, 4, 8)  # pairs after which the judge decides or asks for more (benchmarks/hub_swarm.py)
 MIN_PAIRS_NEW = 3  # a worker without a clean record is accepted only on at least this many pairs
 REPUTABLE_STREAK = 3  # accepted claims in a row, no mismatch: the first look may accept
 FLAG_SIGMAS = 4.0  # claimed gain above the verified one by more than this many standard errors ...

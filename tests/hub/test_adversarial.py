@@ -12,10 +12,11 @@ import pytest
 
 from autoresearch.hub.client import HubClient, HubRefused
 from autoresearch.hub.patches import MAX_FILE_BYTES, commitment_digest
-from autoresearch.hub.server import MAX_BODY
+from autoresearch.hub.server import MAX_BODY, WRITE_BURST
 from autoresearch.hub.service import MAX_JUNK
 from autoresearch.run.sandbox import sandbox_available
-from tests.hub.conftest import RunningHub, VerifierThread, decided, free_port, hub_task
+from tests.hub.conftest import RunningHub, VerifierThread, decided, free_port, hub_task, wait_for
+from tests.hub.test_recovery import db_rows
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,22 @@ def test_unauthenticated_and_wrong_role_writes_are_refused(attacked):
     assert refused(lambda: worker.post("/jobs/lease", {})).status == 403  # only verifiers take jobs
     verifier = HubClient(attacked.url, attacked.verifier_token)
     assert refused(lambda: verifier.post("/commitments", {"digest": "0" * 64})).status == 403
+
+
+def test_writes_are_rate_limited_per_worker_but_verifiers_poll_freely(attacked):
+    # Run first, while the only job (the calibration) is leased by the verifier thread.
+    wait_for(lambda: not db_rows(attacked.task, "select id from jobs where state = 'queued'"), what="an empty queue")
+    w = attacked.client("w-rate")
+    codes = []
+    for i in range(WRITE_BURST + 5):
+        try:
+            w.tried("0" * 40, f"try {i}", "ab" * 32, None)
+            codes.append(201)
+        except HubRefused as e:
+            codes.append(e.status)
+    assert codes[:WRITE_BURST] == [201] * WRITE_BURST and 429 in codes[WRITE_BURST:]
+    verifier = HubClient(attacked.url, attacked.verifier_token)
+    assert all(verifier.post("/jobs/lease", {}) is None for _ in range(WRITE_BURST + 5))
 
 
 def test_malformed_oversize_and_binary_requests_are_refused(attacked):

@@ -190,7 +190,7 @@ def postgres_url():
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", data, port, run_as, bin_dir
     finally:
         subprocess.run(run_as + [str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
-                       env=env, capture_output=True)
+                       env=env, capture_output=True, check=False)
         shutil.rmtree(data, ignore_errors=True)
 
 

@@ -15,7 +15,14 @@ from autoresearch.hub.patches import MAX_FILE_BYTES, commitment_digest
 from autoresearch.hub.server import MAX_BODY, WRITE_BURST
 from autoresearch.hub.service import MAX_JUNK
 from autoresearch.run.sandbox import sandbox_available
-from tests.hub.conftest import RunningHub, VerifierThread, decided, free_port, hub_task, wait_for
+from tests.hub.conftest import (
+    RunningHub,
+    VerifierThread,
+    decided,
+    free_port,
+    hub_task,
+    wait_for,
+)
 from tests.hub.test_recovery import db_rows
 
 
@@ -34,21 +41,22 @@ def train(hub: RunningHub) -> tuple[str, str]:
     return best["commit"], best["files"]["train.py"]
 
 
-def refused(call) -> HubRefused:
+def refused(call, *args, **kw) -> HubRefused:
+    """What the hub said when it refused `call(*args, **kw)`."""
     with pytest.raises(HubRefused) as e:
-        call()
+        call(*args, **kw)
     return e.value
 
 
 def test_unauthenticated_and_wrong_role_writes_are_refused(attacked):
     anon = HubClient(attacked.url)
-    assert refused(lambda: anon.post("/commitments", {"digest": "0" * 64})).status == 401
+    assert refused(anon.post, "/commitments", {"digest": "0" * 64}).status == 401
     anon.token = "forged-token-" + "x" * 30
-    assert refused(lambda: anon.post("/commitments", {"digest": "0" * 64})).status == 401
+    assert refused(anon.post, "/commitments", {"digest": "0" * 64}).status == 401
     worker = attacked.client("w-role")
-    assert refused(lambda: worker.post("/jobs/lease", {})).status == 403  # only verifiers take jobs
+    assert refused(worker.post, "/jobs/lease", {}).status == 403  # only verifiers take jobs
     verifier = HubClient(attacked.url, attacked.verifier_token)
-    assert refused(lambda: verifier.post("/commitments", {"digest": "0" * 64})).status == 403
+    assert refused(verifier.post, "/commitments", {"digest": "0" * 64}).status == 403
 
 
 def test_writes_are_rate_limited_per_worker_but_verifiers_poll_freely(attacked):
@@ -89,7 +97,7 @@ def test_malformed_oversize_and_binary_requests_are_refused(attacked):
                        ({"train.py": "#" * (MAX_FILE_BYTES + 1)}, "limit per file"),
                        ({"train.py": text}, "changes nothing")):
         w = attacked.client(f"w-gate-{len(why)}")
-        e = refused(lambda: w.claim(base, files, why))
+        e = refused(w.claim, base, files, why)
         assert e.status == 422 and why in e.error, (why, e.error)
     assert httpx.get(attacked.url + "/healthz").status_code == 200  # the hub answers after all that
 
@@ -111,14 +119,14 @@ def test_replay_copy_and_earliest_commitment(attacked):
     assert HubClient(attacked.url).get(f"/claims/{bob_claim['claim_id']}")["state"] == "rejected"
     assert "superseded" in HubClient(attacked.url).get(f"/claims/{bob_claim['claim_id']}")["reason"]
     # A replay of Alice's reveal, and Mallory's copy of the revealed patch, earn nothing.
-    assert refused(lambda: alice.post("/claims", reveal)).status == 409
-    e = refused(lambda: mallory.claim(base, patch, "X=3 (mine!)", claimed={"gain": 3.0}))
+    assert refused(alice.post, "/claims", reveal).status == 409
+    e = refused(mallory.claim, base, patch, "X=3 (mine!)", claimed={"gain": 3.0})
     assert e.status == 409 and "duplicate" in e.error
     # A reveal that does not match its commitment is refused.
     c = mallory.post("/commitments", {"digest": commitment_digest(base, patch, "m" * 32)})
     tampered = {**reveal, "commitment_id": c["commitment_id"], "nonce": "m" * 32,
                 "files": {"train.py": text.replace("X = 5.0", "X = 2.5")}}
-    assert refused(lambda: mallory.post("/claims", tampered)).status == 400
+    assert refused(mallory.post, "/claims", tampered).status == 400
     assert decided(alice, alice_claim["claim_id"])["state"] == "accepted"
     board = {r["worker"]: r for r in alice.get("/leaderboard")}
     assert board["alice"]["accepted"] == 1 and board["bob"]["accepted"] == 0 and board["mallory"]["accepted"] == 0
@@ -159,12 +167,12 @@ def test_sybil_flood_then_an_honest_claim_gets_through(attacked):
     pending = []
     for i, s in enumerate(sybils):
         pending.append((s, s.claim(base, {"train.py": text + f"# sybil {i}\n"}, f"junk {i}", claimed={"gain": 1.0})))
-        assert refused(lambda: s.claim(base, {"train.py": text + f"# more junk {i}\n"}, "more")).status == 429
+        assert refused(s.claim, base, {"train.py": text + f"# more junk {i}\n"}, "more").status == 429
     # One token's junk at the gate: blocked after MAX_JUNK refusals, even with valid patches after.
     spammer = attacked.client("spammer")
     for i in range(MAX_JUNK):
-        refused(lambda: spammer.claim(base, {"prepare.py": f"# {i}\n"}, "frozen junk"))
-    assert "blocked" in refused(lambda: spammer.claim(base, {"train.py": text + "# ok\n"}, "x")).error
+        refused(spammer.claim, base, {"prepare.py": f"# {i}\n"}, "frozen junk")
+    assert "blocked" in refused(spammer.claim, base, {"train.py": text + "# ok\n"}, "x").error
     honest = attacked.client("carol")
     best_text = train(attacked)[1]
     reply = honest.claim(train(attacked)[0], {"train.py": best_text.replace("SEED = 1", "SEED = 1\nX = X - 0.5")},

@@ -9,7 +9,14 @@ import time
 from pathlib import Path
 
 from autoresearch.repo import gitops
-from tests.hub.conftest import RunningHub, VerifierThread, decided, free_port, hub_task, wait_for
+from tests.hub.conftest import (
+    RunningHub,
+    VerifierThread,
+    decided,
+    free_port,
+    hub_task,
+    wait_for,
+)
 
 LEASE_S = 3.0
 

@@ -8,7 +8,14 @@ from pathlib import Path
 from autoresearch.hub.client import HubClient
 from autoresearch.hub.worker import HubWorker
 from autoresearch.research.scheduler import Limits
-from tests.hub.conftest import RunningHub, VerifierThread, decided, free_port, hub_task, wait_for
+from tests.hub.conftest import (
+    RunningHub,
+    VerifierThread,
+    decided,
+    free_port,
+    hub_task,
+    wait_for,
+)
 from tests.test_loop import ScriptedAgent, replace
 
 

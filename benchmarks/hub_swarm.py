@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from autoresearch.hub.client import HubClient, HubRefused  # noqa: E402
-from tests.hub.conftest import RunningHub, VerifierThread, free_port  # noqa: E402
+from autoresearch.hub.client import HubClient, HubRefused
+from tests.hub.conftest import RunningHub, VerifierThread, free_port
 
 CONSTANTS, SIGMA = 20, 0.05
 THREE_SIGMA = math.sqrt(1.0 - 3 * SIGMA)  # A_i = 1 -> this value gains exactly 3 sigma
@@ -43,7 +43,7 @@ PREPARE = textwrap.dedent(f'''\
     print(f"score: {{sum(v * v for v in model.values()) + random.SystemRandom().gauss(0, {SIGMA}):.6f}}")
 ''')
 TRAIN = "import json\n" + "".join(f"A{i} = 1.0\n" for i in range(CONSTANTS)) + \
-    f"json.dump({{k: v for k, v in globals().items() if k.startswith('A')}}, open('model.json', 'w'))\n" + \
+    "json.dump({k: v for k, v in globals().items() if k.startswith('A')}, open('model.json', 'w'))\n" + \
     'print("score: 20.0")\n'
 CONFIG = textwrap.dedent('''\
     [task]

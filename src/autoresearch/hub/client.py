@@ -6,7 +6,9 @@ from the hub's bundle and checks it is the commit the hub names.
 """
 from __future__ import annotations
 
+import platform
 import secrets
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -99,3 +101,9 @@ class HubClient:
             raise HubRefused(0, f"{dest} is at {head[:12]}, the hub's task at {root[:12]}",
                              f"use an empty folder, or check out {root[:12]} there")
         return dest
+
+
+def fingerprint() -> dict[str, Any]:
+    """What the machine is, sent with claims and reports (hardware makes numbers differ, not gains).
+    Only versions and the platform string: nothing secret of the machine leaves it."""
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine()}

@@ -372,7 +372,8 @@ class Hub:
             job.outcome = outcome
             if claim is not None and claim.state == ACCEPTED:
                 moved = self._head(s)
-        if moved is not None:
+        if moved is not None:  # committed: now readers may build the views of the new height
+            self.head_height = moved.height
             gitops.update_ref(self.repo, gitops.branch_ref(TAG), moved.commit, moved.parent_commit)
         return {"job_id": job_id, "outcome": outcome}
 
@@ -462,7 +463,6 @@ class Hub:
                          claim_id=claim.id, worker_id=claim.worker_id, gain=v.gain or 0.0, gain_se=v.se,
                          description=claim.description, created_at=self.clock()))
         self._decide(s, claim, ACCEPTED, v.reason, mismatch=v.mismatch)
-        self.head_height = head.height + 1
 
     def _decide(self, s: Session, claim: Claim, state: str, reason: str, mismatch: bool = False) -> None:
         claim.state, claim.reason, claim.decided_at = state, reason, self.clock()

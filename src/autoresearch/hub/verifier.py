@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import logging
 import math
-import platform
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from autoresearch.agents.base import NoProposal
 from autoresearch.core.config import load_config
-from autoresearch.hub.client import HubClient, HubRefused
+from autoresearch.hub.client import HubClient, HubRefused, fingerprint
 from autoresearch.hub.verify import interleaved_order
 from autoresearch.repo import gitops
 from autoresearch.research.coordinator import Research
@@ -109,9 +107,3 @@ class Verifier:
     def _commit(self, files: dict[str, str], what: str) -> str:
         return gitops.commit_files(self.workdir, self.root, files, f"hub {what}\n")
 
-
-def fingerprint() -> dict[str, Any]:
-    """What the machine is (shown with claims and reports; hardware makes numbers differ, not gains)."""
-    import sys
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
-            "time": time.time()}

@@ -22,9 +22,8 @@ from autoresearch.agents.base import Agent
 from autoresearch.core.config import load_config
 from autoresearch.core.events import Observer, QuietObserver
 from autoresearch.core.records import Experiment, Status
-from autoresearch.hub.client import HubClient, HubRefused
+from autoresearch.hub.client import HubClient, HubRefused, fingerprint
 from autoresearch.hub.patches import content_hash
-from autoresearch.hub.verifier import fingerprint
 from autoresearch.repo import gitops
 from autoresearch.research.coordinator import Research
 from autoresearch.research.scheduler import Limits

@@ -3,6 +3,10 @@ claim the verifier accepts, each discard a tried-and-failed entry; the next roun
 new best."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from autoresearch.hub.client import HubClient
@@ -10,7 +14,6 @@ from autoresearch.hub.worker import HubWorker
 from autoresearch.research.scheduler import Limits
 from tests.hub.conftest import (
     RunningHub,
-    VerifierThread,
     decided,
     free_port,
     hub_task,
@@ -18,10 +21,19 @@ from tests.hub.conftest import (
 )
 from tests.test_loop import ScriptedAgent, replace
 
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def cli(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "autoresearch", *args], env={**os.environ, "PYTHONPATH": SRC},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
 
 def test_a_worker_round_submits_keeps_and_publishes_discards(tmp_path: Path):
+    """Through the Python API, with a scripted agent; the verifier is `autoresearch verifier join`."""
     hub = RunningHub(hub_task(tmp_path / "task"), free_port(), None).start()
-    verifier = VerifierThread(hub, tmp_path / "verifier")
+    token_file = hub.task / ".autoresearch" / "hub" / "verifier.token"
+    verifier = cli("verifier", "join", hub.url, "--token-file", str(token_file), "--dir", str(tmp_path / "verifier"))
     agent = ScriptedAgent([("worse: X=9", replace("X = 5.0", "X = 9.0")), ("better: X=3", replace("X = 5.0", "X = 3.0"))])
     worker = HubWorker(hub.url, tmp_path / "worker", lambda config: [agent], name="dana")
     try:
@@ -37,7 +49,15 @@ def test_a_worker_round_submits_keeps_and_publishes_discards(tmp_path: Path):
         worker.run_round(Limits(max_experiments=2))
         assert "X = 3.0" in agent.contexts[-1].files["train.py"]
         wait_for(lambda: HubClient(hub.url).get("/best")["height"] == 1, what="the chain at height 1")
+        # The command line: one round of the random agent, a JSON summary at the end.
+        joined = cli("worker", "join", hub.url, "--dir", str(tmp_path / "cli-worker"), "--agent", "random",
+                     "--rounds", "1", "--max-experiments", "2", "--name", "erin", "--json")
+        out, _ = joined.communicate(timeout=120)
+        assert joined.returncode == 0, out
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert summary["event"] == "done" and summary["rounds"] == 1
     finally:
         worker.close()
-        verifier.stop()
+        verifier.terminate()
+        verifier.wait(30)
         hub.stop()

@@ -63,7 +63,7 @@ from autoresearch.research.measure import budget_limit
 
 TAG = "hub"  # the chain is the branch autoresearch/hub of the task repository
 CLAIM_REF = "refs/autoresearch/hub/claims/"  # every candidate commit stays reachable under one
-MAX_REBASES = 3  # a claim whose base keeps moving is returned after this many rebases
+MAX_REBASES = 3  # a claim whose base keeps moving under its verification is returned after this many
 MAX_ATTEMPTS = 4  # a job whose lease expires (or whose base run fails) this often is given up
 MAX_PENDING_NEW = 1  # queued claims of a worker with no accepted claim (a Sybil gets one at a time)
 MAX_PENDING = 4  # queued claims of a worker with accepted ones
@@ -332,8 +332,10 @@ class Hub:
         head = self._head(s)
         if claim.base_commit == head.commit:
             return True
-        if claim.rebases >= MAX_REBASES:
-            self._decide(s, claim, REJECTED, f"the chain moved {claim.rebases + 1} times while it waited")
+        measured = s.scalars(select(Pair).where(Pair.claim_id == claim.id,
+                                                Pair.base_commit == claim.base_commit)).first() is not None
+        if measured and claim.rebases >= MAX_REBASES:  # waiting in the queue costs nothing: only re-runs count
+            self._decide(s, claim, REJECTED, f"the chain moved {claim.rebases + 1} times while it was verified")
             return False
         try:
             old = self.editable_at(claim.base_commit)
@@ -348,7 +350,7 @@ class Hub:
                                      f"#{claim.id}, rebased onto height {head.height}\n")
         gitops.update_ref(self.repo, CLAIM_REF + commit, commit)
         claim.base_commit, claim.candidate_commit, claim.files, claim.content_hash = head.commit, commit, changed, digest
-        claim.rebases += 1
+        claim.rebases += int(measured)
         job.base_commit, job.candidate_commit, job.phase, job.pairs = head.commit, commit, SCREEN, verify.LOOKS[0]
         return True
 

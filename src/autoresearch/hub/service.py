@@ -69,6 +69,9 @@ MAX_PENDING_NEW = 1  # queued claims of a worker with no accepted claim (a Sybil
 MAX_PENDING = 4  # queued claims of a worker with accepted ones
 MAX_OPEN_COMMITMENTS = 8  # commitments not yet revealed, per worker
 MAX_JUNK = 5  # rejected claims, none accepted: the worker is blocked from claiming
+# A claim's further pairs go before new screenings: a verification under way finishes before the
+# chain moves under it (each move means a rebase and its runs again).
+CONTINUE_FIRST = 1e6
 LEASE_MARGIN_S = 30.0  # a lease lasts the job's runs at their hard timeout, plus this
 
 
@@ -272,7 +275,7 @@ class Hub:
     # -- verification jobs ------------------------------------------------------------------------
 
     def _queue(self, s: Session, claim: Claim | None, phase: str, pairs: int, worker: Worker | None) -> Job:
-        priority = 1e9 if claim is None else _reputation(worker)
+        priority = 1e9 if claim is None else _reputation(worker) + (CONTINUE_FIRST if phase == FULL else 0.0)
         base = self._head(s).commit if claim is None else claim.base_commit
         job = Job(claim_id=claim.id if claim else None, phase=phase, base_commit=base,
                   candidate_commit=base if claim is None else claim.candidate_commit, pairs=pairs, priority=priority,

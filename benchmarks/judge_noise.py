@@ -65,10 +65,12 @@ class MixAgent:
         self.kinds.append(kind)
         source = ctx.files["train.py"]
         consts = {n: c.value for n, c in find_constants(source).items()}
-        name = "NOOP" if kind == "noop" else "IMPROVEMENTS"
-        # A fresh NOOP value every time, so that no two proposals are the same diff.
-        value = consts[name] + (len(self.kinds) if kind == "noop" else 1)
-        return Proposal(description=f"{kind}: {name}={value}", edits={"train.py": set_constants(source, {name: value})})
+        # A fresh NOOP value every time, so that no two proposals are the same diff (an improvement
+        # proposed again after one was discarded would otherwise be rejected as a duplicate).
+        values = {"NOOP": consts["NOOP"] + len(self.kinds)}
+        if kind == "improve":
+            values["IMPROVEMENTS"] = consts["IMPROVEMENTS"] + 1
+        return Proposal(description=f"{kind}: {values}", edits={"train.py": set_constants(source, values)})
 
 
 def trial(plan: list[str], judge: JudgeConfig, sigma: float, tmp: Path, name: str) -> dict:

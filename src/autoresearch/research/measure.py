@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from autoresearch.core.config import TaskConfig
 from autoresearch.core.errors import WorkerLost
-from autoresearch.core.judge import Decision, check_guards, clean_groups, clean_values, decide, pooled_sigma
+from autoresearch.core.judge import (
+    Decision,
+    check_guards,
+    clean_groups,
+    clean_values,
+    decide,
+    pooled_sigma,
+)
 from autoresearch.core.records import Experiment, Status
 from autoresearch.research.pruning import Pruner
 from autoresearch.run.backends import Backend
@@ -136,14 +143,7 @@ class Measurer:
         if kind != "primary":
             exp.description = f"{exp.description} ({kind} run {n + 1})"
         exp.slot = slot.name
-        spec = RunSpec(exp_id=exp_id, n=n, kind=kind, commit=commit, command=self.config.run,
-                       env=run_env(self.config, self.budget_s, exp_id), timeout_s=self.timeout_s,
-                       log_name=f"{self.tag}/{exp_id}{'' if n == 0 else f'.{n}'}.log",
-                       log_cap_bytes=self.config.log_cap_bytes, metric=self.config.metric, frozen=self.frozen,
-                       pass_env=self.config.sandbox.pass_env, cgroup=group_name(self.config.state_dir),
-                       limits=ResourceLimits(self.config.limits.memory_limit_mb(), self.config.limits.processes or None),
-                       evaluate=self.config.evaluate, sandbox=self.policy, setup=self.config.setup,
-                       environment=self.environment, links=self.links)
+        spec = self.spec(exp_id, n, kind, commit)
         self.observer.started(exp, self.budget_s)
         started = time.time()
         watch = self.pruner.watch(against)
@@ -167,6 +167,18 @@ class Measurer:
                             outcome.fields.get("log_path"), slot=slot.name, started_at=started,
                             curve=watch.curve.to_json())
         return outcome
+
+    def spec(self, exp_id: int, n: int, kind: str, commit: str) -> RunSpec:
+        """The `RunSpec` of run `n` of a commit under this task's budget, sandbox and limits (the
+        hub's verifiers run their paired re-executions from the same description)."""
+        return RunSpec(exp_id=exp_id, n=n, kind=kind, commit=commit, command=self.config.run,
+                       env=run_env(self.config, self.budget_s, exp_id), timeout_s=self.timeout_s,
+                       log_name=f"{self.tag}/{exp_id}{'' if n == 0 else f'.{n}'}.log",
+                       log_cap_bytes=self.config.log_cap_bytes, metric=self.config.metric, frozen=self.frozen,
+                       pass_env=self.config.sandbox.pass_env, cgroup=group_name(self.config.state_dir),
+                       limits=ResourceLimits(self.config.limits.memory_limit_mb(), self.config.limits.processes or None),
+                       evaluate=self.config.evaluate, sandbox=self.policy, setup=self.config.setup,
+                       environment=self.environment, links=self.links)
 
     # -- judging ------------------------------------------------------------------------------
 

@@ -1,0 +1,153 @@
+"""What the hub shows: read-only views of the chain, claims, leaderboard and tried-and-failed list.
+
+Reads never take the hub's write lock. The chain and the best change only when a claim is
+accepted, so their JSON is built once per chain height and served from memory (the hot path of
+every worker polling for a new best); the other lists are rebuilt at most every CACHE_S seconds.
+Unaccepted claims are shown without their patch: only accepted commits publish their diff.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import select
+
+from autoresearch.hub.models import (
+    ACCEPTED,
+    QUEUED,
+    REJECTED,
+    VERIFYING,
+    ChainEntry,
+    Claim,
+    Tried,
+    Worker,
+)
+from autoresearch.hub.service import Hub
+from autoresearch.repo import gitops
+
+CACHE_S = 1.0  # claims, leaderboard and tried lists are at most this stale
+RECENT = 100  # claims and tried experiments listed
+
+
+class Views:
+    def __init__(self, hub: Hub):
+        self.hub = hub
+        self._lock = threading.Lock()
+        self._by_height: dict[tuple[str, int], bytes] = {}
+        self._timed: dict[str, tuple[float, Any]] = {}
+
+    def _height_cached(self, name: str, build) -> bytes:
+        key = (name, self.hub.head_height)
+        data = self._by_height.get(key)
+        if data is None:
+            data = json.dumps(build()).encode()
+            with self._lock:
+                self._by_height = {k: v for k, v in self._by_height.items() if k[1] == key[1]}
+                self._by_height[key] = data
+        return data
+
+    def _timed_cached(self, name: str, build) -> Any:
+        hit = self._timed.get(name)
+        if hit is not None and time.monotonic() - hit[0] < CACHE_S:
+            return hit[1]
+        value = build()
+        self._timed[name] = (time.monotonic(), value)
+        return value
+
+    # -- the chain ----------------------------------------------------------------------------
+
+    def chain(self) -> list[dict[str, Any]]:
+        with self.hub.sessions() as s:
+            names = {w.id: w.name for w in s.scalars(select(Worker))}
+            entries = list(s.scalars(select(ChainEntry).order_by(ChainEntry.height)))
+        out, total = [], 0.0
+        for e in entries:
+            total += e.gain
+            diff = gitops.diff(self.hub.repo, e.parent_commit, e.commit) if e.parent_commit else ""
+            out.append({"height": e.height, "commit": e.commit, "parent": e.parent_commit, "claim_id": e.claim_id,
+                        "worker": names.get(e.worker_id), "gain": e.gain, "gain_se": e.gain_se, "total_gain": total,
+                        "description": e.description, "created_at": e.created_at, "diff": diff})
+        return out
+
+    def chain_json(self) -> bytes:
+        return self._height_cached("chain", self.chain)
+
+    def best(self) -> dict[str, Any]:
+        with self.hub.sessions() as s:
+            head = s.scalars(select(ChainEntry).order_by(ChainEntry.height.desc()).limit(1)).one()
+        return {"height": head.height, "commit": head.commit, "root_commit": self.hub.root,
+                "files": self.hub.editable_at(head.commit), "description": head.description}
+
+    def best_json(self) -> bytes:
+        return self._height_cached("best", self.best)
+
+    def task(self) -> dict[str, Any]:
+        cfg = self.hub.config
+        return {"name": cfg.name, "metric": cfg.metric.name, "direction": cfg.metric.direction,
+                "editable": cfg.editable, "frozen": self.hub.frozen, "root_commit": self.hub.root,
+                "budget_s": cfg.budget_s, "trusted_evaluation": bool(cfg.evaluate.command),
+                "api": "v1", "policy": {"p_value": self.hub.policy.p_value, "looks": list(self.hub.policy.looks),
+                                        "min_effect": self.hub.policy.min_effect}}
+
+    # -- claims, people, tried ------------------------------------------------------------------
+
+    def claims(self, state: str | None = None) -> list[dict[str, Any]]:
+        def build():
+            with self.hub.sessions() as s:
+                names = {w.id: w.name for w in s.scalars(select(Worker))}
+                rows = list(s.scalars(select(Claim).order_by(Claim.id.desc()).limit(RECENT)))
+            return [claim_summary(c, names.get(c.worker_id)) for c in rows]
+        rows = self._timed_cached("claims", build)
+        return [r for r in rows if state is None or r["state"] == state]
+
+    def claim(self, claim_id: int) -> dict[str, Any] | None:
+        with self.hub.sessions() as s:
+            c = s.get(Claim, claim_id)
+            if c is None:
+                return None
+            w = s.get(Worker, c.worker_id)
+            return claim_summary(c, w.name if w else None)
+
+    def leaderboard(self) -> list[dict[str, Any]]:
+        def build():
+            with self.hub.sessions() as s:
+                gains: dict[int, float] = {}
+                for e in s.scalars(select(ChainEntry).where(ChainEntry.worker_id.is_not(None))):
+                    gains[e.worker_id] = gains.get(e.worker_id, 0.0) + e.gain
+                rows = [{"worker": w.name, "worker_id": w.id, "kind": w.kind, "accepted": w.accepted,
+                         "verified_gain": gains.get(w.id, 0.0), "rejected": w.rejected, "flagged": w.flagged,
+                         "verifier_runs": w.verifier_runs, "blocked": w.blocked}
+                        for w in s.scalars(select(Worker))]
+            rows = [r for r in rows if r["kind"] == "verifier" or r["accepted"] or r["rejected"]]
+            rows.sort(key=lambda r: (-r["accepted"], -r["verified_gain"], r["rejected"]))
+            for rank, r in enumerate(rows, 1):
+                r["rank"] = rank
+            return rows
+        return self._timed_cached("leaderboard", build)
+
+    def tried(self) -> list[dict[str, Any]]:
+        def build():
+            with self.hub.sessions() as s:
+                names = {w.id: w.name for w in s.scalars(select(Worker))}
+                local = [{"description": t.description, "diff_hash": t.diff_hash, "metric": t.metric,
+                          "worker": names.get(t.worker_id), "base_commit": t.base_commit, "verified": False,
+                          "created_at": t.created_at}
+                         for t in s.scalars(select(Tried).order_by(Tried.id.desc()).limit(RECENT))]
+                rejected = [{"description": c.description, "diff_hash": c.content_hash, "metric": None,
+                             "worker": names.get(c.worker_id), "base_commit": c.base_commit, "verified": True,
+                             "reason": c.reason, "created_at": c.created_at}
+                            for c in s.scalars(select(Claim).where(Claim.state == REJECTED)
+                                               .order_by(Claim.id.desc()).limit(RECENT))]
+            return sorted(local + rejected, key=lambda r: -r["created_at"])
+        return self._timed_cached("tried", build)
+
+
+def claim_summary(c: Claim, worker: str | None) -> dict[str, Any]:
+    return {"id": c.id, "worker": worker, "state": c.state, "reason": c.reason, "description": c.description,
+            "agent": c.agent, "base_commit": c.base_commit, "candidate_commit": c.candidate_commit
+            if c.state == ACCEPTED else None, "claimed_gain": c.claimed.get("gain"),
+            "verified_gain": c.verified_gain, "verified_se": c.verified_se, "verifier_runs": c.verifier_runs,
+            "rebases": c.rebases, "created_at": c.created_at, "decided_at": c.decided_at,
+            "open": c.state in (QUEUED, VERIFYING)}

@@ -1,0 +1,69 @@
+"""kill -9 of the hub mid-verification loses nothing: leased jobs go back to the queue when their
+lease expires, the verifier takes them again, and the chain in the database and the git branch
+agree after the restart (start-up moves the branch to the database's head)."""
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from pathlib import Path
+
+from autoresearch.repo import gitops
+from tests.hub.conftest import (
+    RunningHub,
+    VerifierThread,
+    decided,
+    free_port,
+    hub_task,
+    wait_for,
+)
+
+LEASE_S = 3.0
+
+
+def db_rows(task: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(task / ".autoresearch" / "hub" / "hub.db") as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_kill9_of_the_hub_mid_verification(tmp_path: Path):
+    task = hub_task(tmp_path / "task")
+    hub = RunningHub(task, free_port(), None, lease_s=LEASE_S).start()
+    verifier = VerifierThread(hub, tmp_path / "verifier")
+    try:
+        alice = hub.client("alice")
+        best = alice.get("/best")
+        first = alice.claim(best["commit"], {"train.py": best["files"]["train.py"].replace("X = 5.0", "X = 3.0")},
+                            "X=3", claimed={"gain": 5.0})
+        # Kill at a random moment while a job is leased (the calibration or the claim's own runs).
+        wait_for(lambda: db_rows(task, "select id from jobs where state = 'leased'"), what="a leased job")
+        time.sleep(random.uniform(0.0, 2.0))
+        leased = db_rows(task, "select id from jobs where state = 'leased'")
+        hub.kill9()
+        assert leased, "the kill should land while a job is leased"
+        hub.start()
+        # The lease expires, the job is re-queued and run again; the claim gets its verdict.
+        assert decided(alice, first["claim_id"], timeout=150)["state"] == "accepted"
+        for (job_id,) in leased:
+            state, attempts = db_rows(task, f"select state, attempts from jobs where id = {job_id}")[0]
+            assert state == "done" and attempts >= 2, (job_id, state, attempts)
+        # Kill again right after an accept, then check the database and git tell the same story.
+        best = alice.get("/best")
+        second = alice.claim(best["commit"], {"train.py": best["files"]["train.py"].replace("X = 3.0", "X = 2.5")},
+                             "X=2.5", claimed={"gain": 0.75})
+        assert decided(alice, second["claim_id"], timeout=150)["state"] == "accepted"
+        hub.kill9()
+        # As if the hub died after recording the accept but before moving the branch: start-up moves it.
+        gitops.update_ref(task, "refs/heads/autoresearch/hub", best["commit"])
+        hub.start()
+        chain = alice.get("/chain")
+        assert [e["height"] for e in chain] == [0, 1, 2]
+        history = gitops.git(task, "rev-list", "--first-parent", "refs/heads/autoresearch/hub").splitlines()
+        assert [e["commit"] for e in reversed(chain)] == history[:3]
+        assert db_rows(task, "pragma integrity_check") == [("ok",)]
+        assert not db_rows(task, "select id from jobs where state = 'leased' and lease_expires < "
+                                 f"{time.time() - 1}")
+    finally:
+        verifier.stop()
+        hub.stop()
+

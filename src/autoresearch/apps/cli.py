@@ -21,8 +21,8 @@ from autoresearch.apps.tasks import (
     TaskError,
     list_examples,
     new_task,
-    research_home,
     resolve_task,
+    task_root,
 )
 from autoresearch.core.config import (
     BACKENDS,
@@ -382,10 +382,7 @@ def cmd_examples(args) -> int:
 
 def _root(args) -> Path:
     """The task repository named by -C: a folder, or a shipped example's research repository."""
-    path = Path(args.task).expanduser()
-    if not path.exists() and args.task in list_examples():
-        path = research_home() / args.task
-    return path.resolve()
+    return task_root(args.task)
 
 
 def _open(args, check_config: bool = False) -> tuple[Path, Ledger, str | None]:

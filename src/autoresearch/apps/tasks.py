@@ -42,6 +42,14 @@ def research_home() -> Path:
     return Path(os.environ.get(HOME_ENV) or Path.home() / "autoresearch").expanduser()
 
 
+def task_root(name: str) -> Path:
+    """The task repository a command names: a folder, or a shipped example's research repository."""
+    path = Path(name).expanduser()
+    if not path.exists() and name in list_examples():
+        path = research_home() / name
+    return path.resolve()
+
+
 def new_task(source: str | Path, dest: Path) -> Path:
     """Copy an example (by name) or a task folder into `dest` as a fresh git repository."""
     examples = list_examples()

@@ -5,11 +5,11 @@ without the `dashboard` extra installed (a missing one is reported with the extr
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from autoresearch.apps.tasks import task_root
 from autoresearch.core.errors import AutoresearchError
 from autoresearch.core.loopback import is_loopback_host
 
@@ -41,12 +41,11 @@ def register(sub) -> None:
 
 
 def open_tasks(names: list[str], tags: list[str] | None) -> list:
-    from autoresearch.apps.cli import _root
     from autoresearch.apps.dashboard.data import Task
 
     tasks = []
     for name in names or ["."]:
-        root = _root(argparse.Namespace(task=name))
+        root = task_root(name)
         if not root.is_dir():
             raise DashboardError(f"{root}: no such task folder\n  fix: give a task repository or an example name "
                                  "(`autoresearch examples`)")

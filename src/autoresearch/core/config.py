@@ -86,8 +86,8 @@ class JudgeConfig:
     # The sequential test (judge.decide): keep above z standard errors (t-corrected), discard at or
     # below confirm_from, re-run in between, at most max_confirm times. Calibrated in
     # benchmarks/judge_noise.py for false keeps <= 5% of no-ops and >= 90% of true 3σ gains.
-    z: float = 1.7
-    confirm_from: float = 0.3
+    z: float = 1.6
+    confirm_from: float = 0.2
     max_confirm: int = 3
     min_effect: float = 0.0  # smallest improvement worth keeping, in metric units
     complexity_cost: float = 0.0  # metric units per added non-blank, non-comment source line

@@ -71,9 +71,8 @@ def claims_table(claims: list[dict]) -> str:
             f"</td><td>{escape(c['worker'] or '')}</td><td>{escape(c['description'][:120])}</td>"
             f"<td class=num>{_num(c['claimed_gain'])}</td><td class=num>{_num(c['verified_gain'])}</td>"
             f"<td class=num>{c['verifier_runs']}</td><td>{escape(c['reason'][:160])}</td></tr>" for c in claims]
-    return ("<table><tr><th>#</th><th>state</th><th>by</th><th>change</th><th>claimed gain</th><th>verified gain"
-            "</th><th>verifier runs</th><th>why</th></tr>" + "".join(rows) + "</table>") if rows else \
-        "<p class=muted>no claims yet</p>"
+    return _table(["#", "state", "by", "change", "claimed gain", "verified gain", "verifier runs", "why"], rows,
+                  "no claims yet")
 
 
 def board_table(board: list[dict]) -> str:
@@ -81,17 +80,22 @@ def board_table(board: list[dict]) -> str:
             f"<td class=num>{r['accepted']}</td><td class=num>{r['verified_gain']:.4g}</td>"
             f"<td class=num>{r['rejected']}</td><td class=num>{r['flagged']}</td>"
             f"<td class=num>{r['verifier_runs']}</td></tr>" for r in board]
-    return ("<table><tr><th>rank</th><th>who</th><th>kind</th><th>accepted</th><th>verified gain</th><th>rejected"
-            "</th><th>flagged</th><th>verifier runs</th></tr>" + "".join(rows) + "</table>") if rows else \
-        "<p class=muted>nobody has contributed yet</p>"
+    return _table(["rank", "who", "kind", "accepted", "verified gain", "rejected", "flagged", "verifier runs"], rows,
+                  "nobody has contributed yet")
 
 
 def tried_table(tried: list[dict]) -> str:
     rows = [f"<tr class=tried><td>{escape(t['description'][:160])}</td><td>{escape(t['worker'] or '')}</td>"
             f"<td class=num>{_num(t['metric'])}</td><td>{'verified' if t['verified'] else 'unverified'}</td>"
             f"<td>{escape(t.get('reason', '')[:160])}</td></tr>" for t in tried]
-    return ("<table><tr><th>change</th><th>by</th><th>metric</th><th></th><th>why</th></tr>" + "".join(rows) +
-            "</table>") if rows else "<p class=muted>nothing yet</p>"
+    return _table(["change", "by", "metric", "", "why"], rows, "nothing yet")
+
+
+def _table(headers: list[str], rows: list[str], empty: str) -> str:
+    """A table of the rendered rows under these headers, or the `empty` line when there are none."""
+    if not rows:
+        return f"<p class=muted>{empty}</p>"
+    return "<table><tr>" + "".join(f"<th>{h}</th>" for h in headers) + "</tr>" + "".join(rows) + "</table>"
 
 
 def _num(x) -> str:

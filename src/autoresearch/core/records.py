@@ -1,4 +1,4 @@
-"""The plain-data records of research: an experiment, one run of it, an idea; and the statuses.
+"""The plain-data records of research: an experiment, one run of it, an idea, a pause; and the statuses.
 
 They carry no behaviour and no connection: the ledger stores them, agents read them, the UI shows
 them, and they can travel (JSON, another machine). `STATUSES` names every state an experiment can
@@ -97,6 +97,21 @@ class Idea:
     experiment_id: int | None = None
     outcome: str | None = None
     created_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Pause:
+    """A period in which a research run starts nothing new (`autoresearch pause`, the dashboard):
+    the experiments running when it began finish and are judged; open while `ended_at` is None."""
+
+    id: int
+    tag: str
+    source: str  # who paused it: cli, dashboard...
+    started_at: float
+    ended_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -27,6 +27,11 @@ it, and a replacement store must pass it):
   (ok runs with a non-empty curve), each curve as given to `add_run`.
 - a ledger written by an older version opens and works: missing columns are added (ADDED_COLUMNS),
   and its runs read back with an empty curve.
+- `pause(tag, source)` opens a pause of a research run and returns it; while one is open it returns
+  that one (one open pause per tag, also against other processes); `resume(tag)` closes it (its
+  ended_at now, no earlier than its start) and returns it, None when none was open; `paused(tag)`
+  is the open one or None; `pauses(tag)` every pause of the tag in id order. Another process's
+  pause is seen by the next call (the scheduler reads it before it starts an experiment).
 - `write_results_tsv` replaces the file atomically: the finished experiments, in id order.
 """
 from __future__ import annotations
@@ -42,7 +47,7 @@ from typing import Any, Iterator
 
 from autoresearch.core.config import STATE_DIR
 from autoresearch.core.errors import AutoresearchError
-from autoresearch.core.records import FINISHED, PENDING, STATUSES, Experiment, Idea, Run
+from autoresearch.core.records import FINISHED, PENDING, STATUSES, Experiment, Idea, Pause, Run
 
 SCHEMA_VERSION = 1
 
@@ -98,6 +103,14 @@ CREATE TABLE IF NOT EXISTS ideas (
     created_at    REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pauses (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    tag           TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    started_at    REAL NOT NULL,
+    ended_at      REAL                      -- NULL: paused now
+);
+CREATE UNIQUE INDEX IF NOT EXISTS pauses_open ON pauses(tag) WHERE ended_at IS NULL;
 """
 # Columns added after version 1, with their types: added to older ledgers when they are opened.
 ADDED_COLUMNS = {
@@ -125,9 +138,10 @@ class LedgerError(AutoresearchError):
 
 
 class _Result(list):
-    """The rows of one statement, fetched while the connection was held, and its lastrowid."""
+    """The rows of one statement, fetched while the connection was held, its lastrowid and rowcount."""
 
     lastrowid: int | None = None
+    rowcount: int = -1
 
     def fetchone(self) -> sqlite3.Row | None:
         return self[0] if self else None
@@ -144,7 +158,7 @@ class _SharedConnection:
         with self._lock, self._corruption():
             cur = self._db.execute(sql, args)
             rows = _Result(cur.fetchall())
-            rows.lastrowid = cur.lastrowid
+            rows.lastrowid, rows.rowcount = cur.lastrowid, cur.rowcount
             return rows
 
     def executescript(self, sql: str) -> None:
@@ -370,6 +384,36 @@ class Ledger:
 
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- pauses -------------------------------------------------------------------------------
+
+    def pause(self, tag: str, source: str = "human") -> Pause:
+        """Pause a research run (one statement: the unique index on open pauses makes a second
+        pause, from any process, a no-op that returns the first)."""
+        self.db.execute("INSERT OR IGNORE INTO pauses (tag, source, started_at) VALUES (?, ?, ?)",
+                        (tag, source, time.time()))
+        # The open one (made now or before); if another process resumed it in between, that one, ended.
+        row = self.db.execute("SELECT * FROM pauses WHERE tag = ? ORDER BY id DESC LIMIT 1", (tag,)).fetchone()
+        return Pause(**dict(row))
+
+    def resume(self, tag: str) -> Pause | None:
+        """End the open pause of a research run: the period it lasted, or None if it was not paused."""
+        pause = self.paused(tag)
+        if pause is None:
+            return None
+        ended = max(time.time(), pause.started_at)
+        done = self.db.execute("UPDATE pauses SET ended_at = ? WHERE id = ? AND ended_at IS NULL", (ended, pause.id))
+        if done.rowcount != 1:  # another process resumed it first
+            return None
+        pause.ended_at = ended
+        return pause
+
+    def paused(self, tag: str) -> Pause | None:
+        row = self.db.execute("SELECT * FROM pauses WHERE tag = ? AND ended_at IS NULL", (tag,)).fetchone()
+        return Pause(**dict(row)) if row else None
+
+    def pauses(self, tag: str) -> list[Pause]:
+        return [Pause(**dict(r)) for r in self.db.execute("SELECT * FROM pauses WHERE tag = ? ORDER BY id", (tag,))]
 
     # -- results.tsv --------------------------------------------------------------------------
 

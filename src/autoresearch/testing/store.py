@@ -1,7 +1,8 @@
 """StoreConformance: the ledger's written contract (store/ledger.py's docstring), as tests.
 
 A store is what `autoresearch.store.ledger.Ledger` is to the coordinator: experiments, their runs,
-ideas and meta values, durable and shared by threads. Subclass the suite and override
+ideas, meta values and the pauses of research runs, durable and shared by threads (and, for the
+pause flag, by processes: `autoresearch pause` and the dashboard set it beside a running loop). Subclass the suite and override
 `make_store`; the same folder must open the same store again (that is how durability is checked):
 
     class TestMyStore(StoreConformance):
@@ -279,6 +280,38 @@ class StoreConformance:
         store.set_meta("best_sha", C2)
         assert store.get_meta("best_sha") == C2 and store.get_meta("other", "y") == "x"
 
+    # -- pauses ---------------------------------------------------------------------------------
+
+    def test_pause_and_resume(self, store: Ledger) -> None:
+        assert store.paused("t") is None and store.pauses("t") == [] and store.resume("t") is None
+        before = time.time()
+        first = store.pause("t", source="cli")
+        assert (first.tag, first.source, first.ended_at) == ("t", "cli", None)
+        assert before - 1 <= first.started_at <= time.time() + 1
+        assert store.pause("t", source="dashboard") == first  # paused already: the same pause
+        assert store.paused("t") == first and store.paused("other") is None
+        other = store.pause("other", source="dashboard")
+        ended = store.resume("t")
+        assert ended is not None and ended.id == first.id and ended.ended_at >= first.started_at
+        assert store.paused("t") is None and store.resume("t") is None  # resumed once
+        assert store.paused("other") == other  # each research run its own
+        second = store.pause("t")
+        assert second.id > first.id and second.source == "human" and second.ended_at is None
+        assert store.pauses("t") == [ended, second]
+
+    def test_a_pause_is_seen_by_another_store_on_the_same_folder(self, tmp_path: Path) -> None:
+        """What a running loop relies on: `autoresearch pause` opens the store anew (another process)."""
+        loop, cli = self.make_store(tmp_path), self.make_store(tmp_path)
+        try:
+            assert loop.paused("t") is None
+            made = cli.pause("t", source="cli")
+            assert loop.paused("t") == made and loop.pause("t") == made
+            cli.resume("t")
+            assert loop.paused("t") is None and [p.ended_at is not None for p in loop.pauses("t")] == [True]
+        finally:
+            cli.close()
+            loop.close()
+
     # -- durability and threads -----------------------------------------------------------------
 
     def test_what_was_written_is_there_after_reopening(self, tmp_path: Path) -> None:
@@ -291,11 +324,13 @@ class StoreConformance:
         idea = store.add_idea("an idea")
         store.mark_idea(idea, exp_id, "keep")
         store.set_meta("k", "v")
-        written = (store.experiments(), store.runs(exp_id), store.ideas())
+        store.pause("t", source="cli")
+        written = (store.experiments(), store.runs(exp_id), store.ideas(), store.pauses("t"))
         store.close()
         again = self.make_store(tmp_path)
         try:
-            assert (again.experiments(), again.runs(exp_id), again.ideas()) == written
+            assert (again.experiments(), again.runs(exp_id), again.ideas(), again.pauses("t")) == written
+            assert again.paused("t") == written[3][0]  # paused stays paused
             assert again.best("t").id == exp_id and again.get(queued).status == "queued"
             assert again.runs(exp_id)[0].id == run_id and again.get_meta("k") == "v" and again.tags() == ["t"]
             assert self.start(again) > queued  # ids go on from where they were

@@ -15,7 +15,7 @@ from autoresearch.core.config import ParallelConfig, load_config
 from autoresearch.repo import gitops
 from autoresearch.research.coordinator import Research
 from autoresearch.research.scheduler import Limits
-from autoresearch.run.slots import local_slots
+from autoresearch.run.slots import Slot, local_slots
 from autoresearch.store.ledger import Ledger
 from tests.conftest import TOY_CONFIG, make_task
 from tests.test_loop import ScriptedAgent, check_consistency, replace
@@ -283,3 +283,112 @@ def test_queued_row_without_its_commit_is_not_resumed(toy_task: Path):
     r.close()
     exp = Ledger(toy_task / ".autoresearch" / "ledger.db").get(exp_id)
     assert exp.status == "interrupted" and "queueing" in exp.reason
+
+
+# -- pause and resume (the scheduler alone: a coordinator whose runs only take time) -------------
+
+class FakeAgent:
+    name = "fake"  # SlowRuns.propose stands for it
+
+
+class SlowRuns:
+    """The scheduler's Coordinator with a real ledger whose experiments only sleep RUN_S: the
+    scheduler's timing alone, with no git or processes (the dashboard test pauses the real loop)."""
+
+    RUN_S = 0.4
+
+    def __init__(self, ledger: Ledger, slots: int = 2, ahead: int = 1):
+        self.tag, self.ledger, self.stop_event, self.stop_reason = "t", ledger, threading.Event(), ""
+        self.agents = [FakeAgent()]
+        self.slots = [Slot(f"cpu{i}") for i in range(slots)]
+        self.parallel = ParallelConfig(slots=slots, ahead=ahead)
+        self.messages: list[str] = []
+        self.pauses: list[bool] = []
+        self.starts: list[tuple[float, int]] = []  # (time, experiment) of each start, the baseline's included
+        self.observer = self
+
+    # the observer
+    def message(self, text: str) -> None: self.messages.append(text)
+    def started(self, exp, budget_s) -> None: pass
+    def output(self, line: str) -> None: pass
+    def finished(self, exp, best) -> None: pass
+    def paused(self, pause) -> None: self.pauses.append(pause is not None)
+
+    # the coordinator
+    def propose(self, agent):
+        exp_id = self.ledger.start_experiment(tag=self.tag, parent_commit="0" * 40, agent="fake",
+                                              description="sleep", status="queued")
+        return self.ledger.get(exp_id)
+
+    def baseline(self, slot: Slot):
+        exp_id = self.ledger.start_experiment(tag=self.tag, parent_commit="0" * 40, agent="baseline",
+                                              description="baseline")
+        return self._run(exp_id, "keep")
+
+    def process(self, exp_id: int, slot: Slot):
+        self.ledger.update(exp_id, status="running", slot=slot.name)
+        return self._run(exp_id, "discard")
+
+    def _run(self, exp_id: int, status: str):
+        self.starts.append((time.time(), exp_id))
+        time.sleep(self.RUN_S)
+        self.ledger.finish(exp_id, status, metric=1.0)
+        return self.ledger.get(exp_id)
+
+    def count(self, *statuses: str) -> int:
+        return len(self.ledger.experiments(self.tag, statuses))
+
+
+def in_thread(r: SlowRuns, limit: int) -> tuple[threading.Thread, list]:
+    from autoresearch.research.scheduler import Scheduler
+
+    made: list = []
+    thread = threading.Thread(target=lambda: made.append(Scheduler(r, Limits(max_experiments=limit)).run()),
+                              daemon=True)
+    thread.start()
+    return thread, made
+
+
+def wait_for(condition, timeout_s: float = 20.0) -> None:
+    deadline = time.time() + timeout_s
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_paused_nothing_new_starts_until_resumed(tmp_path: Path):
+    ledger = Ledger(tmp_path / "ledger.db")
+    r = SlowRuns(ledger, slots=2, ahead=1)
+    thread, made = in_thread(r, limit=12)
+    wait_for(lambda: len(r.starts) >= 4)  # the baseline and experiments on both slots
+    ledger.pause("t", source="test")
+    time.sleep(0.1)  # a slot that read the flag just before it was set may still start one
+    before = len(r.starts)
+    time.sleep(3 * SlowRuns.RUN_S + 1.0)  # what ran has finished; nothing else started
+    assert len(r.starts) == before and r.count("running") == 0
+    assert r.pauses == [True]
+    assert r.count("queued") <= 2  # agents keep the `ahead` stock (1 per slot), not more
+    resumed_at = time.time()
+    ledger.resume("t")
+    wait_for(lambda: len(r.starts) > before, timeout_s=5)
+    assert r.starts[before][0] - resumed_at < 1.0  # within the main thread's WAIT_S look, and a slot's wake
+    thread.join(timeout=60)
+    assert made == [12] and r.pauses == [True, False]
+    assert [e.status for e in ledger.experiments("t")].count("discard") == 11
+
+
+def test_paused_before_start_stays_paused_and_says_so(tmp_path: Path):
+    """The flag outlives the process: a research run paused while no loop ran starts paused
+    (not even the baseline runs) and says so at start."""
+    ledger = Ledger(tmp_path / "ledger.db")
+    ledger.pause("t", source="cli")
+    r = SlowRuns(ledger, slots=1, ahead=2)
+    thread, made = in_thread(r, limit=3)
+    time.sleep(1.5)
+    assert r.starts == [] and r.pauses == [True]
+    assert any("is paused" in m and "by cli" in m and "autoresearch resume" in m for m in r.messages), r.messages
+    assert r.count("queued") == 2  # the agent thought ahead meanwhile, as far as the stock goes
+    ledger.resume("t")
+    thread.join(timeout=30)
+    assert made == [3] and r.pauses == [True, False]
+    assert ledger.get(r.starts[0][1]).agent == "baseline"  # first, once resumed

@@ -14,7 +14,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from autoresearch.core.records import Experiment
+from autoresearch.core.records import Experiment, Pause
 
 STATUS_STYLE = {"keep": "bold green", "discard": "yellow", "crash": "red", "timeout": "red", "pruned": "blue",
                 "rejected": "magenta", "interrupted": "dim", "running": "cyan"}
@@ -23,6 +23,12 @@ RECENT = 6
 
 def fmt_metric(value: float | None) -> str:
     return "—" if value is None else f"{value:.6g}"
+
+
+def paused_line(pause: Pause) -> str:
+    since = time.strftime("%H:%M:%S", time.localtime(pause.started_at))
+    return (f"paused since {since} (by {pause.source}): running experiments finish, nothing new starts "
+            "until `autoresearch resume`")
 
 
 class LiveView:
@@ -35,6 +41,7 @@ class LiveView:
         self.last_line = ""
         self.best: Experiment | None = None
         self.recent: deque[Experiment] = deque(maxlen=RECENT)
+        self.pause: Pause | None = None
         self.live = Live(self, console=self.console, refresh_per_second=4, transient=False)
 
     def __enter__(self) -> "LiveView":
@@ -67,10 +74,16 @@ class LiveView:
         self.console.print(f"[{style}]#{exp.id:<4} {exp.status:<11}[/{style}] {fmt_metric(exp.metric):>10}  "
                            f"{exp.description[:70]}  [dim]{exp.reason[:80]}[/dim]")
 
+    def paused(self, pause: Pause | None) -> None:
+        self.pause = pause
+        self.console.print(f"[bold yellow]{paused_line(pause)}[/bold yellow]" if pause else "[bold]resumed[/bold]")
+
     def __rich__(self) -> Panel:
         parts = []
         best = f"{fmt_metric(self.best.metric)} (#{self.best.id})" if self.best else "—"
         parts.append(Text.assemble(("best ", "bold"), (f"{self.metric} = {best}", "green")))
+        if self.pause:
+            parts.append(Text(paused_line(self.pause), style="bold yellow"))
         rows = Table.grid(padding=(0, 1))
         for slot, (exp, budget_s, started_at) in sorted(self.running.items()):
             elapsed = time.time() - started_at
@@ -82,9 +95,10 @@ class LiveView:
             if len(self.running) == 1:
                 parts.append(Text(self.last_line, style="dim"))
             parts.append(Text("bars: training budget (start-up and evaluation come on top)", style="dim"))
-        else:
+        elif not self.pause:
             parts.append(Text("waiting for the agent…", style="dim"))
-        return Panel(Group(*parts), title=self.title, border_style="blue")
+        title = f"{self.title} · paused" if self.pause else self.title
+        return Panel(Group(*parts), title=title, border_style="yellow" if self.pause else "blue")
 
 
 class PlainView:
@@ -114,6 +128,12 @@ class PlainView:
 
     def output(self, line: str) -> None:
         pass
+
+    def paused(self, pause: Pause | None) -> None:
+        if pause:
+            self._emit("paused", paused_line(pause), since=pause.started_at, source=pause.source)
+        else:
+            self._emit("resumed", "resumed")
 
     def finished(self, exp: Experiment, best: Experiment | None) -> None:
         self._emit("finished", f"#{exp.id} {exp.status}: {fmt_metric(exp.metric)} {exp.description} — {exp.reason}",

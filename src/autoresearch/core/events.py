@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from autoresearch.core.records import Experiment
+from autoresearch.core.records import Experiment, Pause
 
 
 class Observer(Protocol):
@@ -13,6 +13,7 @@ class Observer(Protocol):
     def started(self, exp: Experiment, budget_s: float) -> None: ...
     def output(self, line: str) -> None: ...
     def finished(self, exp: Experiment, best: Experiment | None) -> None: ...
+    def paused(self, pause: Pause | None) -> None: ...  # paused (nothing new starts), or resumed (None)
 
 
 class QuietObserver:
@@ -20,3 +21,4 @@ class QuietObserver:
     def started(self, exp: Experiment, budget_s: float) -> None: pass
     def output(self, line: str) -> None: pass
     def finished(self, exp: Experiment, best: Experiment | None) -> None: pass
+    def paused(self, pause: Pause | None) -> None: pass

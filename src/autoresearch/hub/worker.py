@@ -21,7 +21,7 @@ from typing import Any
 from autoresearch.agents.base import Agent
 from autoresearch.core.config import load_config
 from autoresearch.core.events import Observer, QuietObserver
-from autoresearch.core.records import Experiment, Status
+from autoresearch.core.records import Experiment, Pause, Status
 from autoresearch.hub.client import HubClient, HubRefused, fingerprint
 from autoresearch.hub.patches import content_hash
 from autoresearch.repo import gitops
@@ -47,6 +47,9 @@ class HubObserver:
 
     def output(self, line: str) -> None:
         self.inner.output(line)
+
+    def paused(self, pause: Pause | None) -> None:
+        self.inner.paused(pause)
 
     def finished(self, exp: Experiment, best: Experiment | None) -> None:
         self.inner.finished(exp, best)

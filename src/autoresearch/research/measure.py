@@ -109,12 +109,16 @@ class Measurer:
         return mean(values) if values else None
 
     def reestimate(self, exp: Experiment, slot: Slot) -> None:
-        """Every `reestimate_every` keeps, re-measure the noise on the new best (on its slot)."""
+        """Every `reestimate_every` keeps, re-measure the noise on the new best (on its slot), unless
+        the research is paused: then not this time."""
         every = self.config.judge.reestimate_every
         if exp.status != Status.KEEP or not every:
             return
         keeps = self.ledger.count(self.tag, Status.KEEP)
         if keeps > 1 and (keeps - 1) % every == 0:
+            if self.ledger.paused(self.tag):  # new runs of the best: not while paused (scheduler.py)
+                self.observer.message(f"paused: the noise is not re-measured on the best (#{exp.id}) this time")
+                return
             self.observer.message(f"re-measuring the noise on the best (#{exp.id})")
             if self.repeat(exp.id, exp.commit, "noise", self.config.judge.noise_runs - 1, slot):
                 self.ledger.update(exp.id, metric=self.best_estimate(exp.id))

@@ -9,6 +9,13 @@ original autoresearch). Agents also think while the baseline runs.
 
 The threads share one condition variable; the Research object's lock keeps the ledger and the
 branch consistent. The first error in any thread stops the others and is raised by `run()`.
+
+Pausing (`autoresearch pause`, the dashboard) is a flag in the store, set from any process: a slot
+reads it right before it takes an experiment (or the baseline), so while paused nothing new
+starts on any slot; experiments already running finish and are judged as usual. Paused slots do
+not count as idle, so agents keep only the usual `ahead` stock. The main thread reads the flag
+every WAIT_S to tell the observer and to wake the slots on a resume. The flag outlives the
+process: a research run paused when it starts stays paused, and says so.
 """
 from __future__ import annotations
 
@@ -22,11 +29,11 @@ from autoresearch.agents.base import Agent
 from autoresearch.core.config import ParallelConfig
 from autoresearch.core.errors import ResearchError
 from autoresearch.core.events import Observer
-from autoresearch.core.records import Experiment, Status
+from autoresearch.core.records import Experiment, Pause, Status
 from autoresearch.run.slots import Slot
 from autoresearch.store.ledger import Ledger
 
-WAIT_S = 0.5  # how often waiting threads look at the stop event and the deadline
+WAIT_S = 0.5  # how often waiting threads look at the stop event and the deadline (and the main thread at the pause flag)
 MAX_REJECTIONS_IN_A_ROW = 25  # an agent that only produces invalid proposals is stopped
 
 
@@ -69,12 +76,17 @@ class Scheduler:
         self.error: BaseException | None = None
         self.timed_out = False
         self.based = False  # whether the baseline is kept: until then slots only wait
+        self.paused: Pause | None = None  # the store's pause flag as last read (_read_pause)
 
     # -- the whole run ------------------------------------------------------------------------
 
     def run(self) -> int:
         r = self.r
         self.based = r.ledger.best(r.tag) is not None
+        if self._read_pause():
+            r.observer.message(f"research run {r.tag} is paused (since {_clock(self.paused.started_at)}, by "
+                               f"{self.paused.source}): nothing starts until it is resumed (`autoresearch resume`, "
+                               "or the dashboard)")
         if not self.based:
             if self._should_stop():
                 return 0
@@ -93,6 +105,7 @@ class Scheduler:
         for t in threads:
             while t.is_alive():
                 t.join(WAIT_S)
+                self._read_pause()  # tells the observer, and wakes the slots on a resume
         if self.error is not None:
             raise self.error
         return self.runs
@@ -120,11 +133,23 @@ class Scheduler:
         return False
 
     def _room(self) -> bool:
-        """Whether an agent should think now: a slot is (or soon will be) without work."""
+        """Whether an agent should think now: a slot is (or soon will be) without work. A paused
+        slot is not waiting for work: while paused, agents fill only the `ahead` stock."""
         limit = self.limits.max_experiments
         if limit is not None and self.admitted + self.thinking >= limit:
             return False
-        return len(self.ready) + self.thinking < self.idle + self.ahead
+        return len(self.ready) + self.thinking < (0 if self.paused else self.idle) + self.ahead
+
+    def _read_pause(self) -> bool:
+        """Read the store's pause flag now (another process may have set it); on a change, tell the
+        observer and wake every waiting thread. True while paused."""
+        pause = self.r.ledger.paused(self.r.tag)
+        with self.cv:
+            if (pause is None) != (self.paused is None):
+                self.r.observer.paused(pause)
+                self.cv.notify_all()
+            self.paused = pause
+        return pause is not None
 
     # -- agents -------------------------------------------------------------------------------
 
@@ -183,13 +208,19 @@ class Scheduler:
 
     def _slot_loop(self, slot: Slot) -> None:
         if not self.based and slot == self.slots[0]:
+            with self.cv:
+                while self._read_pause():  # not even the baseline starts while paused
+                    if self._should_stop():
+                        return
+                    self.cv.wait(WAIT_S)
             self._baseline(slot)
         while True:
             with self.cv:
                 self.idle += 1
                 self.cv.notify_all()
                 try:
-                    while not self.ready or not self.based:
+                    # The flag is read last, fresh: only when there is work to take, right before taking it.
+                    while not self.ready or not self.based or self._read_pause():
                         if self._should_stop() or (not self.ready and self.proposers == 0 and self.thinking == 0):
                             return
                         self.cv.wait(WAIT_S)
@@ -207,3 +238,7 @@ class Scheduler:
                 else:  # dropped unrun (e.g. nothing left after a rebase): not an experiment, make room
                     self.admitted -= 1
                 self.cv.notify_all()
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))

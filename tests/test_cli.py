@@ -106,3 +106,27 @@ def test_new_and_init(tmp_path: Path, toy_task: Path):
     text = (plain / "autoresearch.toml").read_text()
     assert 'name = "val_loss"' in text and 'editable = ["train.py"]' in text
     assert cli("init", str(plain), check=False).returncode == 2  # exists; --force needed
+
+
+def test_pause_and_resume(toy_task: Path):
+    assert "no research recorded" in cli("pause", str(toy_task), check=False).stderr
+    cli("run", str(toy_task), "--max-experiments", "1", "--tag", "p", "--json")
+    paused = json.loads(cli("pause", str(toy_task), "--json").stdout)
+    assert paused["tag"] == "p" and paused["paused"] and paused["changed"] and paused["source"] == "cli"
+    again = json.loads(cli("pause", str(toy_task), "--tag", "p", "--json").stdout)
+    assert not again["changed"] and again["started_at"] == paused["started_at"]
+    assert "paused already" in cli("pause", str(toy_task)).stdout
+    # A loop started on a paused research run says so and starts nothing (here until its time limit).
+    evs = events(cli("run", str(toy_task), "--max-hours", "0.0005", "--json").stdout)
+    assert any("is paused" in e.get("text", "") for e in evs), evs
+    assert [e["event"] for e in evs if e["event"] in ("paused", "started", "finished")] == ["paused"]
+    assert evs[-1]["event"] == "done" and evs[-1]["runs"] == 0
+    status = json.loads(cli("status", "-C", str(toy_task), "--json").stdout)
+    assert status["counts"]["keep"] + status["counts"]["discard"] == 1  # only the baseline ran
+    resumed = json.loads(cli("resume", str(toy_task), "--json").stdout)
+    assert resumed["changed"] and not resumed["paused"] and resumed["pause"]["ended_at"] >= paused["started_at"]
+    assert json.loads(cli("resume", str(toy_task), "--json").stdout)["changed"] is False
+    assert "was not paused" in cli("resume", str(toy_task)).stdout
+    evs = events(cli("run", str(toy_task), "--max-experiments", "2", "--json").stdout)
+    assert evs[-1]["runs"] == 2 and not any(e["event"] == "paused" for e in evs)
+    assert "no research run 'nope'" in cli("pause", str(toy_task), "--tag", "nope", check=False).stderr

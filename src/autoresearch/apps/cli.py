@@ -138,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve-model", help="serve the bundled Gemma 3 270M on loopback (see serve-model --help)")
 
     _add_idea(sub)
+    for name, func, text in (("pause", cmd_pause, "pause a research run: running experiments finish, nothing new "
+                              "starts (also a running loop's; it stays paused across restarts)"),
+                             ("resume", cmd_resume, "resume a paused research run")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("task", nargs="?", default=".", help="task repository or example name (default: .)")
+        c.add_argument("--tag", help="research run (default: the last one)")
+        c.add_argument("--json", action="store_true", help="machine-readable output")
+        c.set_defaults(func=func)
     register_dashboard(sub)  # `dashboard` and `report`
     hub_cli.add_parsers(sub)
     return p
@@ -589,6 +597,36 @@ def cmd_idea_list(args) -> int:
     for i in ideas:
         outcome = f" → #{i.experiment_id}: {i.outcome}" if i.status == "tried" else ""
         console.print(f"#{i.id} [{i.status}] {i.text}{outcome}", highlight=False, markup=False)
+    return 0
+
+
+def cmd_pause(args) -> int:
+    root, ledger, tag = _open(args)
+    was = ledger.paused(tag)
+    pause = was or ledger.pause(tag, source="cli")
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(pause.started_at))
+    if args.json:
+        print(json.dumps({"task": str(root), "tag": tag, "paused": True, "changed": was is None, **pause.to_dict()}))
+    elif was:
+        console.print(f"{tag} is paused already (since {since}, by {pause.source})", highlight=False)
+    else:
+        console.print(f"paused {tag} in {root}: running experiments finish and are judged, nothing new starts "
+                      f"(a running loop sees it within a second; `autoresearch run` starts paused)\n"
+                      f"  resume: autoresearch resume {args.task} --tag {tag}", highlight=False)
+    return 0
+
+
+def cmd_resume(args) -> int:
+    root, ledger, tag = _open(args)
+    pause = ledger.resume(tag)
+    if args.json:
+        print(json.dumps({"task": str(root), "tag": tag, "paused": False, "changed": pause is not None,
+                          "pause": pause.to_dict() if pause else None}))
+    elif pause is None:
+        console.print(f"{tag} was not paused", highlight=False)
+    else:
+        console.print(f"resumed {tag} in {root} after {(pause.ended_at - pause.started_at) / 60:.1f} min paused",
+                      highlight=False)
     return 0
 
 

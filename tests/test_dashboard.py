@@ -288,3 +288,69 @@ def test_an_idea_added_from_the_page_lands_in_the_ledger_only_with_the_token(bro
     errors = [e for e in errors if "403" not in e]  # the refused POST of the first page is expected
     assert not errors, errors
     page.close()
+
+
+def slow(name: str):
+    """A step whose runs take a while (the same score as the best: a discard), so one is running when we look."""
+    return name, replace("score = ", f"import time; time.sleep(1.5)  # {name}\nscore = ")
+
+
+def test_pause_and_resume_need_the_token(task: Path, served: Served):
+    for action in ("pause", "resume"):
+        assert httpx.post(f"{served.url}api/0/t/{action}").status_code == 403
+        assert httpx.post(f"{served.url}api/0/t/{action}", headers={TOKEN_HEADER: "guess"}).status_code == 403
+    assert httpx.post(f"{served.url}api/0/nope/pause", headers={TOKEN_HEADER: served.token}).status_code == 404
+    assert ledger(task).paused("t") is None
+    paused = httpx.post(f"{served.url}api/0/t/pause", headers={TOKEN_HEADER: served.token}).json()
+    assert paused["paused"] and paused["pause"]["source"] == "dashboard" and ledger(task).paused("t") is not None
+    assert httpx.get(f"{served.url}api/0/t/summary").json()["paused"]["id"] == paused["pause"]["id"]
+    resumed = httpx.post(f"{served.url}api/0/t/resume", headers={TOKEN_HEADER: served.token}).json()
+    assert resumed["pause"]["ended_at"] is not None and ledger(task).paused("t") is None
+    assert httpx.get(f"{served.url}api/0/t/summary").json()["paused"] is None
+
+
+def test_pause_and_resume_a_running_loop_from_the_page(browser, task: Path, served: Served):
+    page, errors = open_page(browser, f"{served.url}#table")
+    page.click("#pause-toggle")  # without the token: refused, and said so
+    assert "token" in page.wait_for_selector("#pause-result .notice.err").inner_text()
+    assert ledger(task).paused("t") is None
+    page.close()
+    page, errors = open_page(browser, f"{served.url}#token={served.token}&slots")
+    page.wait_for_selector("#control[data-paused=no]")
+    steps = [slow(f"slow {i}") for i in range(4)]
+    loop = threading.Thread(target=toy_research.more, args=(task, steps))
+    loop.start()
+    try:
+        wait(lambda: ledger(task).experiments("t", ("running",)))
+        first = ledger(task).experiments("t", ("running",))[0]
+        page.click("#pause-toggle")
+        page.wait_for_selector("#control[data-paused=yes] >> text=paused", timeout=5000)
+        assert ledger(task).paused("t").source == "dashboard"
+        wait(lambda: ledger(task).get(first.id).status not in ("queued", "running"))  # it finishes, judged
+        assert ledger(task).get(first.id).reason.startswith(("keep", "discard"))
+        started = {e.id for e in ledger(task).experiments("t") if e.status != "queued"}
+        time.sleep(2.5)  # longer than a run: nothing new started meanwhile
+        assert {e.id for e in ledger(task).experiments("t") if e.status != "queued"} == started
+        assert not ledger(task).experiments("t", ("running",))
+        page.click("#pause-toggle")
+        page.wait_for_selector("#control[data-paused=no]", timeout=5000)
+        wait(lambda: {e.id for e in ledger(task).experiments("t") if e.status != "queued"} > started)
+    finally:
+        ledger(task).resume("t")  # whatever happened, the loop must be able to end
+        loop.join(timeout=120)
+    descriptions = [e.description for e in ledger(task).experiments("t")]
+    assert all(f"slow {i}" in descriptions for i in range(4))
+    # A pause made elsewhere (the CLI, another process) shows on the open page without a reload.
+    ledger(task).pause("t", source="cli")
+    page.wait_for_selector("#control[data-paused=yes] >> text=cli", timeout=int(LIVE_S * 1000) + 1000)
+    ledger(task).resume("t")
+    page.wait_for_selector("#control[data-paused=no]", timeout=5000)
+    assert not errors, errors
+    page.close()
+
+
+def wait(condition, timeout_s: float = 30.0) -> None:
+    deadline = time.time() + timeout_s
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)

@@ -1,8 +1,10 @@
 """The dashboard's web app: the page, its JSON API, live updates by server-sent events.
 
 Invariants:
-- Read-only by default: every GET reads the ledger through data.py (read-only SQLite). The one
-  write, adding an idea, needs the token printed at start-up (header `X-Autoresearch-Token`).
+- Read-only by default: every GET reads the ledger through data.py (read-only SQLite). The
+  writes, adding an idea and pausing or resuming a research run (a flag in the ledger that its
+  loop reads before it starts an experiment), need the token printed at start-up (header
+  `X-Autoresearch-Token`).
 - Live updates cost the research loop nothing: one watcher task in this server asks each ledger
   `PRAGMA data_version` (a counter SQLite bumps when another connection commits) every POLL_S;
   the loop is never told about the dashboard and never waits for it.
@@ -199,6 +201,26 @@ def create_app(tasks: list[Task], token: str | None = None, poll_s: float = POLL
         finally:
             ledger.close()
         return {"id": idea_id, "text": text}
+
+    @app.post("/api/{index}/{tag}/pause")
+    def pause(index: int, tag: str, x_autoresearch_token: str | None = Header(default=None)) -> dict:
+        return set_paused(index, tag, True, x_autoresearch_token)
+
+    @app.post("/api/{index}/{tag}/resume")
+    def resume(index: int, tag: str, x_autoresearch_token: str | None = Header(default=None)) -> dict:
+        return set_paused(index, tag, False, x_autoresearch_token)
+
+    def set_paused(index: int, tag: str, paused: bool, given: str | None) -> dict:
+        require_token(token, given)
+        task = task_at(index)
+        if tag not in task.tags():
+            raise HTTPException(404, f"no research run {tag!r} in {task.root}")
+        ledger = Ledger(task.db_path)
+        try:
+            pause = ledger.pause(tag, source="dashboard") if paused else ledger.resume(tag)
+        finally:
+            ledger.close()
+        return {"tag": tag, "paused": paused, "pause": pause.to_dict() if pause else None}
 
     @app.get("/api/events")
     async def events() -> StreamingResponse:

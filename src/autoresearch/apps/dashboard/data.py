@@ -2,8 +2,8 @@
 
 Invariant: nothing here writes. Every query opens the ledger with SQLite's read-only URI
 (`mode=ro`), so the research loop, the only writer, never waits on the dashboard (WAL readers
-do not block the writer). The one write the dashboard offers, adding an idea, goes through the
-Ledger API in app.py, behind the token.
+do not block the writer). The writes the dashboard offers, adding an idea and pausing or
+resuming a research run, go through the Ledger API in app.py, behind the token.
 
 The queries select only the columns a view needs (a 10,000-experiment chart must not load every
 log tail). They read the schema of store/ledger.py as it is; a status this module does not know
@@ -101,10 +101,19 @@ class Task:
         kept = self.query("SELECT id, metric, description FROM experiments WHERE tag = ? AND status = 'keep' "
                           "ORDER BY finished_at, id", (tag,))
         baseline, best = (dict(kept[0]), dict(kept[-1])) if kept else (None, None)
+        pauses = self.pauses(tag)
         return {"task": self.name, "root": str(self.root), "tag": tag, "branch": f"autoresearch/{tag}",
                 "metric": self.metric.name, "direction": self.metric.direction, "counts": counts,
                 "experiments": sum(counts.values()), "baseline": baseline, "best": best,
+                "paused": pauses[-1] if pauses and pauses[-1]["ended_at"] is None else None,
                 "config_problem": self.config_problem}
+
+    def pauses(self, tag: str) -> list[dict[str, Any]]:
+        """Every pause of a research run in order (the last one open while paused); none in a ledger
+        older than pausing (no table, and this connection may not create it)."""
+        if not self.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pauses'"):
+            return []
+        return [dict(r) for r in self.query("SELECT * FROM pauses WHERE tag = ? ORDER BY id", (tag,))]
 
     def experiments(self, tag: str) -> list[dict[str, Any]]:
         """Every experiment of a research run, in id order, with the columns the chart and table use."""

@@ -151,8 +151,26 @@ function renderSummary(s) {
     ["running", c.running || 0], ["queued", c.queued || 0],
   ];
   if (c.pruned) cards.push(["pruned", c.pruned]);
+  const p = s.paused;
   $("#summary").innerHTML = cards.map(([k, v]) => `<div class="card"><div class="k">${k}</div><div class="v">${v}</div></div>`)
-    .join("") + (s.config_problem ? `<div class="notice">${esc(s.config_problem)}</div>` : "");
+    .join("") + `<div class="card control${p ? " paused" : ""}" id="control" data-paused="${p ? "yes" : "no"}">
+      <div class="k">new experiments</div><div class="v">${p ? "paused" : "not paused"}
+      <button id="pause-toggle" class="${p ? "" : "secondary"}">${p ? "Resume" : "Pause"}</button></div>
+      ${p ? `<div class="reason">since ${new Date(p.started_at * 1000).toLocaleTimeString()} (${esc(p.source)}); running ones finish</div>` : ""}
+      <div id="pause-result"></div></div>` + (s.config_problem ? `<div class="notice">${esc(s.config_problem)}</div>` : "");
+  $("#pause-toggle").onclick = () => setPaused(!p);
+}
+
+async function setPaused(paused) {  // a write: needs the token, like adding an idea
+  try {
+    const res = await fetch(`api/${state.task}/${encodeURIComponent(state.tag)}/${paused ? "pause" : "resume"}`,
+      { method: "POST", headers: { "X-Autoresearch-Token": token() } });
+    const body = await res.json();
+    if (!res.ok) throw new Error(body.detail || res.statusText);
+    await refresh(false);
+  } catch (err) {
+    $("#pause-result").innerHTML = `<div class="notice err">${esc(err.message)}</div>`;
+  }
 }
 
 // -- progress chart --------------------------------------------------------------------------

@@ -2,13 +2,14 @@
 
 1. A ledger of 10,000 experiments (written through the Ledger API, with their runs and ideas):
    the time of the page and of each API call (median of repeats), and, when Debian's Chromium is
-   installed, the time until the progress chart of all 10,000 is drawn in the browser.
+   installed, the time until the progress chart of all 10,000 is drawn in the browser, with SVG
+   markers (the chart before), with WebGL, and thinned out by the server (now), side by side.
 2. The loop's harness overhead per experiment (benchmarks/harness_overhead.py's measure: wall
    time minus the experiments' processes minus the agent's thinking) without and with a dashboard
    serving the same task while a client follows its event stream and re-fetches every change, as
    a browser does; rounds alternate so that machine load falls on both alike.
 
-    PYTHONPATH=src python benchmarks/dashboard.py [--experiments 10000] [--loop 60] [--rounds 3]
+    PYTHONPATH=src python benchmarks/dashboard.py [--experiments 10000] [--loop 60] [--rounds 3] [--chart-rounds 3]
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ from harness_overhead import CONFIG, TRAIN, TimedAgent  # the same trivial task
 
 REPEATS = 5
 CHROMIUM = Path("/usr/bin/chromium")
-ENDPOINTS = ("", "api/tasks", "api/0/big/summary", "api/0/big/experiments", "api/0/experiment/1000",
+ENDPOINTS = ("", "api/tasks", "api/0/big/summary", "api/0/big/experiments", "api/0/big/chart",
+             "api/0/big/chart?x0=4000&x1=5000", "api/0/experiment/1000",
              "api/0/big/slots", "api/0/big/notebook", "api/0/big/params", "api/0/ideas")
 
 
@@ -95,24 +97,56 @@ def api_times(url: str) -> dict[str, tuple[float, float, int]]:
     return out
 
 
-def browser_chart_time(url: str, n: int) -> float | None:
-    """Seconds from opening the page to the chart of all n experiments drawn, in Debian's Chromium."""
+# The chart as it drew before issue 15's change (every point an SVG marker), every point with
+# WebGL (`?thin=0`: scattergl for a series of 5,000 or more), and as it draws now: thinned out by
+# the server (data.py chart), in SVG.
+CHART_MODES = {"every point, svg (before)": "?chart=svg&thin=0", "every point, webgl": "?chart=webgl&thin=0",
+               "thinned out, svg (now)": ""}
+
+
+PAINTED = "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))"
+
+
+def browser_chart_times(url: str, rounds: int) -> tuple[dict[str, list[float]], dict[str, list[float]]] | None:
+    """Seconds from reloading the page to the progress chart drawn (plotly's promise resolved, then
+    two frames painted), and of drawing it again as the page does on every change of the ledger
+    (its points fetched, drawn, painted), in Debian's Chromium, for each of CHART_MODES in turn,
+    `rounds` times. Each mode is loaded once first, so plotly.min.js comes from the cache as on a
+    second visit. None without Chromium, or when its WebGL does not work."""
     if not CHROMIUM.exists():
         return None
     from playwright.sync_api import sync_playwright
 
+    drawn = "() => document.querySelector('#progress-chart')?.dataset.points"
+    times: dict[str, list[float]] = {mode: [] for mode in CHART_MODES}
+    redraws: dict[str, list[float]] = {mode: [] for mode in CHART_MODES}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM),
                                     args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page()
-        page.goto(url)  # once to warm the cache of plotly.min.js, as a second visit would
-        page.wait_for_selector("#progress-chart .main-svg", timeout=120000)
-        t = time.perf_counter()
-        page.reload()
-        page.wait_for_function("() => document.querySelector('#progress-chart')?.dataset.points", timeout=120000)
-        elapsed = time.perf_counter() - t
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        for query in CHART_MODES.values():
+            page.goto(f"{url}{query}#progress")
+            page.wait_for_function(drawn, timeout=300000)
+            if query == "?chart=webgl&thin=0" and page.evaluate(
+                    "() => document.querySelector('#progress-chart').dataset.render") != "webgl":
+                browser.close()
+                return None  # asked for WebGL, drew SVG: this browser has none
+        for _ in range(rounds):
+            for mode, query in CHART_MODES.items():
+                page.goto(f"{url}{query}#progress")
+                page.wait_for_function(drawn, timeout=300000)
+                t = time.perf_counter()
+                page.reload()
+                page.wait_for_function(drawn, timeout=300000)
+                page.evaluate(PAINTED)
+                times[mode].append(time.perf_counter() - t)
+                redraws[mode].append(page.evaluate(f"""async () => {{ const t = performance.now();
+                    await drawProgress(document.querySelector('#progress-chart'), state.summary);
+                    await ({PAINTED})(); return (performance.now() - t) / 1000; }}"""))
+        shown = page.evaluate("() => document.querySelector('#progress-chart').dataset.shown")
         browser.close()
-    return elapsed
+    print(f"  (thinned out: {shown} points drawn)")
+    return times, redraws
 
 
 def start_dashboard(task: Path, cpus: set[int] | None = None) -> tuple[subprocess.Popen, str]:
@@ -182,6 +216,8 @@ def main() -> None:
     ap.add_argument("--experiments", type=int, default=10_000)
     ap.add_argument("--loop", type=int, default=60, help="experiments per loop-overhead round")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--chart-rounds", type=int, default=3, help="reloads of the chart per drawing mode")
+    ap.add_argument("--no-loop", action="store_true", help="skip the loop-overhead rounds")
     ap.add_argument("--follow", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.follow:
@@ -193,16 +229,24 @@ def main() -> None:
         print(f"ledger: {args.experiments} experiments written through the Ledger API in {built:.1f} s")
         server, url = start_dashboard(root)
         try:
-            print(f"{'endpoint':28} {'first ms':>9} {'then ms':>9} {'KB':>8}")
+            print(f"{'endpoint':34} {'first ms':>9} {'then ms':>9} {'KB':>8}")
             for path, (first, then, size) in api_times(url).items():
-                print(f"{path:28} {first * 1000:9.1f} {then * 1000:9.1f} {size / 1024:8.0f}")
-            chart = browser_chart_time(url, args.experiments)
-            if chart is not None:
-                print(f"browser: page reload to the chart of {args.experiments} experiments drawn: {chart:.2f} s")
+                print(f"{path:34} {first * 1000:9.1f} {then * 1000:9.1f} {size / 1024:8.0f}")
+            charts = browser_chart_times(url, args.chart_rounds)
+            if charts is not None:
+                for what, measured in zip(("page reload to the chart drawn", "redraw on a change"), charts):
+                    before = statistics.median(measured["every point, svg (before)"])
+                    print(f"browser, {args.experiments} experiments, {what}, {args.chart_rounds} rounds of each in "
+                          "turn (seconds; before / this):")
+                    for mode, values in measured.items():
+                        print(f"  {mode:28} {' '.join(f'{v:6.2f}' for v in values)}  median "
+                              f"{statistics.median(values):5.2f}  {before / statistics.median(values):5.1f}x")
         finally:
             server.terminate()
             server.wait(timeout=10)
 
+    if args.no_loop:
+        return
     apart_possible = len(os.sched_getaffinity(0)) > 1
     for apart in (False, True) if apart_possible else (False,):
         plain, watched, cpu = [], [], []

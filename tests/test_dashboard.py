@@ -19,7 +19,7 @@ import uvicorn
 
 from autoresearch.apps.dashboard import commands
 from autoresearch.apps.dashboard.app import TOKEN_HEADER, create_app
-from autoresearch.apps.dashboard.data import Task, kind, spearman
+from autoresearch.apps.dashboard.data import Task, chart, kind, spearman
 from autoresearch.store.ledger import Ledger
 from tests import toy_research
 from tests.test_loop import replace
@@ -303,10 +303,11 @@ def test_pause_and_resume_need_the_token(task: Path, served: Served):
     assert ledger(task).paused("t") is None
     paused = httpx.post(f"{served.url}api/0/t/pause", headers={TOKEN_HEADER: served.token}).json()
     assert paused["paused"] and paused["pause"]["source"] == "dashboard" and ledger(task).paused("t") is not None
-    assert httpx.get(f"{served.url}api/0/t/summary").json()["paused"]["id"] == paused["pause"]["id"]
+    summary = (lambda: httpx.get(f"{served.url}api/0/t/summary").json())  # views follow the ledger within POLL_S
+    wait(lambda: (summary()["paused"] or {}).get("id") == paused["pause"]["id"], timeout_s=LIVE_S)
     resumed = httpx.post(f"{served.url}api/0/t/resume", headers={TOKEN_HEADER: served.token}).json()
     assert resumed["pause"]["ended_at"] is not None and ledger(task).paused("t") is None
-    assert httpx.get(f"{served.url}api/0/t/summary").json()["paused"] is None
+    wait(lambda: summary()["paused"] is None, timeout_s=LIVE_S)
 
 
 def test_pause_and_resume_a_running_loop_from_the_page(browser, task: Path, served: Served):
@@ -354,3 +355,90 @@ def wait(condition, timeout_s: float = 30.0) -> None:
     while not condition():
         assert time.time() < deadline, "timed out"
         time.sleep(0.05)
+
+
+# -- the progress chart of a large run -------------------------------------------------------------
+
+def rows(n: int, seed: int = 0) -> list[dict]:
+    """n `experiments()` rows of a run: mostly discards, a keep at each new best, some crashes without a metric."""
+    import random
+
+    rng, best, out = random.Random(seed), 10.0, []
+    for i in range(1, n + 1):
+        metric = rng.uniform(0, 10)
+        status = "crash" if rng.random() < 0.03 else "keep" if metric < best else "discard"
+        best = metric if status == "keep" else best
+        out.append({"id": i, "status": status, "kind": status, "metric": None if status == "crash" else metric,
+                    "finished_at": 1000.0 + i, "description": f"try {i}", "reason": f"{status}: x"})
+    out.append({"id": n + 1, "status": "running", "kind": "running", "metric": None, "finished_at": None,
+                "description": "now", "reason": ""})
+    return out
+
+
+def test_a_small_chart_has_every_point():
+    exps = rows(200)
+    got = chart(exps)
+    assert not got["decimated"] and got["total"] == got["in_view"] == 200 and len(got["points"]) == 200
+    assert sum(got["counts"].values()) == 200 and got["last_x"] == 200  # the running one is not charted
+
+
+def test_a_large_chart_keeps_every_kept_point_and_each_bins_extremes():
+    exps = rows(10_000)
+    charted = [e for e in exps if e["finished_at"]]
+    for axis in ("number", "time"):
+        got = chart(exps, axis)
+        ids = {p["id"] for p in got["points"]}
+        assert got["decimated"] and got["total"] == got["in_view"] == 10_000 and len(ids) < 10_000 // 3
+        assert {e["id"] for e in charted if e["status"] == "keep"} <= ids  # so the best-so-far line is exact
+        discards = [e for e in charted if e["status"] == "discard"]
+        for pick in (min, max):  # the envelope: the best and the worst of the others are drawn
+            assert pick(discards, key=lambda e: e["metric"])["id"] in ids
+        assert any(e["status"] == "crash" and e["id"] in ids for e in charted)
+        assert got["counts"] == {k: sum(e["status"] == k for e in charted) for k in ("keep", "discard", "crash")}
+        assert got["last_x"] == (10_000 if axis == "number" else 11_000.0)
+    # Zoomed in to fewer points than the limit: every one of them (and the kept ones, for the line).
+    zoomed = chart(exps, "number", x_range=(4000, 5000), y_range=(2.0, 8.0))
+    want = {e["id"] for e in charted if 4000 <= e["id"] <= 5000 and (e["metric"] is None or 2 <= e["metric"] <= 8)}
+    assert not zoomed["decimated"] and zoomed["in_view"] == len(want)
+    assert {p["id"] for p in zoomed["points"]} == want | {e["id"] for e in charted if e["status"] == "keep"}
+
+
+def test_a_large_chart_draws_thinned_in_the_browser_and_all_points_when_zoomed(browser, tmp_path: Path):
+    task = toy_research.make_task(tmp_path / "big")
+    db = ledger(task)
+    db.db.execute("PRAGMA synchronous=OFF")  # building the fixture only
+    for e in rows(6000):
+        if e["finished_at"]:
+            exp_id = db.start_experiment(tag="big", parent_commit="0" * 40, agent="x", description=e["description"])
+            db.finish(exp_id, e["status"], metric=e["metric"], reason=e["reason"])
+    served = Served([Task.open(task)])
+    el = "document.querySelector('#progress-chart')"
+    note = "document.querySelector('#chart-note').textContent"
+    try:
+        page, errors = open_page(browser, f"{served.url}#progress")
+        page.wait_for_function(f"() => {el}?.dataset.points === '6000'")
+        assert page.evaluate(f"() => {el}.dataset.render") == "svg"
+        assert int(page.evaluate(f"() => {el}.dataset.shown")) < 2000 and "zoom in to see all" in page.evaluate(f"() => {note}")
+        page.evaluate(f"() => Plotly.relayout({el}, {{'xaxis.range': [3000, 3500]}})")
+        page.wait_for_function(f"() => {el}.dataset.shown > 500 && !{note}")
+        in_range = sum(1 for e in rows(6000) if e["finished_at"] and 3000 <= e["id"] <= 3500)
+        kept_outside = sum(1 for e in rows(6000) if e["status"] == "keep" and not 3000 <= e["id"] <= 3500)
+        assert int(page.evaluate(f"() => {el}.dataset.shown")) == in_range + kept_outside
+        page.evaluate(f"() => Plotly.relayout({el}, {{'xaxis.autorange': true, 'yaxis.autorange': true}})")
+        page.wait_for_function(f"() => {el}.dataset.shown < 2000")
+        box = page.locator("#progress-chart .nsewdrag").bounding_box()  # a zoom by dragging, as a person does
+        page.mouse.move(box["x"] + box["width"] * 0.40, box["y"] + 5)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] - 5, steps=5)
+        page.mouse.up()
+        page.wait_for_function(f"() => state.zoom && !{note}")
+        assert not errors, errors
+        page.close()
+        # Every point: 6,000 markers of one kind, drawn with WebGL (Chromium's software WebGL here).
+        page, errors = open_page(browser, f"{served.url}?thin=0#progress")
+        page.wait_for_function(f"() => {el}?.dataset.points === '6000'")
+        assert page.evaluate(f"() => [{el}.dataset.render, {el}.dataset.shown]") == ["webgl", "6000"]
+        assert page.locator("#progress-chart canvas").count() > 0 and not errors, errors
+        page.close()
+    finally:
+        served.close()

@@ -18,16 +18,17 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any, Literal
 
 from fastapi import FastAPI, Header, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
-from autoresearch.apps.dashboard.data import Task, data_version
+from autoresearch.apps.dashboard.data import CHART_ALL_UP_TO, Task, chart, data_version
 from autoresearch.store.ledger import Ledger
 
 POLL_S = 0.2  # how often the watcher looks for a change: a new result shows within this (plus a fetch)
@@ -118,7 +119,7 @@ def create_app(tasks: list[Task], token: str | None = None, poll_s: float = POLL
 
     app = FastAPI(title="autoresearch dashboard", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.token, app.state.watcher = token, watcher
-    cache: dict[tuple[int, str, str], tuple[int, str]] = {}  # (task, tag, view) -> (ledger version, JSON)
+    cache: dict[tuple[int, str, str], tuple[int, Any, str]] = {}  # (task, tag, view) -> (ledger version, data, JSON)
 
     def task_at(index: int) -> Task:
         if not 0 <= index < len(tasks):
@@ -143,16 +144,20 @@ def create_app(tasks: list[Task], token: str | None = None, poll_s: float = POLL
                  "metric": t.metric.name, "direction": t.metric.direction, "config_problem": t.config_problem}
                 for i, t in enumerate(tasks)]
 
-    def cached(index: int, tag: str, view: str) -> Response:
-        """A view's JSON, computed once per ledger change however many pages ask (slots are not cached:
-        they depend on the time)."""
+    def computed(index: int, tag: str, view: str, compute: Callable[[], Any] | None = None) -> tuple[Any, str]:
+        """A view's data and JSON, computed once per ledger change however many pages ask (slots are
+        not cached: they depend on the time). compute: how, if not the Task method named `view`."""
         key, version = (index, tag, view), watcher.version
         hit = cache.get(key)
         if hit is None or hit[0] != version:
             if len(cache) > MAX_CACHED:  # many research runs looked at: start again rather than grow
                 cache.clear()
-            hit = cache[key] = (version, json.dumps(getattr(task_at(index), view)(tag), separators=(",", ":")))
-        return Response(hit[1], media_type="application/json")
+            data = compute() if compute else getattr(task_at(index), view)(tag)
+            hit = cache[key] = (version, data, json.dumps(data, separators=(",", ":")))
+        return hit[1], hit[2]
+
+    def cached(index: int, tag: str, view: str) -> Response:
+        return Response(computed(index, tag, view)[1], media_type="application/json")
 
     @app.get("/api/{index}/{tag}/summary")
     def summary(index: int, tag: str) -> Response:
@@ -161,6 +166,20 @@ def create_app(tasks: list[Task], token: str | None = None, poll_s: float = POLL
     @app.get("/api/{index}/{tag}/experiments")
     def experiments(index: int, tag: str) -> Response:
         return cached(index, tag, "experiments")
+
+    @app.get("/api/{index}/{tag}/chart")
+    def progress_chart(index: int, tag: str, axis: Literal["number", "time"] = "number", x0: float | None = None,
+                       x1: float | None = None, y0: float | None = None, y1: float | None = None,
+                       all: bool = False) -> Response:
+        """The progress chart's points (data.chart): of the whole run (cached), or of a zoomed view;
+        all: every point, however many."""
+        def compute() -> dict:
+            exps = computed(index, tag, "experiments")[0]
+            return chart(exps, axis, (x0, x1) if x0 is not None and x1 is not None else None,
+                         (y0, y1) if y0 is not None and y1 is not None else None, limit=len(exps) if all else CHART_ALL_UP_TO)
+        if None in (x0, x1) and None in (y0, y1):
+            return Response(computed(index, tag, f"chart:{axis}:{all}", compute)[1], media_type="application/json")
+        return Response(json.dumps(compute(), separators=(",", ":")), media_type="application/json")
 
     @app.get("/api/{index}/experiment/{exp_id}")
     def experiment(index: int, exp_id: int) -> dict:
@@ -177,7 +196,7 @@ def create_app(tasks: list[Task], token: str | None = None, poll_s: float = POLL
     def notebook(index: int, tag: str) -> dict:
         task = task_at(index)  # the notebook file is not in the ledger: read it every time
         return {"notebook": task.notebook(tag), "program": task.program_text(tag),
-                "accounting": json.loads(cached(index, tag, "accounting").body)}
+                "accounting": computed(index, tag, "accounting")[0]}
 
     @app.get("/api/{index}/{tag}/params")
     def params(index: int, tag: str) -> Response:

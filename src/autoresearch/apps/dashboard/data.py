@@ -30,6 +30,15 @@ GUARD_PREFIXES = ("discard: guard ", "discard: over budget", "discard: flagged")
 CHART_COLUMNS = ("id", "status", "metric", "agent", "description", "reason", "idea_id", "created_at",
                  "finished_at", "insertions", "deletions", "wall_s", "slot")
 LOG_TAIL_CHARS = 6000  # the experiment view shows the end of a log; the full file stays on disk
+FAILED = ("crash", "timeout", "pruned", "other")  # charted on the worse edge when they have no metric
+NOT_CHARTED = ("rejected", "interrupted", "running", "queued")  # never measured (or not yet)
+# A chart of more points than this in view gets, of each kind but the kept, each x bin's best and
+# worst (the envelope: at 10,000 points a chart of 1,300 pixels draws ~8 on each pixel column, one
+# over the other); kept points always all, so the best-so-far line is exact. Zoomed in far enough,
+# every point. SVG (plotly's and the report's) draws ~3,000 markers in a fraction of a second.
+CHART_ALL_UP_TO = 3000
+CHART_BINS = 600  # x bins of a decimated chart: two points per kind and bin, about one per pixel pair
+HOVER_CHARS = 160  # of a description or reason, in a chart point's hover
 
 
 def kind(status: str, reason: str) -> str:
@@ -276,6 +285,43 @@ class Task:
             importance[name] = abs(rho) if rho is not None else None
         return {"names": names, "trials": trials, "importance": importance, "metric": self.metric.name,
                 "direction": self.metric.direction}
+
+
+def chart(exps: list[dict[str, Any]], axis: str = "number", x_range: tuple[float, float] | None = None,
+          y_range: tuple[float, float] | None = None, limit: int = CHART_ALL_UP_TO,
+          bins: int = CHART_BINS) -> dict[str, Any]:
+    """The progress chart's points of `experiments()` rows: every measured one, or, with more than
+    `limit` in the view (x_range, y_range: what a zoomed chart shows; a failed point without a
+    metric is in any y range), every kept one and each bin's extremes of the others (CHART_ALL_UP_TO).
+    `counts` and `total` are of every charted point, in view or not; `last_x` is the latest x."""
+    x = (lambda e: e["id"]) if axis == "number" else (lambda e: e["finished_at"])
+    charted = [e for e in exps if e["status"] not in NOT_CHARTED and e["finished_at"]
+               and (e["metric"] is not None or e["kind"] in FAILED)]
+    view = [e for e in charted if (x_range is None or x_range[0] <= x(e) <= x_range[1]) and
+            (y_range is None or e["metric"] is None or y_range[0] <= e["metric"] <= y_range[1])]
+    picked = {e["id"] for e in view}
+    if len(view) > limit:
+        lo, hi = min(x(e) for e in view), max(x(e) for e in view)
+        width = (hi - lo) / bins or 1.0
+        extremes: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for e in view:
+            if e["kind"] == "keep":
+                continue
+            pair = extremes.setdefault((e["kind"], min(int((x(e) - lo) / width), bins - 1)), [e, e])
+            if e["metric"] is not None and (pair[0]["metric"] is None or e["metric"] < pair[0]["metric"]):
+                pair[0] = e
+            if e["metric"] is not None and (pair[1]["metric"] is None or e["metric"] > pair[1]["metric"]):
+                pair[1] = e
+        picked = {e["id"] for pair in extremes.values() for e in pair}
+    shown = [e for e in charted if e["kind"] == "keep" or e["id"] in picked]  # kept ones in view or not: the line
+    counts: dict[str, int] = {}
+    for e in charted:
+        counts[e["kind"]] = counts.get(e["kind"], 0) + 1
+    return {"points": [{"id": e["id"], "kind": e["kind"], "status": e["status"], "metric": e["metric"],
+                        "finished_at": e["finished_at"], "description": (e["description"] or "")[:HOVER_CHARS],
+                        "reason": (e["reason"] or "")[:HOVER_CHARS]} for e in shown],
+            "counts": counts, "total": len(charted), "in_view": len(view), "decimated": len(view) > limit,
+            "last_x": max((x(e) for e in charted), default=None)}
 
 
 def spearman(xs: list[float], ys: list[float]) -> float | None:

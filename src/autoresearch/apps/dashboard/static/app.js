@@ -1,6 +1,9 @@
 // The dashboard page: views over the JSON API, refreshed when the server's event stream says the
 // ledger changed. Plain JavaScript, no build step; charts by plotly.min.js served by the app, the
-// parallel coordinates as hand-written SVG (no WebGL needed).
+// parallel coordinates as hand-written SVG. The progress chart of a large run gets its points
+// thinned out by the server (data.py chart: every kept one, the others' envelope; all of them once
+// zoomed in), so SVG draws it at once; `?thin=0` draws every point, with WebGL (scattergl) for a
+// series too large for SVG where the browser has WebGL (benchmarks/dashboard.py measures them).
 "use strict";
 
 // Chart style per kind of experiment (data.py KINDS); an unknown kind falls back to "other".
@@ -13,15 +16,21 @@ const KINDS = {
   pruned: { color: "#7c3aed", symbol: "triangle-down", size: 9, label: "pruned" },
   other: { color: "#111827", symbol: "square", size: 8, label: "other" },
 };
-const PLOTTED = new Set(["keep", "discard", "guard", "crash", "timeout", "pruned", "other"]);
-const FAILED = new Set(["crash", "timeout", "pruned", "other"]);  // plotted on the worse edge when they have no metric
 const TABLE_ROWS = 500;  // rows rendered at once: enough to read, few enough for a 10,000-experiment run
 const LABELS_MAX = 40;  // kept changes labelled on the chart up to this many (beyond, hover tells)
 const TOKEN_KEY = "autoresearch-token";
+// Points of a kind from which the chart draws them with WebGL: more than thinning ever leaves
+// (data.py CHART_ALL_UP_TO), as in Chromium's software WebGL a context costs ~0.5 s, more than SVG
+// takes for a thinned chart; with `?thin=0` on a large run, 10,000 SVG markers would be the slower.
+const WEBGL_FROM = 5000;
+// How the chart draws: "webgl" when this browser has it, else "svg"; `?chart=svg` (or webgl) forces one.
+const PARAMS = new URLSearchParams(location.search);
+const CHART_RENDER = PARAMS.get("chart") || (document.createElement("canvas").getContext("webgl") ? "webgl" : "svg");
+const CHART_ALL = PARAMS.get("thin") === "0";  // `?thin=0`: every point even of a large run (as before issue 15)
 
 const state = { tasks: [], task: 0, tag: null, view: "progress", expId: null, xaxis: "number",
                 sort: { key: "id", asc: false }, filter: { status: "", agent: "", idea: "", q: "" },
-                ylog: false, exps: [], summary: null, firstSeen: new Map(), loadedAt: Date.now(), slotsTimer: null };
+                ylog: false, zoom: null, exps: [], summary: null, firstSeen: new Map(), loadedAt: Date.now(), slotsTimer: null };
 
 const $ = (sel) => document.querySelector(sel);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;",
@@ -175,26 +184,32 @@ async function setPaused(paused) {  // a write: needs the token, like adding an 
 
 // -- progress chart --------------------------------------------------------------------------
 
-function viewProgress(full) {
+async function viewProgress(full) {
   if (full || !$("#progress-chart")) {
     $("#view").innerHTML = `<div class="panel"><div class="toolbar"><strong>Progress</strong>
       <span class="muted">x axis:</span>
       <button class="secondary" id="x-number" aria-pressed="${state.xaxis === "number"}">experiment number</button>
       <button class="secondary" id="x-time" aria-pressed="${state.xaxis === "time"}">wall-clock time</button>
       <button class="secondary" id="y-log" aria-pressed="${state.ylog}">log scale</button>
-      <span class="muted">drag to zoom, double-click to reset; click a point to open it</span></div>
+      <span class="muted">drag to zoom, double-click to reset; click a point to open it</span>
+      <span class="muted" id="chart-note"></span></div>
       <div id="progress-chart" class="chart"></div></div>`;
     $("#x-number").onclick = () => { state.xaxis = "number"; viewProgress(true); };
     $("#x-time").onclick = () => { state.xaxis = "time"; viewProgress(true); };
     $("#y-log").onclick = () => { state.ylog = !state.ylog; viewProgress(true); };
+    state.zoom = null;  // a new chart starts unzoomed
   }
-  drawProgress($("#progress-chart"), state.exps, state.summary);
+  await drawProgress($("#progress-chart"), state.summary);
 }
 
-function drawProgress(el, exps, summary) {
+// The server sends the chart's points (data.py chart): all of them, or for a large run every kept
+// one and the envelope of the others; zoomed in, it is asked again for the points of the view.
+async function drawProgress(el, summary) {
   const byTime = state.xaxis === "time";
-  // A discard without a metric never ran (e.g. a conflict at rebase): the table shows it, the chart does not.
-  const done = exps.filter((e) => PLOTTED.has(e.kind) && e.finished_at && (e.metric !== null || FAILED.has(e.kind)));
+  const z = state.zoom;
+  const range = z ? `&x0=${z.x[0]}&x1=${z.x[1]}${z.y ? `&y0=${z.y[0]}&y1=${z.y[1]}` : ""}` : "";
+  const chart = await tagApi(`chart?axis=${state.xaxis}${range}${CHART_ALL ? "&all=true" : ""}`);
+  const done = chart.points;
   const values = done.map((e) => e.metric).filter((v) => v !== null);
   const lo = Math.min(...values), hi = Math.max(...values), pad = 0.05 * ((hi - lo) || 1);
   const ylog = state.ylog && lo > 0;  // a log axis only for positive metrics
@@ -206,10 +221,11 @@ function drawProgress(el, exps, summary) {
     const pts = done.filter((e) => e.kind === kind);
     if (!pts.length) continue;
     traces.push({
-      type: "scatter", mode: "markers", name: `${style.label} (${pts.length})`, x: pts.map(x),
+      type: CHART_RENDER === "webgl" && pts.length >= WEBGL_FROM ? "scattergl" : "scatter", mode: "markers",
+      name: `${style.label} (${chart.counts[kind]})`, x: pts.map(x),
       y: pts.map((e) => (e.metric === null ? edge : e.metric)), customdata: pts.map((e) => e.id),
       text: pts.map((e) => `<b>#${e.id} ${esc(e.status)}</b> ${e.metric === null ? "no metric" : fmt(e.metric)}<br>` +
-        `${esc(e.description).slice(0, 120)}<br><i>${esc(e.reason).slice(0, 160)}</i>`),
+        `${esc(e.description).slice(0, 120)}<br><i>${esc(e.reason)}</i>`),
       hovertemplate: "%{text}<extra></extra>",
       marker: { color: style.color, symbol: style.symbol, size: style.size, opacity: kind === "discard" ? 0.7 : 0.95,
                 line: { width: kind === "keep" ? 1 : 0, color: "#14532d" } },
@@ -217,8 +233,7 @@ function drawProgress(el, exps, summary) {
   }
   const kept = done.filter((e) => e.kind === "keep" && e.metric !== null).sort((a, b) => a.finished_at - b.finished_at);
   if (kept.length) {
-    const last = done.reduce((a, e) => (byTime ? Math.max(a, e.finished_at) : Math.max(a, e.id)), 0);
-    const lineX = kept.map(x).concat([byTime ? new Date(last * 1000) : last]);
+    const lineX = kept.map(x).concat([byTime ? new Date(chart.last_x * 1000) : chart.last_x]);
     traces.push({ type: "scatter", mode: "lines", name: "best so far", x: lineX,
                   y: kept.map((e) => e.metric).concat([kept[kept.length - 1].metric]), hoverinfo: "skip",
                   line: { shape: "hv", color: "#16a34a", width: 2 } });
@@ -235,13 +250,36 @@ function drawProgress(el, exps, summary) {
     yaxis: { title: `${summary.metric} (${summary.direction === "minimize" ? "lower" : "higher"} is better)`,
              gridcolor: "#eef0f3", zeroline: false, type: ylog ? "log" : "linear" },
   };
-  Plotly.react(el, traces, layout, { displaylogo: false, responsive: true,
-                                     modeBarButtonsToRemove: ["select2d", "lasso2d"] });
-  el.dataset.points = String(done.length);
+  await Plotly.react(el, traces, layout, { displaylogo: false, responsive: true,
+                                           modeBarButtonsToRemove: ["select2d", "lasso2d"] });
+  el.dataset.render = traces.some((t) => t.type === "scattergl") ? "webgl" : "svg";
+  el.dataset.shown = String(done.length);
+  el.dataset.points = String(chart.total);
+  $("#chart-note").textContent = chart.decimated ? `${done.length.toLocaleString()} of the ${chart.in_view.toLocaleString()} ` +
+    "points in view: every kept one, and each pixel column's best and worst of the others (zoom in to see all)" : "";
   if (!el.dataset.clickable) {
     el.on("plotly_click", (ev) => { const id = ev.points[0]?.customdata; if (id) location.hash = `exp/${id}`; });
+    el.on("plotly_relayout", (ev) => zoomed(el, ev));
     el.dataset.clickable = "1";
   }
+}
+
+// A zoom (or its reset) asks the server again when what it sent was thinned out, or was a zoom.
+function zoomed(el, ev) {
+  const range = (axis) => ev[`${axis}.range`]  // as given to Plotly.relayout, or as a drag gives it
+    || (ev[`${axis}.range[0]`] !== undefined ? [ev[`${axis}.range[0]`], ev[`${axis}.range[1]`]] : null);
+  const xr = range("xaxis"), yr = range("yaxis");
+  const reset = ev["xaxis.autorange"] || ev["yaxis.autorange"];
+  if (!xr && !yr && !reset) return;
+  if (!state.zoom && el.dataset.shown === el.dataset.points) return;  // everything is drawn already
+  const layout = el._fullLayout;
+  const num = (v) => (state.xaxis === "time" ? new Date(String(v).replace(" ", "T")).getTime() / 1000 : Number(v));
+  const ys = (v) => (layout.yaxis.type === "log" ? 10 ** Number(v) : Number(v));
+  state.zoom = reset && !xr && !yr ? null : {
+    x: (xr || layout.xaxis.range).map(num),
+    y: (yr || (ev["yaxis.autorange"] ? null : layout.yaxis.range))?.map(ys) || null,
+  };
+  drawProgress(el, state.summary).catch(showError);
 }
 
 // -- experiment table ------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from harness_overhead import CONFIG, TRAIN, TimedAgent  # the same trivial task
 
 REPEATS = 5
 CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]  # its WebGL: SwiftShader
 ENDPOINTS = ("", "api/tasks", "api/0/big/summary", "api/0/big/experiments", "api/0/big/chart",
              "api/0/big/chart?x0=4000&x1=5000", "api/0/experiment/1000",
              "api/0/big/slots", "api/0/big/notebook", "api/0/big/params", "api/0/ideas")
@@ -121,8 +122,7 @@ def browser_chart_times(url: str, rounds: int) -> tuple[dict[str, list[float]], 
     times: dict[str, list[float]] = {mode: [] for mode in CHART_MODES}
     redraws: dict[str, list[float]] = {mode: [] for mode in CHART_MODES}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM),
-                                    args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1300, "height": 900})
         for query in CHART_MODES.values():
             page.goto(f"{url}{query}#progress")

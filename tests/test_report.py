@@ -84,3 +84,33 @@ def test_html_and_markdown_render_from_the_same_story(task: Path):
     html_text, md = render_html(story), render_markdown(story)
     for c in story["chain"]:
         assert c["reason"] in md and html.escape(c["reason"]) in html_text
+
+
+def test_pauses_are_told(task: Path):
+    from autoresearch.store.ledger import Ledger
+
+    ledger = Ledger(task / ".autoresearch" / "ledger.db")
+    ledger.pause("t", source="dashboard")
+    ledger.resume("t")
+    ledger.pause("t", source="cli")
+    try:
+        story = build_report(Task.open(task), "t")
+        assert [p["source"] for p in story["pauses"]] == ["dashboard", "cli"]
+        md = render_markdown(story)
+        assert "## Pauses" in md and "Paused 2 times, 0 s in all before the pause still open" in md
+        assert "by dashboard" in md and "to now (still paused), by cli" in md
+        assert "<h2>Pauses</h2>" in render_html(story)
+    finally:
+        ledger.resume("t")
+        ledger.close()
+
+
+def test_a_large_runs_chart_is_thinned_out_not_every_dot():
+    from autoresearch.apps.report import svg_chart
+    from tests.test_dashboard import rows
+
+    svg = svg_chart(rows(10_000), "score", "minimize")
+    assert svg.count("<circle") < 2500 and "of 10,000 drawn: every kept one" in svg
+    assert len(svg) < 300_000  # every dot: 1.1 MB
+    small = svg_chart(rows(50), "score", "minimize")
+    assert "drawn:" not in small

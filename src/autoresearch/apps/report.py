@@ -4,7 +4,9 @@ The story is built once (`build_report`, plain data from the dashboard's read-on
 rendered twice: HTML with inline CSS and a static SVG chart (no script, readable offline, small
 enough to mail), and Markdown for agents and READMEs. It says only what the ledger and git hold:
 the question (program.md), the baseline and its measured noise, every kept change with its diff
-and gain, the most instructive failures, the chart and the accounting.
+and gain, the most instructive failures, the chart (a large run's thinned out as the dashboard's
+is: every kept point, the envelope of the others), the pauses and the accounting. Ablation and
+transfer results are not recorded anywhere yet, so the report has none.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import statistics
 import time
 from typing import Any
 
-from autoresearch.apps.dashboard.data import Task
+from autoresearch.apps.dashboard.data import NOT_CHARTED, Task, chart
 from autoresearch.core.judge import pooled_sigma
 
 FAILURES = 6  # instructive failures shown: near misses, crashes, rule refusals
@@ -26,7 +28,6 @@ COLORS = {"keep": "#16a34a", "discard": "#9ca3af", "guard": "#f59e0b", "crash": 
           "pruned": "#7c3aed", "other": "#111827"}
 LABELS = {"keep": "kept", "discard": "discarded", "guard": "guard / budget rejected", "crash": "crashed",
           "timeout": "timed out", "pruned": "pruned", "other": "other"}
-NO_RUN = ("rejected", "interrupted", "running", "queued")  # never measured: not on the chart
 
 
 def build_report(task: Task, tag: str) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def build_report(task: Task, tag: str) -> dict[str, Any]:
     return {"task": task.name, "root": str(task.root), "tag": tag, "summary": summary, "generated": time.time(),
             "program": task.program_text(tag), "baseline": _baseline(task, tag, kept),
             "chain": _chain(task, kept), "failures": _failures(exps, summary["direction"]),
-            "accounting": task.accounting(tag), "experiments": exps}
+            "accounting": task.accounting(tag), "experiments": exps, "pauses": task.pauses(tag)}
 
 
 def _baseline(task: Task, tag: str, kept: list[dict]) -> dict[str, Any] | None:
@@ -79,9 +80,10 @@ def _failures(exps: list[dict], direction: str) -> list[dict[str, Any]]:
 # -- the chart ----------------------------------------------------------------------------------
 
 def svg_chart(exps: list[dict], metric: str, direction: str) -> str:
-    """Every measured experiment as a dot by its number, the best so far as a step line (static SVG)."""
-    points = [e for e in exps if e["status"] not in NO_RUN and e["finished_at"]
-              and (e["metric"] is not None or e["kind"] in ("crash", "timeout", "pruned", "other"))]
+    """Every measured experiment as a dot by its number (a large run's thinned out: data.chart), the
+    best so far as a step line (static SVG)."""
+    charted = chart(exps)
+    points = charted["points"]
     values = [e["metric"] for e in points if e["metric"] is not None]
     if not values:
         return "<p>No measured experiment yet.</p>"
@@ -89,7 +91,7 @@ def svg_chart(exps: list[dict], metric: str, direction: str) -> str:
     span = (hi - lo) or 1.0
     edge = hi + 0.06 * span if direction == "minimize" else lo - 0.06 * span  # failed runs: the worse edge
     y_lo, y_hi = min(lo, edge), max(hi, edge)
-    x_max = max(e["id"] for e in points)
+    x_max = charted["last_x"]
 
     def x(i: float) -> float:
         return PAD + (CHART_W - 2 * PAD) * (i - 1) / max(x_max - 1, 1)
@@ -127,14 +129,16 @@ def svg_chart(exps: list[dict], metric: str, direction: str) -> str:
                      f'{html.escape(label)}</text>')
     legend_x = PAD
     for k, color in COLORS.items():
-        n = sum(1 for e in points if e["kind"] == k)
+        n = charted["counts"].get(k, 0)
         if n:
             parts.append(f'<circle cx="{legend_x + 4}" cy="{CHART_H - 14}" r="4" fill="{color}"/><text '
                          f'x="{legend_x + 12}" y="{CHART_H - 10}" font-size="11">{LABELS[k]} ({n})</text>')
             legend_x += 30 + 7 * len(f"{LABELS[k]} ({n})")
     better = "lower" if direction == "minimize" else "higher"
+    thinned = (f"; {len(points):,} of {charted['total']:,} drawn: every kept one, the best and worst of the others "
+               "per column") if charted["decimated"] else ""
     parts.append(f'<text x="{PAD}" y="16" font-size="11">{html.escape(metric)} ({better} is better) by experiment '
-                 'number</text></svg>')
+                 f'number{thinned}</text></svg>')
     return "".join(parts)
 
 
@@ -178,6 +182,8 @@ def render_html(story: dict[str, Any]) -> str:
         out.append("</table>")
     else:
         out.append("<p>None: every measured experiment was kept.</p>")
+    if story["pauses"]:
+        out.append(f"<h2>Pauses</h2><p>{e(_pauses_text(story['pauses']))}</p>")
     out.append("<h2>Accounting</h2><table>" + "".join(f"<tr><th>{e(k)}</th><td class=n>{e(v)}</td></tr>"
                                                      for k, v in _accounting_rows(acc)) + "</table>")
     out.append(f"<p class=muted>Not recorded by the ledger: {e('; '.join(acc['not_recorded']))}. No ablation or "
@@ -205,7 +211,7 @@ def render_markdown(story: dict[str, Any]) -> str:
            "## The question", "", _quote(story["program"] or "(no program file)"), "",
            "## Baseline and noise", "", _baseline_text(b, s["metric"]), "",
            "## Progress", ""]
-    measured = [e for e in story["experiments"] if e["status"] not in NO_RUN]
+    measured = [e for e in story["experiments"] if e["status"] not in NOT_CHARTED]
     if len(measured) > MARKDOWN_ROWS:
         out.append(f"{len(measured)} measured experiments: too many for a table here (`autoresearch log` lists them).")
     else:
@@ -225,6 +231,8 @@ def render_markdown(story: dict[str, Any]) -> str:
                 for f in story["failures"]]
     else:
         out.append("None: every measured experiment was kept.")
+    if story["pauses"]:
+        out += ["", "## Pauses", "", _pauses_text(story["pauses"])]
     out += ["", "## Accounting", "", "| | |", "|---|---:|"]
     out += [f"| {k} | {v} |" for k, v in _accounting_rows(acc)]
     out += ["", (f"Not recorded by the ledger: {'; '.join(acc['not_recorded'])}. No ablation or transfer results are "
@@ -267,6 +275,25 @@ def _baseline_text(b: dict | None, metric: str) -> str:
         if b["sigma"] == 0 else " No noise estimate (no experiment was run twice)."
     return f"The unmodified code (#{b['id']}) scored {metric} {_num(b['metric'])} over {len(b['runs'])} run(s) " \
            f"({runs}){spread}.{sigma}"
+
+
+def _pauses_text(pauses: list[dict[str, Any]]) -> str:
+    """When the research run was paused (`autoresearch pause`, the dashboard) and for how long."""
+    clock = (lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t)))
+    ended = [p for p in pauses if p["ended_at"] is not None]
+    total = sum(p["ended_at"] - p["started_at"] for p in ended)
+    periods = "; ".join(
+        f"{clock(p['started_at'])} to " + (f"{clock(p['ended_at'])} ({_duration(p['ended_at'] - p['started_at'])})"
+                                           if p["ended_at"] is not None else "now (still paused)") + f", by {p['source']}"
+        for p in pauses)
+    return (f"Paused {len(pauses)} time{'s' * (len(pauses) != 1)}, {_duration(total)} in all"
+            f"{' before the pause still open' if len(ended) < len(pauses) else ''}: {periods}. While paused no new "
+            "experiment started; the running ones finished and were judged.")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 \
+        else f"{seconds:.0f} s"
 
 
 def _accounting_rows(acc: dict[str, Any]) -> list[tuple[str, str]]:

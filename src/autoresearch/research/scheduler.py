@@ -33,7 +33,7 @@ from autoresearch.core.records import Experiment, Pause, Status
 from autoresearch.run.slots import Slot
 from autoresearch.store.ledger import Ledger
 
-WAIT_S = 0.5  # how often waiting threads look at the stop event and the deadline (and the main thread at the pause flag)
+WAIT_S = 0.5  # how often waiting threads look at the stop event and the deadline, the main thread at the pause flag
 MAX_REJECTIONS_IN_A_ROW = 25  # an agent that only produces invalid proposals is stopped
 
 

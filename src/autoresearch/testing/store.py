@@ -2,8 +2,9 @@
 
 A store is what `autoresearch.store.ledger.Ledger` is to the coordinator: experiments, their runs,
 ideas, meta values and the pauses of research runs, durable and shared by threads (and, for the
-pause flag, by processes: `autoresearch pause` and the dashboard set it beside a running loop). Subclass the suite and override
-`make_store`; the same folder must open the same store again (that is how durability is checked):
+pause flag, by processes: `autoresearch pause` and the dashboard set it beside a running loop).
+Subclass the suite and override `make_store`; the same folder must open the same store again (that
+is how durability is checked):
 
     class TestMyStore(StoreConformance):
         def make_store(self, path: Path) -> Ledger:

@@ -176,7 +176,8 @@ def create_app(tasks: list[Task], token: str | None = None, poll_s: float = POLL
         def compute() -> dict:
             exps = computed(index, tag, "experiments")[0]
             return chart(exps, axis, (x0, x1) if x0 is not None and x1 is not None else None,
-                         (y0, y1) if y0 is not None and y1 is not None else None, limit=len(exps) if all else CHART_ALL_UP_TO)
+                         (y0, y1) if y0 is not None and y1 is not None else None,
+                         limit=len(exps) if all else CHART_ALL_UP_TO)
         if None in (x0, x1) and None in (y0, y1):
             return Response(computed(index, tag, f"chart:{axis}:{all}", compute)[1], media_type="application/json")
         return Response(json.dumps(compute(), separators=(",", ":")), media_type="application/json")

@@ -3,7 +3,9 @@
 Builds a demo task (a noisy toy objective over three constants, with a guard and a crash region),
 runs the real research loop on it with the search agent for a few dozen experiments, queues two
 ideas, then starts a second, slower run on two slots so the slots view has something running,
-serves the dashboard on a free loopback port and photographs each view in Debian's Chromium.
+serves the dashboard on a free loopback port and photographs each view in Debian's Chromium; then
+pauses that run from the page (paused.png: its running experiments finish, nothing new starts) and
+photographs the progress chart of a synthetic 10,000-experiment ledger (progress-10k.png: thinned out).
 
     PYTHONPATH=src python docs/dashboard/screenshots.py [--experiments 40] [--out docs/dashboard]
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
@@ -28,6 +31,9 @@ from autoresearch.core.config import ParallelConfig, load_config
 from autoresearch.research.coordinator import Research
 from autoresearch.research.scheduler import Limits
 from autoresearch.store.ledger import Ledger
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from dashboard import big_ledger, trivial_task  # the benchmark's 10,000-experiment ledger
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -136,9 +142,35 @@ def photograph(url: str, token: str, out: Path, exp_id: int) -> None:
             page.goto(f"{url}#{f'exp/{exp_id}' if view == 'exp' else view}")
             page.wait_for_load_state("networkidle")
             time.sleep(1.0)  # plotly's transitions and the slots' bars settle
-            page.screenshot(path=str(out / f"{view}.png"), full_page=view in ("exp", "table"))
-            print(f"wrote {out / f'{view}.png'}")
+            shot(page, out / f"{view}.png", full_page=view in ("exp", "table"))
+        page.goto(f"{url}#slots")
+        page.click("#pause-toggle")  # the running experiments go on; nothing new starts
+        page.wait_for_selector("#control[data-paused=yes]")
+        time.sleep(1.0)
+        shot(page, out / "paused.png")
+        page.click("#pause-toggle")
+        page.wait_for_selector("#control[data-paused=no]")
         browser.close()
+
+
+def photograph_large(out: Path, tmp: Path) -> None:
+    root = trivial_task(tmp / "large")
+    big_ledger(root, 10_000)
+    url, _, server = serve(root)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900}, device_scale_factor=1)
+        page.goto(f"{url}#progress")
+        page.wait_for_function("() => document.querySelector('#progress-chart')?.dataset.points")
+        time.sleep(1.0)
+        shot(page, out / "progress-10k.png")
+        browser.close()
+    server.should_exit = True
+
+
+def shot(page, path: Path, full_page: bool = False) -> None:
+    page.screenshot(path=str(path), full_page=full_page)
+    print(f"wrote {path}")
 
 
 def main() -> None:
@@ -161,6 +193,7 @@ def main() -> None:
             research.stop_event.set()
             thread.join(timeout=60)
             server.should_exit = True
+        photograph_large(out, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ const KINDS = {
 };
 const TABLE_ROWS = 500;  // rows rendered at once: enough to read, few enough for a 10,000-experiment run
 const LABELS_MAX = 40;  // kept changes labelled on the chart up to this many (beyond, hover tells)
+// A label this close to the one before (share of the x range) is drawn a line higher, up to
+// LABEL_LEVELS lines; beyond, it is left out (its point's hover tells).
+const LABEL_GAP = 1 / 8, LABEL_LEVELS = 4;
 const TOKEN_KEY = "autoresearch-token";
 // Points of a kind from which the chart draws them with WebGL: more than thinning ever leaves
 // (data.py CHART_ALL_UP_TO), as in Chromium's software WebGL a context costs ~0.5 s, more than SVG
@@ -124,7 +127,7 @@ async function render(full) {
     a.dataset.view === state.view || (state.view === "exp" && a.dataset.view === "table")));
   if (state.slotsTimer && state.view !== "slots") { clearInterval(state.slotsTimer); state.slotsTimer = null; }
   if (!state.tag) {
-    $("#summary").innerHTML = "";
+    $("#summary").innerHTML = $("#control").innerHTML = "";
     $("#view").innerHTML = `<div class="panel">No research run recorded in ${esc(state.tasks[state.task].root)}
       yet. Start one with <code>autoresearch run</code>; it appears here by itself.</div>`;
     return;
@@ -160,13 +163,20 @@ function renderSummary(s) {
     ["running", c.running || 0], ["queued", c.queued || 0],
   ];
   if (c.pruned) cards.push(["pruned", c.pruned]);
-  const p = s.paused;
   $("#summary").innerHTML = cards.map(([k, v]) => `<div class="card"><div class="k">${k}</div><div class="v">${v}</div></div>`)
-    .join("") + `<div class="card control${p ? " paused" : ""}" id="control" data-paused="${p ? "yes" : "no"}">
-      <div class="k">new experiments</div><div class="v">${p ? "paused" : "not paused"}
-      <button id="pause-toggle" class="${p ? "" : "secondary"}">${p ? "Resume" : "Pause"}</button></div>
-      ${p ? `<div class="reason">since ${new Date(p.started_at * 1000).toLocaleTimeString()} (${esc(p.source)}); running ones finish</div>` : ""}
-      <div id="pause-result"></div></div>` + (s.config_problem ? `<div class="notice">${esc(s.config_problem)}</div>` : "");
+    .join("") + (s.config_problem ? `<div class="notice">${esc(s.config_problem)}</div>` : "");
+  renderControl(s.paused);
+}
+
+// Pause/resume, in the header: paused, it says since when and by whom (a running experiment finishes).
+function renderControl(p) {
+  const el = $("#control");
+  el.dataset.paused = p ? "yes" : "no";
+  el.classList.toggle("paused", Boolean(p));
+  el.title = p ? "no new experiment starts; the running ones finish and are judged" : "stop starting new experiments";
+  const since = (t) => new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  el.innerHTML = (p ? `<span>paused at ${since(p.started_at)} (${esc(p.source)})</span>` : "")
+    + `<button id="pause-toggle" class="${p ? "" : "secondary"}">${p ? "Resume" : "Pause"}</button><span id="pause-result"></span>`;
   $("#pause-toggle").onclick = () => setPaused(!p);
 }
 
@@ -238,10 +248,19 @@ async function drawProgress(el, summary) {
                   y: kept.map((e) => e.metric).concat([kept[kept.length - 1].metric]), hoverinfo: "skip",
                   line: { shape: "hv", color: "#16a34a", width: 2 } });
   }
-  const labels = kept.length <= LABELS_MAX ? kept.slice(1).map((e) => ({
+  const span = byTime ? (chart.last_x - Math.min(...done.map((e) => e.finished_at))) * 1000 : chart.last_x;
+  let previous = -Infinity, level = 0;
+  const placed = kept.slice(1).map((e) => {  // labels that would lie on each other are stacked
+    const at = Number(x(e));
+    level = at - previous < span * LABEL_GAP ? level + 1 : 0;
+    if (level === 0) previous = at;
+    return { e, level };
+  }).filter((l) => l.level < LABEL_LEVELS);
+  const labels = kept.length <= LABELS_MAX ? placed.map(({ e, level }) => ({
     x: x(e), y: ylog ? Math.log10(e.metric) : e.metric, text: esc(e.description.length > 38 ? `${e.description.slice(0, 37)}…` : e.description),
-    showarrow: true, arrowhead: 0, arrowcolor: "#86efac", ax: 24, ay: summary.direction === "minimize" ? -26 : 26,
-    font: { size: 10, color: "#14532d" }, textangle: -12, xanchor: "left",
+    showarrow: true, arrowhead: 0, arrowcolor: "#86efac", ax: 24,
+    ay: (summary.direction === "minimize" ? -1 : 1) * (24 + 15 * level),
+    font: { size: 10, color: "#14532d" }, xanchor: "left",
   })) : [];
   const layout = {
     margin: { l: 64, r: 16, t: 10, b: 46 }, hovermode: "closest", uirevision: `${state.task}/${state.tag}/${state.xaxis}/${ylog}`,

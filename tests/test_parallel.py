@@ -392,3 +392,22 @@ def test_paused_before_start_stays_paused_and_says_so(tmp_path: Path):
     thread.join(timeout=30)
     assert made == [3] and r.pauses == [True, False]
     assert ledger.get(r.starts[0][1]).agent == "baseline"  # first, once resumed
+
+
+def test_no_noise_re_measurement_starts_while_paused(tmp_path: Path):
+    """A keep that is due a re-measurement of the noise (`reestimate_every`) gets it only when not paused:
+    those are new runs of the best, not part of judging the experiment that was running."""
+    from tests.conftest import step
+
+    counts = []
+    for paused in (False, True):
+        task = make_task(tmp_path / str(paused), config=TOY_CONFIG + "\n[judge]\nreestimate_every = 1\n")
+        r = start(task, ScriptedAgent([("X=3", replace("X = 5.0", "X = 3.0"))]), slots=1)
+        step(r)  # the baseline
+        if paused:
+            r.ledger.pause("t", source="test")
+        kept = step(r)  # run directly, as a slot already running it would
+        assert kept.status == "keep"
+        counts.append(sum(run.kind == "noise" for run in r.ledger.runs(kept.id)))
+        r.close()
+    assert counts[0] >= 1 and counts[1] == 0

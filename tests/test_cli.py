@@ -123,10 +123,12 @@ def test_pause_and_resume(toy_task: Path):
     assert evs[-1]["event"] == "done" and evs[-1]["runs"] == 0
     status = json.loads(cli("status", "-C", str(toy_task), "--json").stdout)
     assert status["counts"]["keep"] + status["counts"]["discard"] == 1  # only the baseline ran
+    assert status["paused"]["source"] == "cli" and "paused since" in cli("status", "-C", str(toy_task)).stdout
     resumed = json.loads(cli("resume", str(toy_task), "--json").stdout)
     assert resumed["changed"] and not resumed["paused"] and resumed["pause"]["ended_at"] >= paused["started_at"]
     assert json.loads(cli("resume", str(toy_task), "--json").stdout)["changed"] is False
     assert "was not paused" in cli("resume", str(toy_task)).stdout
     evs = events(cli("run", str(toy_task), "--max-experiments", "2", "--json").stdout)
     assert evs[-1]["runs"] == 2 and not any(e["event"] == "paused" for e in evs)
+    assert json.loads(cli("status", "-C", str(toy_task), "--json").stdout)["paused"] is None
     assert "no research run 'nope'" in cli("pause", str(toy_task), "--tag", "nope", check=False).stderr

@@ -430,6 +430,7 @@ def cmd_status(args) -> int:
             and baseline.metric is not None else None,
             "run_hours": sum(e.wall_s or 0 for e in runs) / 3600,
             "open_ideas": len(ledger.ideas("open")),
+            "paused": (lambda p: p.to_dict() if p else None)(ledger.paused(tag)),
             "agent": _agent_accounting(exps, counts["keep"])}
     if args.json:
         print(json.dumps(data, default=str))
@@ -440,6 +441,10 @@ def cmd_status(args) -> int:
         console.print(f"  best: #{best.id} {best.metric:.6g}  ({best.description})  baseline "
                       f"{baseline.metric:.6g}" if baseline and baseline.metric is not None else "", highlight=False)
     console.print(f"  compute: {data['run_hours']:.2f} h in runs; open ideas: {data['open_ideas']}", highlight=False)
+    if data["paused"]:
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(data["paused"]["started_at"]))
+        console.print(f"  [yellow]paused[/yellow] since {since} (by {data['paused']['source']}): nothing new starts "
+                      f"until `autoresearch resume {args.task} --tag {tag}`", highlight=False)
     acc = data["agent"]
     if acc["tokens"]:
         cost = f", ${acc['cost_usd']:.4f} (${acc['cost_per_kept_improvement']:.4f} per kept improvement)" \

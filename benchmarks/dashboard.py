@@ -39,7 +39,8 @@ from harness_overhead import CONFIG, TRAIN, TimedAgent  # the same trivial task
 
 REPEATS = 5
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]  # its WebGL: SwiftShader
+# Its WebGL with these is SwiftShader's (software), what a headless browser or a machine without a GPU has.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ENDPOINTS = ("", "api/tasks", "api/0/big/summary", "api/0/big/experiments", "api/0/big/chart",
              "api/0/big/chart?x0=4000&x1=5000", "api/0/experiment/1000",
              "api/0/big/slots", "api/0/big/notebook", "api/0/big/params", "api/0/ideas")

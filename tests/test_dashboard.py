@@ -114,7 +114,7 @@ def test_reads_never_write_the_ledger(task: Path, served: Served):
     files = [db, db.with_name("ledger.db-wal")]
     before = [f.read_bytes() if f.exists() else b"" for f in files]
     for path in ("api/tasks", "api/0/t/summary", "api/0/t/experiments", "api/0/experiment/2", "api/0/t/slots",
-                 "api/0/t/notebook", "api/0/t/params", "api/0/ideas", ""):
+                 "api/0/t/notebook", "api/0/t/params", "api/0/ideas", "api/0/t/chart", "api/0/t/chart?x0=1&x1=3", ""):
         assert httpx.get(served.url + path).status_code == 200, path
     assert [f.read_bytes() if f.exists() else b"" for f in files] == before
 
@@ -155,6 +155,20 @@ def test_unknown_and_new_statuses_are_shown_not_dropped(tmp_path: Path):
     conn.commit()
     conn.close()
     assert [e["kind"] for e in Task.open(task).experiments("n")] == ["pruned", "other"]
+
+
+def test_a_ledger_older_than_pausing_is_not_paused(tmp_path: Path):
+    task = toy_research.make_task(tmp_path / "old")
+    db = task / ".autoresearch" / "ledger.db"
+    ledger = Ledger(db)
+    ledger.start_experiment(tag="o", parent_commit="abc", agent="x", description="d")
+    ledger.close()
+    conn = sqlite3.connect(db)  # as a version before pausing wrote it (and the dashboard may not add tables)
+    conn.execute("DROP TABLE pauses")
+    conn.commit()
+    conn.close()
+    old = Task.open(task)
+    assert old.pauses("o") == [] and old.summary("o")["paused"] is None
 
 
 def test_a_task_without_research_yet_is_empty_not_an_error(tmp_path: Path):

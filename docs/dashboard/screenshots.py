@@ -32,8 +32,9 @@ from autoresearch.research.coordinator import Research
 from autoresearch.research.scheduler import Limits
 from autoresearch.store.ledger import Ledger
 
+# The benchmark's 10,000-experiment ledger, for progress-10k.png.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from dashboard import big_ledger, trivial_task  # the benchmark's 10,000-experiment ledger
+from dashboard import big_ledger, trivial_task
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

@@ -282,10 +282,12 @@ def _pauses_text(pauses: list[dict[str, Any]]) -> str:
     clock = (lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t)))
     ended = [p for p in pauses if p["ended_at"] is not None]
     total = sum(p["ended_at"] - p["started_at"] for p in ended)
-    periods = "; ".join(
-        f"{clock(p['started_at'])} to " + (f"{clock(p['ended_at'])} ({_duration(p['ended_at'] - p['started_at'])})"
-                                           if p["ended_at"] is not None else "now (still paused)") + f", by {p['source']}"
-        for p in pauses)
+    def period(p: dict[str, Any]) -> str:
+        end = "now (still paused)" if p["ended_at"] is None else \
+            f"{clock(p['ended_at'])} ({_duration(p['ended_at'] - p['started_at'])})"
+        return f"{clock(p['started_at'])} to {end}, by {p['source']}"
+
+    periods = "; ".join(period(p) for p in pauses)
     return (f"Paused {len(pauses)} time{'s' * (len(pauses) != 1)}, {_duration(total)} in all"
             f"{' before the pause still open' if len(ended) < len(pauses) else ''}: {periods}. While paused no new "
             "experiment started; the running ones finished and were judged.")

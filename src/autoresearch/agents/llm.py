@@ -24,7 +24,7 @@ from autoresearch.agents.base import Context, NoProposal, Proposal
 from autoresearch.agents.chat import AnthropicChat, ChatError, OpenAIChat, RetryPolicy
 from autoresearch.agents.edits import Applied, apply_reply, parse_reply, reply_schema
 from autoresearch.agents.prompt import Rejection, build_prompt
-from autoresearch.core.config import TaskConfig, frozen_files, is_editable
+from autoresearch.core.config import TaskConfig, edit_problem, is_editable
 from autoresearch.core.records import Experiment
 from autoresearch.repo import gitops
 
@@ -182,23 +182,12 @@ class LLMAgent:
         return crash_to_fix(ctx.history, self.max_fix_attempts, excluded)
 
     def _may_edit(self, path: str) -> bool:
-        return is_editable(self.config, path) and path not in set(frozen_files(self.config))
+        return is_editable(self.config, path)
 
     def _validate(self, edits: dict[str, str]) -> list[str]:
         """The harness's checks, done here so that a problem goes back to the model, not into a run."""
-        problems = []
-        frozen = set(frozen_files(self.config))
-        for path, content in edits.items():
-            if path in frozen or not is_editable(self.config, path):
-                problems.append(f"{path} may not be changed (editable: {', '.join(self.config.editable)})")
-            elif path.endswith(".py"):
-                try:
-                    compile(content, path, "exec")
-                except SyntaxError as e:
-                    line = (e.text or "").rstrip()
-                    problems.append(f"after your edits {path} has a syntax error at line {e.lineno}: {e.msg}"
-                                    + (f": {line.strip()}" if line else ""))
-        return problems
+        problems = [edit_problem(self.config, path, content) for path, content in edits.items()]
+        return [f"after your edits {p}" if "syntax error" in p else p for p in problems if p]
 
     def _feedback(self, problems: list[str], finish_reason: str | None) -> str:
         text = "Your answer could not be used:\n- " + "\n- ".join(problems)

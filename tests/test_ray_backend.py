@@ -25,7 +25,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from autoresearch.core.config import load_config  # noqa: E402
 from autoresearch.core.errors import WorkerLost
 from autoresearch.run.backends import make_backend  # noqa: E402
-from autoresearch.run.execution import FrozenFileError, RunSpec  # noqa: E402
+from autoresearch.run.execution import FrozenFileError, RunSpec, SetupError  # noqa: E402
 from autoresearch.run.ray_backend import OUTPUT_BATCH, RayBackend, _streamed  # noqa: E402
 from tests.conftest import make_task  # noqa: E402
 
@@ -167,7 +167,7 @@ def test_setup_once_per_node(backend: RayBackend, repo: Path, tmp_path: Path) ->
     assert count.read_text() == "prepared\n"
     logs = list((backend.state_dir / "logs" / "setup").glob("*.log"))
     assert logs and "setup-done" in logs[0].read_text()  # came back with the first run
-    with pytest.raises(RuntimeError, match="setup command `echo no; exit 3` failed"):
+    with pytest.raises(SetupError, match="setup command `echo no; exit 3` failed on "):
         backend.run(spec_for(repo, n=5, setup="echo no; exit 3"), backend.slots[0])
 
 

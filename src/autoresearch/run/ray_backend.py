@@ -48,8 +48,8 @@ import ray.exceptions as rex
 from ray import ObjectRefGenerator
 
 from autoresearch.core.errors import AutoresearchError, WorkerLost
-from autoresearch.run.execution import Outcome, RunSpec, run_in_folder
-from autoresearch.run.runner import KILL_GRACE_S, KILL_WAIT_S, clean_env, run_command
+from autoresearch.run.execution import Outcome, RunSpec, run_in_folder, run_setup
+from autoresearch.run.runner import KILL_GRACE_S, KILL_WAIT_S
 from autoresearch.run.slots import THREAD_VARS, Slot
 
 POLL_S = 0.2  # how often a waiting run asks should_stop()
@@ -59,7 +59,6 @@ OUTPUT_BATCH = 1000  # lines per message at most: the latest ones (the whole log
 # only past this do we kill the Ray worker process itself (then the watchdog cleans up).
 CANCEL_GRACE_S = KILL_GRACE_S + KILL_WAIT_S + 2.0
 SETUP_CACHE = "~/.cache/autoresearch/ray-setup"  # on each worker node, expanded there
-SETUP_MIN_TIMEOUT_S = 3600.0  # as for the local setup: downloads may take a while
 # How long the cluster's address may take to accept a TCP connection. Ray itself retries an
 # unreachable address for minutes (forever for a GCS address), so we ask first.
 CONNECT_TIMEOUT_S = 10.0
@@ -177,12 +176,9 @@ def _setup_once(spec: RunSpec, folder: Path, log_dir: Path) -> None:
         if marker.exists():
             return
         host = socket.gethostname()
-        result = run_command(spec.setup, folder, env=clean_env(spec.env, passed=spec.pass_env),
-                             timeout_s=max(spec.timeout_s, SETUP_MIN_TIMEOUT_S),
-                             log_path=log_dir / "setup" / f"{host}.log", log_cap_bytes=spec.log_cap_bytes)
-        if result.status != "ok":
-            raise RuntimeError(f"setup command `{spec.setup}` failed on {host} ({result.status}, exit "
-                               f"{result.exit_code}):\n{result.log_tail[-2000:]}")
+        run_setup(spec.setup, folder, env=spec.env, pass_env=spec.pass_env, timeout_s=spec.timeout_s,
+                  log_path=log_dir / "setup" / f"{host}.log", log_cap_bytes=spec.log_cap_bytes, where=f" on {host}",
+                  environment=spec.environment)
         marker.write_text(f"{spec.setup}\n")
 
 

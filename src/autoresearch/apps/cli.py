@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autoresearch import __version__
-from autoresearch.apps import hub_cli
+from autoresearch.apps import checks_cli, hub_cli
 from autoresearch.apps.dashboard.commands import register as register_dashboard
 from autoresearch.apps.tasks import (
     TaskError,
@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_idea(sub)
     register_dashboard(sub)  # `dashboard` and `report`
+    checks_cli.register(sub, _task_args, _open)  # `ablate` and `transfer`
     hub_cli.add_parsers(sub)
     return p
 

@@ -196,8 +196,23 @@ def test_training_past_the_budget_is_not_kept(tmp_path: Path) -> None:
     exps, r = research(task, [("better, trains 4.3 s", lambda f: {"train.py": f["train.py"].replace(
         "X = 5.0", "X = 2.5").replace("float(os.environ['AUTORESEARCH_TIME_BUDGET'])", "4.3")})])
     assert r.timeout_s == 8  # the configured hard timeout, not 2 x budget + 30
-    assert exps[1].status == "discard" and "over budget" in exps[1].reason, exps[1].reason
-    assert exps[1].metric == pytest.approx(0.25)  # it did look better
+    assert exps[1].status == "discard" and "over budget: stopped at" in exps[1].reason, exps[1].reason
+    assert exps[1].metric is None  # killed at the budget's limit: a run past it could only be discarded
+
+
+def test_a_run_bounded_by_iterations_is_held_to_the_budget(tmp_path: Path) -> None:
+    # nanoGPT-like: the run ends after ITERS steps, whatever the budget; a candidate that makes each
+    # step slower is stopped at the budget's limit, not left to run to the hard timeout.
+    iters = TRAIN.replace("X = 5.0", "X = 5.0\nimport time\nSTEP_S = 0.1\nfor _ in range(10):\n    time.sleep(STEP_S)")
+    task = make_task(tmp_path / "t", iters, config(budget="seconds = 1\ntimeout = 60\noverrun = 0.5"))
+    slow = ("better, but 30x slower steps", lambda f: {"train.py": f["train.py"].replace("X = 5.0", "X = 2.5")
+                                                        .replace("STEP_S = 0.1", "STEP_S = 3.0")})
+    started = time.monotonic()
+    exps, r = research(task, [slow])
+    took = time.monotonic() - started
+    assert exps[1].status == "discard" and "over budget: stopped at" in exps[1].reason, exps[1].reason
+    assert r.timeout_s == 60  # the hard timeout was far away: the budget's limit stopped it
+    assert took < 40  # the 30 s candidate was killed, not waited for
 
 
 def test_start_up_scatter_alone_does_not_fail_an_honest_run() -> None:

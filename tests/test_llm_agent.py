@@ -478,7 +478,7 @@ def test_cli_agent_touching_a_frozen_file_is_rejected_by_the_harness(toy_task: P
     r = research(toy_task, agent)
     step(r)
     exp = step(r)
-    assert exp.status == "rejected" and "prepare.py, which is frozen" in exp.reason
+    assert exp.status == "rejected" and "prepare.py is frozen" in exp.reason
 
 
 def test_cli_agent_that_is_not_installed_stops_cleanly(toy_task: Path):

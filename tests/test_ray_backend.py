@@ -25,8 +25,9 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from autoresearch.core.config import load_config  # noqa: E402
 from autoresearch.core.errors import WorkerLost
 from autoresearch.run.backends import make_backend  # noqa: E402
-from autoresearch.run.execution import FrozenFileError, RunSpec  # noqa: E402
+from autoresearch.run.execution import FrozenFileError, RunSpec, SetupError  # noqa: E402
 from autoresearch.run.ray_backend import OUTPUT_BATCH, RayBackend, _streamed  # noqa: E402
+from autoresearch.run.workspace import Links  # noqa: E402
 from tests.conftest import make_task  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
@@ -167,8 +168,29 @@ def test_setup_once_per_node(backend: RayBackend, repo: Path, tmp_path: Path) ->
     assert count.read_text() == "prepared\n"
     logs = list((backend.state_dir / "logs" / "setup").glob("*.log"))
     assert logs and "setup-done" in logs[0].read_text()  # came back with the first run
-    with pytest.raises(RuntimeError, match="setup command `echo no; exit 3` failed"):
+    with pytest.raises(SetupError, match="setup command `echo no; exit 3` failed on "):
         backend.run(spec_for(repo, n=5, setup="echo no; exit 3"), backend.slots[0])
+
+
+def test_setup_outputs_reach_a_node_that_does_not_have_them(backend: RayBackend, repo: Path, tmp_path: Path) -> None:
+    # The setup's kept output and a named input, at coordinator paths: packed once into the object
+    # store; a node without those paths (here: they are gone by the time the run starts, as on
+    # another machine) unpacks the shipped copy and runs against it.
+    store, given = tmp_path / "coordinator" / "store", tmp_path / "coordinator" / "input.txt"
+    store.mkdir(parents=True)
+    (store / "train.bin").write_text("tokens\n")
+    given.write_text("the raw text\n")
+    links = Links(outputs=(("data", str(store)),), inputs=(("input.txt", str(given)),))
+    command = "cat data/train.bin input.txt && python train.py"
+    assert backend.run(spec_for(repo, command, n=6, links=links), backend.slots[0]).status == "ok"  # the same paths
+    shipped = backend._shipments[(str(store), str(given))]
+    (tmp_path / "coordinator").rename(tmp_path / "elsewhere")
+    outcome = backend.run(spec_for(repo, command, n=7, links=links), backend.slots[0])
+    assert outcome.status == "ok", outcome.fields.get("log_tail")
+    assert "tokens\nthe raw text" in (backend.state_dir / "logs" / "t/1.7.log").read_text()
+    assert backend._shipments[(str(store), str(given))] is shipped  # packed once per research run
+    unpacked = Path(os.environ["HOME"]) / ".cache/autoresearch/ray-shipped" / shipped[0]
+    assert (unpacked / "0" / "train.bin").read_text() == "tokens\n" and (unpacked / ".done").exists()
 
 
 def _wait_for_pid(pidfile: Path, timeout: float = 20.0) -> int:

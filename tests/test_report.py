@@ -114,3 +114,17 @@ def test_a_large_runs_chart_is_thinned_out_not_every_dot():
     assert len(svg) < 300_000  # every dot: 1.1 MB
     small = svg_chart(rows(50), "score", "minimize")
     assert "drawn:" not in small
+
+
+def test_ablation_and_transfer_checks_are_in_the_report(tmp_path: Path):
+    from tests.test_checks import researched
+    from autoresearch.apps.cli import main
+
+    task = researched(tmp_path)
+    assert "No checks were run" in render_markdown(build_report(Task.open(task), "t"))
+    assert main(["ablate", "-C", str(task), "--tag", "t", "--pairs", "1", "--json"]) == 0
+    story = build_report(Task.open(task), "t")
+    assert [c["kind"] for c in story["checks"]] == ["ablation", "ablation"]
+    md, page = render_markdown(story), render_html(story)
+    assert "without #2 (X=2.5) | 1 | +8.75" in md and "without #3 (WIDTH=6) | 1 | +0.9" in md
+    assert "without #2 (X=2.5)" in page and "+8.75" in page

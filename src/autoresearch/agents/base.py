@@ -43,6 +43,15 @@ class NoProposal(Exception):
     """The agent has nothing (more) to propose; the loop stops or waits."""
 
 
+class Idle:
+    """An agent that never proposes: for runs of the task without research (a probe, checks)."""
+
+    name = "idle"
+
+    def propose(self, ctx: Context) -> Proposal:
+        raise NoProposal("this run only re-runs what is there")
+
+
 @runtime_checkable
 class Agent(Protocol):
     name: str

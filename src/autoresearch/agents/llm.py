@@ -24,7 +24,7 @@ from autoresearch.agents.base import Context, NoProposal, Proposal
 from autoresearch.agents.chat import AnthropicChat, ChatError, OpenAIChat, RetryPolicy
 from autoresearch.agents.edits import Applied, apply_reply, parse_reply, reply_schema
 from autoresearch.agents.prompt import Rejection, build_prompt
-from autoresearch.core.config import TaskConfig, frozen_files, is_editable
+from autoresearch.core.config import TaskConfig, edit_problem, is_editable
 from autoresearch.core.records import Experiment
 from autoresearch.repo import gitops
 
@@ -88,13 +88,8 @@ class LLMAgent:
         self._carry = {}
         if fix is not None:
             crashed, root, attempt = fix
-            files = gitops.editable_files(self.config, crashed.commit)
-            parent_id = crashed.id
+            files, parent_id, task = gitops.editable_files(self.config, crashed.commit), crashed.id, self._fix_task(fix)
             info.update(fix_of=root, fix_attempt=attempt)
-            task = (f"Experiment #{crashed.id} ({crashed.description}) crashed; its output ends with the "
-                    f"traceback shown above. The files above are that experiment's version. Fix the crash "
-                    f"with the smallest change that keeps the experiment's idea (fix attempt {attempt} of "
-                    f"{self.max_fix_attempts}). If the idea itself cannot work, answer only: SKIP")
         notebook_text = self._read_notebook(ctx.notebook)
         prompt = build_prompt(ctx, token_budget=self.budget, structured=self.structured, files=files,
                               notebook_text=notebook_text, rejected=self.rejections, task=task)
@@ -109,17 +104,7 @@ class LLMAgent:
         reply_text, applied, reply = "", Applied(), None
         for round_ in range(1 + self.max_feedback_retries):
             result = self._complete(prompt.system, messages, schema)
-            info["attempts"] += 1
-            info["prompt_tokens"] += result.prompt_tokens
-            info["completion_tokens"] += result.completion_tokens
-            info["latency_s"] = round(info["latency_s"] + result.latency_s, 3)
-            info["model"] = result.model
-            if result.attempts > 1:
-                info["transport_retries"] = info.get("transport_retries", 0) + result.attempts - 1
-            if result.tokens_estimated:
-                info["tokens_estimated"] = True
-            if result.finish_reason == "length":
-                info["truncated_replies"] = info.get("truncated_replies", 0) + 1
+            _tally(info, result)
             reply_text = result.text
             reply = parse_reply(reply_text, list(files))
             if fix is not None and reply.skip and not reply.blocks:
@@ -142,14 +127,7 @@ class LLMAgent:
             info["reasoning"] = _cut(reply.reasoning, 1000)
         description = (reply.description if reply else "") or "(no description)"
         if not applied.ok or problems:
-            reason = f"the model's reply could not be used after {info['attempts']} tries: {feedback[-1]}"
-            info["reply_tail"] = _cut(reply_text[-1500:], 1500)
-            self.rejections.append(Rejection(description, feedback[-1]))
-            self.rejections = self.rejections[-10:]
-            if fix is not None:
-                self._fix_rejections[fix[0].id] = self._fix_rejections.get(fix[0].id, 0) + 1
-            return Proposal(description=f"rejected: {description}", edits={}, info=info, parent_id=parent_id,
-                            rejection=reason[:1500])
+            return self._rejected(description, feedback[-1], reply_text, info, fix, parent_id)
         if reply.notebook and self.use_notebook and ctx.notebook is not None:
             self._append_notebook(ctx, reply.notebook)
             info["notebook"] = True
@@ -158,6 +136,24 @@ class LLMAgent:
             description = f"fix #{fix[0].id}: {description}"
         return Proposal(description=description, edits=applied.edits, idea_id=idea_id, info=info,
                         parent_id=parent_id)
+
+    def _fix_task(self, fix: tuple[Experiment, int, int]) -> str:
+        crashed, _, attempt = fix
+        return (f"Experiment #{crashed.id} ({crashed.description}) crashed; its output ends with the "
+                f"traceback shown above. The files above are that experiment's version. Fix the crash "
+                f"with the smallest change that keeps the experiment's idea (fix attempt {attempt} of "
+                f"{self.max_fix_attempts}). If the idea itself cannot work, answer only: SKIP")
+
+    def _rejected(self, description: str, problem: str, reply_text: str, info: dict[str, Any],
+                  fix: tuple[Experiment, int, int] | None, parent_id: int | None) -> Proposal:
+        """A reply that could not be used even after feedback: a rejection the model hears of next time."""
+        info["reply_tail"] = _cut(reply_text[-1500:], 1500)
+        self.rejections = [*self.rejections, Rejection(description, problem)][-10:]
+        if fix is not None:
+            self._fix_rejections[fix[0].id] = self._fix_rejections.get(fix[0].id, 0) + 1
+        reason = f"the model's reply could not be used after {info['attempts']} tries: {problem}"
+        return Proposal(description=f"rejected: {description}", edits={}, info=info, parent_id=parent_id,
+                        rejection=reason[:1500])
 
     def _complete(self, system: str, messages: list[dict[str, str]], schema: dict | None):
         waited = 0.0
@@ -182,23 +178,12 @@ class LLMAgent:
         return crash_to_fix(ctx.history, self.max_fix_attempts, excluded)
 
     def _may_edit(self, path: str) -> bool:
-        return is_editable(self.config, path) and path not in set(frozen_files(self.config))
+        return is_editable(self.config, path)
 
     def _validate(self, edits: dict[str, str]) -> list[str]:
         """The harness's checks, done here so that a problem goes back to the model, not into a run."""
-        problems = []
-        frozen = set(frozen_files(self.config))
-        for path, content in edits.items():
-            if path in frozen or not is_editable(self.config, path):
-                problems.append(f"{path} may not be changed (editable: {', '.join(self.config.editable)})")
-            elif path.endswith(".py"):
-                try:
-                    compile(content, path, "exec")
-                except SyntaxError as e:
-                    line = (e.text or "").rstrip()
-                    problems.append(f"after your edits {path} has a syntax error at line {e.lineno}: {e.msg}"
-                                    + (f": {line.strip()}" if line else ""))
-        return problems
+        problems = [edit_problem(self.config, path, content) for path, content in edits.items()]
+        return [f"after your edits {p}" if "syntax error" in p else p for p in problems if p]
 
     def _feedback(self, problems: list[str], finish_reason: str | None) -> str:
         text = "Your answer could not be used:\n- " + "\n- ".join(problems)
@@ -245,6 +230,21 @@ def crash_to_fix(history: list[Experiment], max_fix_attempts: int,
     if attempt > max_fix_attempts or last.id in excluded or root in excluded:
         return None
     return last, root, attempt
+
+
+def _tally(info: dict[str, Any], result) -> None:
+    """One model call's cost and quirks, added to the proposal's record."""
+    info["attempts"] += 1
+    info["prompt_tokens"] += result.prompt_tokens
+    info["completion_tokens"] += result.completion_tokens
+    info["latency_s"] = round(info["latency_s"] + result.latency_s, 3)
+    info["model"] = result.model
+    if result.attempts > 1:
+        info["transport_retries"] = info.get("transport_retries", 0) + result.attempts - 1
+    if result.tokens_estimated:
+        info["tokens_estimated"] = True
+    if result.finish_reason == "length":
+        info["truncated_replies"] = info.get("truncated_replies", 0) + 1
 
 
 def _cut(text: str, limit: int) -> str:

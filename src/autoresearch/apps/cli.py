@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autoresearch import __version__
-from autoresearch.apps import hub_cli
+from autoresearch.apps import checks_cli, hub_cli
 from autoresearch.apps.dashboard.commands import register as register_dashboard
 from autoresearch.apps.tasks import (
     TaskError,
@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--json", action="store_true", help="machine-readable output")
         c.set_defaults(func=func)
     register_dashboard(sub)  # `dashboard` and `report`
+    checks_cli.register(sub, _task_args, _open)  # `ablate` and `transfer`
     hub_cli.add_parsers(sub)
     return p
 
@@ -240,7 +241,6 @@ def _task_args(c: argparse.ArgumentParser, json_flag: bool = True, tag: bool = T
 # -- run ---------------------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from autoresearch.agents import make_agent
     from autoresearch.apps.live_view import LiveView, PlainView, fmt_metric
     from autoresearch.research.coordinator import Research
     from autoresearch.research.scheduler import Limits
@@ -255,28 +255,8 @@ def cmd_run(args) -> int:
     if not args.agent and not config.agent.get("name"):
         say(f"no LLM agent configured: using the offline `{DEFAULT_AGENT}` agent "
             "(Optuna TPE over the numeric constants of the editable files)")
-    agents = []
-    for i, agent_name in enumerate(names):
-        # The [agent] options belong to the agent it names.
-        options = {k: v for k, v in config.agent.items() if k != "name"} if config.agent.get("name") in (
-            None, agent_name) else {}
-        if args.seed is not None:
-            options["seed"] = args.seed + i
-        try:
-            agents.append(make_agent(agent_name, config, **options))
-        except (ValueError, TypeError) as e:
-            raise ConfigError(config.path, "agent", str(e), "check the agent name and its options") from e
-        except ModuleNotFoundError as e:  # a vendor SDK that is not installed: say which agent needs it
-            where = f"--agent {agent_name}" if args.agent else f"{config.path}: [agent] name = {agent_name!r}"
-            raise TaskError(f"{where}: {missing_module(e)}, or use an offline agent (--agent {DEFAULT_AGENT})") from e
-    parallel = config.parallel
-    for key in ("slots", "ahead", "backend", "address"):
-        if getattr(args, key) is not None:
-            parallel = dataclasses.replace(parallel, **{key: getattr(args, key)})
-    if parallel.backend == "ray" and importlib.util.find_spec("ray") is None:
-        where = "--backend ray" if args.backend else f"{config.path}: [parallel] backend = \"ray\""
-        raise TaskError(f"{where}: Ray is not installed\n  fix: pip install \"autoresearch[ray]\" (on every node of "
-                        "the cluster), or run on this machine with --backend local")
+    agents = [_make_agent(args, config, name, i) for i, name in enumerate(names)]
+    parallel = _parallel(args, config)
     ledger = Ledger(config.state_dir / "ledger.db")
     tag = args.tag or ledger.get_meta("last_tag") or time.strftime("%b%d").lower()
     interactive = console.is_terminal and not args.json
@@ -314,6 +294,36 @@ def cmd_run(args) -> int:
         console.print(f"done: {runs} experiments; best {config.metric.name} = "
                       f"{fmt_metric(best.metric if best else None)} on branch autoresearch/{tag} in {root}", highlight=False)
     return 0
+
+
+def _make_agent(args, config, agent_name: str, index: int):
+    """The agent `agent_name`, with the [agent] options when they belong to it (the one it names)."""
+    from autoresearch.agents import make_agent
+
+    options = {k: v for k, v in config.agent.items() if k != "name"} if config.agent.get("name") in (
+        None, agent_name) else {}
+    if args.seed is not None:
+        options["seed"] = args.seed + index
+    try:
+        return make_agent(agent_name, config, **options)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(config.path, "agent", str(e), "check the agent name and its options") from e
+    except ModuleNotFoundError as e:  # a vendor SDK that is not installed: say which agent needs it
+        where = f"--agent {agent_name}" if args.agent else f"{config.path}: [agent] name = {agent_name!r}"
+        raise TaskError(f"{where}: {missing_module(e)}, or use an offline agent (--agent {DEFAULT_AGENT})") from e
+
+
+def _parallel(args, config):
+    """[parallel] with the command line's overrides; Ray must be importable if it is asked for."""
+    parallel = config.parallel
+    for key in ("slots", "ahead", "backend", "address"):
+        if getattr(args, key) is not None:
+            parallel = dataclasses.replace(parallel, **{key: getattr(args, key)})
+    if parallel.backend == "ray" and importlib.util.find_spec("ray") is None:
+        where = "--backend ray" if args.backend else f"{config.path}: [parallel] backend = \"ray\""
+        raise TaskError(f"{where}: Ray is not installed\n  fix: pip install \"autoresearch[ray]\" (on every node of "
+                        "the cluster), or run on this machine with --backend local")
+    return parallel
 
 
 # -- setup commands ----------------------------------------------------------------------------

@@ -14,26 +14,37 @@ nothing is moved while an autoresearch process holds the task.
 """
 from __future__ import annotations
 
-import fcntl
 import math
 import os
 import re
 import sqlite3
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from autoresearch.apps.tasks import TaskError
-from autoresearch.core.config import ConfigError, MetricSpec, TaskConfig, is_editable, load_config, state_dir
-from autoresearch.core.metrics import MetricError, parse_summary, read_metrics, valid_metric
+from autoresearch.core.config import (
+    ConfigError,
+    MetricSpec,
+    TaskConfig,
+    is_editable,
+    load_config,
+    state_dir,
+)
+from autoresearch.core.metrics import (
+    MetricError,
+    parse_summary,
+    read_metrics,
+    valid_metric,
+)
 from autoresearch.core.progress import curve_from_text
 from autoresearch.core.records import Experiment
 from autoresearch.repo import gitops
-from autoresearch.research.coordinator import (  # a rebuilt row must hash and record params as the loop does
-    _content_hash,
-    _params,
+from autoresearch.research.admission import (  # a rebuilt row hashes as the loop does
+    content_hash,
+    params_of,
 )
+from autoresearch.research.startup import StateLock
 from autoresearch.store.ledger import Ledger
 
 RECOVERED = "recovered from git by `autoresearch doctor`"
@@ -65,7 +76,7 @@ def repair(root: Path) -> dict[str, Any]:
     refs = archive_refs(root)
     if not refs and not db.exists():
         raise TaskError(f"no research recorded in {root}: no ledger and no refs under {gitops.ARCHIVE_PREFIX}")
-    with _locked(state, root):
+    with StateLock(root, state):  # the lock `autoresearch run` holds: no ledger is moved under a research
         moved = _move_aside(db) if db.exists() else None
         summary = rebuild(root, db, refs)
     return {"moved_to": str(moved) if moved else None, **summary}
@@ -144,7 +155,7 @@ def _rebuild_tag(root: Path, ledger: Ledger, tag: str, commits: dict[int, str], 
             status="keep" if keep else "discard",
             reason=f"{RECOVERED}; " + ("metric re-read from its logs" if metric is not None else "metric unknown"),
             metric=metric, metrics=metrics, log_path=str(runs[0][1]) if runs else None,
-            params=_params(config, files) if config else {}, content_hash=_content_hash(files) if config else None,
+            params=params_of(config, files) if config else {}, content_hash=content_hash(files) if config else None,
             created_at=when, finished_at=finished))
         restored += 1
         if not rebased:  # every log is a run of this one commit: they are its runs again
@@ -215,19 +226,3 @@ def _move_aside(db: Path) -> Path:
         if Path(f"{db}{suffix}").exists():
             os.replace(f"{db}{suffix}", f"{aside}{suffix}")
     return aside
-
-
-@contextmanager
-def _locked(state: Path, root: Path) -> Iterator[None]:
-    """The lock `autoresearch run` holds (loop.Research._lock): no ledger is moved under a research."""
-    state.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise TaskError(f"another autoresearch process is running on {root} (lock {state / 'lock'}); "
-                            "stop it first, then run `autoresearch doctor --repair` again") from None
-        yield
-    finally:
-        os.close(fd)

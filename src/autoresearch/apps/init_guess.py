@@ -223,8 +223,9 @@ def _guess_budget(g: TaskGuess, py: list[str]) -> None:
     editable = "\n".join((g.root / p).read_text(errors="replace") for p in g.get("task.editable") if
                          (g.root / p).is_file())
     if "AUTORESEARCH_TIME_BUDGET" not in editable and "TIME_BUDGET" not in editable and "max_iters" in editable:
-        g.warnings.append("the run stops after max_iters, not after a time budget: [budget] seconds only caps it "
-                          "(through the timeout); lower max_iters in the run command to fit the budget")
+        g.warnings.append("the run stops after max_iters, not after a time budget: fix max_iters in the run command "
+                          "(where the search cannot change it); a candidate that makes the run slower than the "
+                          "baseline plus [budget] overrun x seconds is stopped there and discarded")
     download = DOWNLOAD_AT_IMPORT_RE.search(editable)
     if download:
         g.warnings.append(f"the editable code may download at run time (`{download.group(0)}`): experiments have no "

@@ -12,19 +12,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from autoresearch.agents.base import Context, NoProposal, Proposal
+from autoresearch.agents.base import Idle
 from autoresearch.core.config import TaskConfig
 from autoresearch.repo import gitops
 from autoresearch.store.ledger import Ledger
 
 PROBE_TAG = "init-probe"
-
-
-class _NoAgent:
-    name = "probe"
-
-    def propose(self, ctx: Context) -> Proposal:
-        raise NoProposal("the probe only runs the base")
 
 
 def probe(config: TaskConfig, budget_s: float | None = None) -> dict[str, Any]:
@@ -33,7 +26,7 @@ def probe(config: TaskConfig, budget_s: float | None = None) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="autoresearch-probe-") as scratch:
         ledger = Ledger(Path(scratch) / "probe.db")
-        research = Research(config, _NoAgent(), tag=PROBE_TAG, budget_s=budget_s, ledger=ledger)
+        research = Research(config, Idle(), tag=PROBE_TAG, budget_s=budget_s, ledger=ledger)
         try:
             research.open()
             exp_id = ledger.start_experiment(tag=PROBE_TAG, parent_commit=research.base, agent="probe",

@@ -5,8 +5,8 @@ rendered twice: HTML with inline CSS and a static SVG chart (no script, readable
 enough to mail), and Markdown for agents and READMEs. It says only what the ledger and git hold:
 the question (program.md), the baseline and its measured noise, every kept change with its diff
 and gain, the most instructive failures, the chart (a large run's thinned out as the dashboard's
-is: every kept point, the envelope of the others), the pauses and the accounting. Ablation and
-transfer results are not recorded anywhere yet, so the report has none.
+is: every kept point, the envelope of the others), the pauses, the accounting, and the ablation
+and transfer checks when they were run (research/checks.py).
 """
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ COLORS = {"keep": "#16a34a", "discard": "#9ca3af", "guard": "#f59e0b", "crash": 
           "pruned": "#7c3aed", "other": "#111827"}
 LABELS = {"keep": "kept", "discard": "discarded", "guard": "guard / budget rejected", "crash": "crashed",
           "timeout": "timed out", "pruned": "pruned", "other": "other"}
+CHECKS_NOTE = ("gain > 0: better. Ablation: the best without the change is worse by this much (the change still "
+               "pulls its weight); transfer: the best beats the base by this much in that setting.")
+NO_CHECKS = "No checks were run (`autoresearch ablate`, `autoresearch transfer --budget S`)."
 
 
 def build_report(task: Task, tag: str) -> dict[str, Any]:
@@ -37,7 +40,8 @@ def build_report(task: Task, tag: str) -> dict[str, Any]:
     return {"task": task.name, "root": str(task.root), "tag": tag, "summary": summary, "generated": time.time(),
             "program": task.program_text(tag), "baseline": _baseline(task, tag, kept),
             "chain": _chain(task, kept), "failures": _failures(exps, summary["direction"]),
-            "accounting": task.accounting(tag), "experiments": exps, "pauses": task.pauses(tag)}
+            "accounting": task.accounting(tag), "experiments": exps, "pauses": task.pauses(tag),
+            "checks": task.checks(tag)}
 
 
 def _baseline(task: Task, tag: str, kept: list[dict]) -> dict[str, Any] | None:
@@ -186,8 +190,16 @@ def render_html(story: dict[str, Any]) -> str:
         out.append(f"<h2>Pauses</h2><p>{e(_pauses_text(story['pauses']))}</p>")
     out.append("<h2>Accounting</h2><table>" + "".join(f"<tr><th>{e(k)}</th><td class=n>{e(v)}</td></tr>"
                                                      for k, v in _accounting_rows(acc)) + "</table>")
-    out.append(f"<p class=muted>Not recorded by the ledger: {e('; '.join(acc['not_recorded']))}. No ablation or "
-               "transfer results are recorded in this ledger.</p></body></html>")
+    out.append("<h2>Ablation and transfer</h2>")
+    if story["checks"]:
+        out.append("<table><tr><th>check</th><th>what</th><th>pairs</th><th>gain ± se</th><th>note</th></tr>")
+        out += [f"<tr><td>#{c['id']} {e(c['kind'])}</td><td>{e(c['setting'].get('label', ''))}</td>"
+                f"<td class=n>{len(c['pairs'])}</td><td class=n>{e(_gain(c))}</td><td>{e(c['note'])}</td></tr>"
+                for c in story["checks"]]
+        out.append(f"</table><p class=muted>{e(CHECKS_NOTE)}</p>")
+    else:
+        out.append(f"<p>{e(NO_CHECKS)}</p>")
+    out.append(f"<p class=muted>Not recorded by the ledger: {e('; '.join(acc['not_recorded']))}.</p></body></html>")
     return "\n".join(out)
 
 
@@ -235,9 +247,22 @@ def render_markdown(story: dict[str, Any]) -> str:
         out += ["", "## Pauses", "", _pauses_text(story["pauses"])]
     out += ["", "## Accounting", "", "| | |", "|---|---:|"]
     out += [f"| {k} | {v} |" for k, v in _accounting_rows(acc)]
-    out += ["", (f"Not recorded by the ledger: {'; '.join(acc['not_recorded'])}. No ablation or transfer results are "
-            "recorded in this ledger."), ""]
+    out += ["", "## Ablation and transfer", ""]
+    if story["checks"]:
+        out += ["| check | what | pairs | gain ± se | note |", "|---|---|---:|---:|---|"]
+        out += [f"| #{c['id']} {c['kind']} | {_cell(c['setting'].get('label', ''))} | {len(c['pairs'])} | {_gain(c)} | "
+                f"{_cell(c['note'])} |" for c in story["checks"]]
+        out += ["", CHECKS_NOTE]
+    else:
+        out.append(NO_CHECKS)
+    out += ["", f"Not recorded by the ledger: {'; '.join(acc['not_recorded'])}.", ""]
     return "\n".join(out)
+
+
+def _gain(check: dict[str, Any]) -> str:
+    if check["gain"] is None:
+        return "—"
+    return _signed(check["gain"]) + (f" ± {check['se']:.2g}" if check["se"] is not None else "")
 
 
 def _quote(text: str) -> str:

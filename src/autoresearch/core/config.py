@@ -595,6 +595,21 @@ def is_editable(cfg: TaskConfig, relpath: str) -> bool:
     return any(fnmatch(relpath, g) for g in cfg.editable) and not any(fnmatch(relpath, g) for g in cfg.frozen)
 
 
+def edit_problem(cfg: TaskConfig, relpath: str, content: str | None = None) -> str | None:
+    """Why an agent may not write `content` to `relpath`, or None: the path must be editable (not
+    frozen) and a Python file must compile. The loop, the LLM agents and the hub all ask here."""
+    if not is_editable(cfg, relpath):
+        kind = "frozen" if relpath in set(frozen_files(cfg)) else "not editable"
+        return f"{relpath} is {kind}: it may not be changed (editable: {', '.join(cfg.editable)})"
+    if content is not None and relpath.endswith(".py"):
+        try:
+            compile(content, relpath, "exec")
+        except SyntaxError as e:
+            line = (e.text or "").strip()
+            return f"{relpath} has a syntax error at line {e.lineno}: {e.msg}" + (f": {line}" if line else "")
+    return None
+
+
 # -- helpers ---------------------------------------------------------------------------------
 
 def _expand(root: Path, patterns: list[str]) -> list[str]:

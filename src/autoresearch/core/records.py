@@ -1,4 +1,5 @@
-"""The plain-data records of research: an experiment, one run of it, an idea, a pause; and the statuses.
+"""The plain-data records of research: an experiment, one run of it, an idea, a pause, a check; and
+the statuses.
 
 They carry no behaviour and no connection: the ledger stores them, agents read them, the UI shows
 them, and they can travel (JSON, another machine). `STATUSES` names every state an experiment can
@@ -6,6 +7,7 @@ be in; `FINISHED` ones were decided by a run, `PENDING` ones are admitted and no
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -115,3 +117,53 @@ class Pause:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass
+class Check:
+    """An ablation or transfer check of a research run (research/checks.py): paired runs of a
+    reference and a variant, interleaved on one slot.
+
+    ablation: reference = the best, variant = the best without the kept change `experiment_id`;
+    transfer: reference = the research base, variant = the best, in another `setting` (a budget).
+    `gain` > 0 means the change (ablation) or the best (transfer) is better by that much."""
+
+    id: int
+    tag: str
+    kind: str  # ablation | transfer
+    experiment_id: int | None
+    setting: dict[str, Any] = field(default_factory=dict)
+    pairs: list[list[float]] = field(default_factory=list)  # [reference, variant] per pair
+    note: str = ""  # why it stopped early, or could not be made
+    created_at: float = 0.0
+    direction: str = "minimize"
+
+    @property
+    def gain(self) -> float | None:
+        diffs = self.differences()
+        return sum(diffs) / len(diffs) if diffs else None
+
+    @property
+    def se(self) -> float | None:
+        """Standard error of `gain` (None below two pairs)."""
+        diffs = self.differences()
+        if len(diffs) < 2:
+            return None
+        m = sum(diffs) / len(diffs)
+        return (sum((d - m) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
+
+    def differences(self) -> list[float]:
+        sign = 1.0 if self.direction == "minimize" else -1.0
+        if self.kind == "ablation":  # the variant lacks the change: worse without it is a gain of it
+            return [sign * (v - r) for r, v in self.pairs]
+        return [sign * (r - v) for r, v in self.pairs]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "gain": self.gain, "se": self.se}
+
+    @classmethod
+    def from_row(cls, row: Any) -> Check:
+        """From a row of the ledger's checks table (setting and pairs stored as JSON text)."""
+        return cls(id=row["id"], tag=row["tag"], kind=row["kind"], experiment_id=row["experiment_id"],
+                   setting=json.loads(row["setting"]), pairs=json.loads(row["pairs"]), note=row["note"],
+                   created_at=row["created_at"], direction=row["direction"])

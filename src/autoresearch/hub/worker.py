@@ -135,7 +135,7 @@ class HubWorker:
 
     def _submit(self, exp: Experiment) -> None:
         r, rnd = self._research, self._round
-        files = r.editable_at(exp.commit)
+        files = r.files.at(exp.commit)
         if exp.status != Status.KEEP:
             self.client.tried(rnd["hub_commit"], exp.description, content_hash(files), exp.metric)
             return

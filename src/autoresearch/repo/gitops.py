@@ -119,6 +119,15 @@ def rev_parse(repo: Path, ref: str) -> str:
     return git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
 
 
+def is_ancestor(repo: Path, commit: str, of: str) -> bool:
+    """Whether `commit` is `of` or one of its ancestors."""
+    try:
+        git(repo, "merge-base", "--is-ancestor", commit, of)
+        return True
+    except GitError:
+        return False
+
+
 def ref_exists(repo: Path, ref: str) -> bool:
     return bool(git(repo, "rev-parse", "--verify", "--quiet", ref, check=False))
 
@@ -212,6 +221,25 @@ class ObjectCache:
             self._items[key] = value
             while len(self._items) > self.size:
                 self._items.pop(next(iter(self._items)))
+
+
+class EditableFiles:
+    """The editable files of commits, read once each (commits never change; rebases and the hub's
+    patch checks read the same ones again and again). Callers get a copy they may change."""
+
+    def __init__(self, config: TaskConfig, size: int = 256):
+        self.config, self._cache = config, ObjectCache(size)
+
+    def at(self, commit: str) -> dict[str, str]:
+        files = self._cache.get(commit)
+        if files is None:
+            files = editable_files(self.config, commit)
+            self._cache.put(commit, files)
+        return dict(files)
+
+    def remember(self, commit: str, files: dict[str, str]) -> None:
+        """A commit just made from `files`: no need to read it back from git."""
+        self._cache.put(commit, dict(files))
 
 
 _TREES = ObjectCache(1024)  # tree -> its entries (mode, type, object, name)

@@ -42,6 +42,7 @@ BUDGET_ENV = "AUTORESEARCH_TIME_BUDGET"
 # run's wall time (a 2-core CI runner saw +13% on an 11 s nanogpt run with a 2 s budget), so
 # "within budget" never allows less slack than this share of the baseline's wall time.
 WALL_TIME_NOISE = 0.2
+KILL_MARGIN_S = 1.0  # a run is killed this long after the budget's limit: timing jitter never kills a keep
 
 
 def run_env(config: TaskConfig, budget_s: float, exp_id: int | None = None) -> dict[str, str]:
@@ -148,6 +149,7 @@ class Measurer:
             exp.description = f"{exp.description} ({kind} run {n + 1})"
         exp.slot = slot.name
         spec = self.spec(exp_id, n, kind, commit)
+        held = spec.timeout_s < self.timeout_s  # stopped at the budget's limit rather than the hard timeout
         self.observer.started(exp, self.budget_s)
         started = time.time()
         watch = self.pruner.watch(against)
@@ -163,6 +165,9 @@ class Measurer:
             self.ledger.add_run(exp_id, kind, "lost", slot=slot.name, started_at=started,
                                 curve=watch.curve.to_json())
             raise
+        if outcome.status == "timeout" and held:  # it could only have been discarded: stopped there instead
+            outcome.failure = (Status.DISCARD, f"discard: over budget: stopped at {spec.timeout_s:.1f}s, the longest "
+                                               f"a run may take ({self._limit_text()})")
         if outcome.status == "stopped" and watch.verdict is not None and not self.stop_event.is_set():
             outcome.status, outcome.failure = Status.PRUNED.value, (Status.PRUNED, watch.verdict.reason)
             self.observer.message(f"#{exp_id} {watch.verdict.reason}")
@@ -176,7 +181,7 @@ class Measurer:
         """The `RunSpec` of run `n` of a commit under this task's budget, sandbox and limits (the
         hub's verifiers run their paired re-executions from the same description)."""
         return RunSpec(exp_id=exp_id, n=n, kind=kind, commit=commit, command=self.config.run,
-                       env=run_env(self.config, self.budget_s, exp_id), timeout_s=self.timeout_s,
+                       env=run_env(self.config, self.budget_s, exp_id), timeout_s=self.run_timeout(),
                        log_name=f"{self.tag}/{exp_id}{'' if n == 0 else f'.{n}'}.log",
                        log_cap_bytes=self.config.log_cap_bytes, metric=self.config.metric, frozen=self.frozen,
                        pass_env=self.config.sandbox.pass_env, cgroup=group_name(self.config.state_dir),
@@ -269,9 +274,22 @@ class Measurer:
         limit = budget_limit(self.budget_s, baseline.wall_s, self.config.overrun)
         if wall <= limit:
             return None
-        return (f"over budget: ran {wall:.1f}s, limit {limit:.1f}s (baseline {baseline.wall_s or 0:.1f}s + "
-                f"{self.config.overrun:g} x the {self.budget_s:g}s budget, at least "
-                f"{WALL_TIME_NOISE:g} x the baseline)")
+        return f"over budget: ran {wall:.1f}s, limit {limit:.1f}s ({self._limit_text()})"
+
+    def run_timeout(self) -> float:
+        """How long a run may go on before it is killed: the hard timeout ([budget] timeout), and once
+        the baseline has run, never past the budget's limit (a longer run could only be discarded).
+        This is what holds a task whose runs end after a number of iterations, not a time, to the
+        budget: a candidate that makes each iteration slower is stopped there."""
+        baseline = self._baseline()
+        if baseline is None or baseline.wall_s is None:
+            return self.timeout_s
+        return min(self.timeout_s, budget_limit(self.budget_s, baseline.wall_s, self.config.overrun) + KILL_MARGIN_S)
+
+    def _limit_text(self) -> str:
+        baseline = self._baseline()
+        return (f"baseline {(baseline.wall_s if baseline else 0) or 0:.1f}s + {self.config.overrun:g} x the "
+                f"{self.budget_s:g}s budget, at least {WALL_TIME_NOISE:g} x the baseline")
 
     def _baseline(self) -> Experiment | None:
         for exp in self.ledger.experiments(self.tag, (Status.KEEP,)):

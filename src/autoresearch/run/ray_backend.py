@@ -8,10 +8,12 @@ checks, budget, secret-free environment, trusted evaluation). The task is a Ray 
 yields the run's output lines in batches while it runs (the coordinator hands them to `on_output`,
 the live view), then the `Outcome`, whose logs are written under the coordinator's `state_dir/logs`.
 
-Data: only the commit's tracked files travel. Whatever the task's `setup` command prepares
-(datasets, tokenizers) must live outside the repository folder (e.g. under ~/.cache), as it does
-locally; a worker runs the setup once per node and per (setup command, frozen files) before its
-first experiment there.
+Data: the commit's tracked files travel with every run. The setup's kept outputs and the named
+inputs ([setup] outputs, inputs: run/workspace.py) are packed once per research run into Ray's
+object store; a node that does not have them at the coordinator's paths (another machine, no
+shared filesystem) unpacks them once into its own cache and links the run's folder there.
+Whatever a setup prepares outside those (e.g. under ~/.cache) is made by the setup itself, which a
+worker runs once per node and per (setup command, frozen files) before its first experiment there.
 
 A run's processes live in a session of their own, so they would outlive a Ray worker that is
 killed (raylet gone, force cancel): a small watchdog process per run kills them and removes the
@@ -24,6 +26,7 @@ by reference, not by value.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import fcntl
 import hashlib
 import io
@@ -48,8 +51,8 @@ import ray.exceptions as rex
 from ray import ObjectRefGenerator
 
 from autoresearch.core.errors import AutoresearchError, WorkerLost
-from autoresearch.run.execution import Outcome, RunSpec, run_in_folder
-from autoresearch.run.runner import KILL_GRACE_S, KILL_WAIT_S, clean_env, run_command
+from autoresearch.run.execution import Outcome, RunSpec, run_in_folder, run_setup
+from autoresearch.run.runner import KILL_GRACE_S, KILL_WAIT_S
 from autoresearch.run.slots import THREAD_VARS, Slot
 
 POLL_S = 0.2  # how often a waiting run asks should_stop()
@@ -59,7 +62,8 @@ OUTPUT_BATCH = 1000  # lines per message at most: the latest ones (the whole log
 # only past this do we kill the Ray worker process itself (then the watchdog cleans up).
 CANCEL_GRACE_S = KILL_GRACE_S + KILL_WAIT_S + 2.0
 SETUP_CACHE = "~/.cache/autoresearch/ray-setup"  # on each worker node, expanded there
-SETUP_MIN_TIMEOUT_S = 3600.0  # as for the local setup: downloads may take a while
+SHIPPED_CACHE = "~/.cache/autoresearch/ray-shipped"  # setup outputs and inputs unpacked on a node, by content
+MAX_SHIPPED_BYTES = 8 << 30  # larger setup outputs belong on a filesystem every node shares
 # How long the cluster's address may take to accept a TCP connection. Ray itself retries an
 # unreachable address for minutes (forever for a GCS address), so we ask first.
 CONNECT_TIMEOUT_S = 10.0
@@ -93,11 +97,65 @@ if os.path.isdir(work):
 
 
 @ray.remote
-def _run_on_worker(spec: RunSpec, tar: bytes, slot: Slot) -> Iterator[list[str] | Outcome]:
+def _run_on_worker(spec: RunSpec, tar: bytes, slot: Slot, shipped: list | None = None
+                   ) -> Iterator[list[str] | Outcome]:
     """On a worker: batches of the run's output lines while it goes on, then its outcome (sent once
-    the run's folder is gone: a run that has ended left nothing behind)."""
+    the run's folder is gone: a run that has ended left nothing behind). `shipped`: [key, ref] of
+    the setup's outputs and inputs (a nested ref: fetched only by a node that lacks them)."""
+    if shipped is not None:
+        spec = _with_shipped(spec, shipped[0], shipped[1])
     outcome = yield from _run_here(spec, tar, slot)
     yield outcome
+
+
+def _shipped_paths(spec: RunSpec) -> list[str]:
+    """What a run needs from the coordinator's machine besides its commit: the link targets of the
+    setup's outputs and inputs, and the stores bound under the sandbox's home."""
+    mounts = spec.sandbox.mounts if spec.sandbox is not None else ()
+    return [*(t for _, t in spec.links.outputs), *(t for _, t in spec.links.inputs), *(str(s) for s, _, _ in mounts)]
+
+
+def _pack(paths: list[str]) -> tuple[str, bytes]:
+    """The paths as one tar (member i: paths[i]) and a key of their contents (names, sizes, times)."""
+    digest, buffer, total = hashlib.sha256(), io.BytesIO(), 0
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for i, path in enumerate(paths):
+            for root, _dirs, files in os.walk(path) if os.path.isdir(path) else [("", [], [path])]:
+                for name in sorted(files):
+                    st = os.stat(os.path.join(root, name))
+                    total += st.st_size
+                    digest.update(f"{i}\0{os.path.join(root, name)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+            if total > MAX_SHIPPED_BYTES:
+                raise ValueError(f"the setup's outputs and inputs ({total / 2**30:.1f} GiB so far) are too large to "
+                                 f"send through Ray's object store (at most {MAX_SHIPPED_BYTES / 2**30:.0f} GiB)\n"
+                                 f"  fix: put {path} on a filesystem every node mounts at the same path")
+            archive.add(path, arcname=str(i))
+    return digest.hexdigest(), buffer.getvalue()
+
+
+def _with_shipped(spec: RunSpec, key: str, ref: Any) -> RunSpec:
+    """The spec as this node runs it: the coordinator's paths where they exist here (the same machine,
+    a shared filesystem), else the shipped copies, unpacked once per node into SHIPPED_CACHE."""
+    paths = _shipped_paths(spec)
+    if all(os.path.exists(p) for p in paths):
+        return spec
+    home = Path(SHIPPED_CACHE).expanduser() / key
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{home}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the node's other slots wait for the first unpack
+        if not (home / ".done").exists():
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir()
+            _extract(ray.get(ref), home)
+            (home / ".done").write_text(key)
+    here = {p: str(home / str(i)) for i, p in enumerate(paths)}
+    links = dataclasses.replace(spec.links, outputs=tuple((r, here[t]) for r, t in spec.links.outputs),
+                                inputs=tuple((r, here[t]) for r, t in spec.links.inputs))
+    sandbox = spec.sandbox
+    if sandbox is not None:
+        sandbox = dataclasses.replace(sandbox, readable=(*sandbox.readable, home),
+                                      mounts=tuple((Path(here[str(s)]), t, w) for s, t, w in sandbox.mounts))
+    return dataclasses.replace(spec, links=links, sandbox=sandbox)
 
 
 def _run_here(spec: RunSpec, tar: bytes, slot: Slot) -> Generator[list[str], None, Outcome]:
@@ -111,11 +169,7 @@ def _run_here(spec: RunSpec, tar: bytes, slot: Slot) -> Generator[list[str], Non
         folder, log_dir = work / "files", work / "logs"
         folder.mkdir()
         log_dir.mkdir()
-        with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
-            if hasattr(tarfile, "data_filter"):  # no absolute paths or links out of the folder
-                archive.extractall(folder, filter="data")
-            else:  # pragma: no cover - Python without the tarfile filters (< 3.10.12)
-                archive.extractall(folder)
+        _extract(tar, folder)
         env = {**spec.env, **slot.env}
         if slot.gpus > 0 and "CUDA_VISIBLE_DEVICES" in os.environ:
             # Ray picked this task's GPUs; a value copied from the coordinator must not override it.
@@ -132,6 +186,14 @@ def _run_here(spec: RunSpec, tar: bytes, slot: Slot) -> Generator[list[str], Non
         shutil.rmtree(work, ignore_errors=True)
         watchdog.kill()
         watchdog.wait()
+
+
+def _extract(tar: bytes, folder: Path) -> None:
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        if hasattr(tarfile, "data_filter"):  # no absolute paths or links out of the folder
+            archive.extractall(folder, filter="data")
+        else:  # pragma: no cover - Python without the tarfile filters (< 3.10.12)
+            archive.extractall(folder)
 
 
 def _streamed(run: Callable[[Callable[[str], None], Callable[[], bool]], Outcome]
@@ -177,12 +239,9 @@ def _setup_once(spec: RunSpec, folder: Path, log_dir: Path) -> None:
         if marker.exists():
             return
         host = socket.gethostname()
-        result = run_command(spec.setup, folder, env=clean_env(spec.env, passed=spec.pass_env),
-                             timeout_s=max(spec.timeout_s, SETUP_MIN_TIMEOUT_S),
-                             log_path=log_dir / "setup" / f"{host}.log", log_cap_bytes=spec.log_cap_bytes)
-        if result.status != "ok":
-            raise RuntimeError(f"setup command `{spec.setup}` failed on {host} ({result.status}, exit "
-                               f"{result.exit_code}):\n{result.log_tail[-2000:]}")
+        run_setup(spec.setup, folder, env=spec.env, pass_env=spec.pass_env, timeout_s=spec.timeout_s,
+                  log_path=log_dir / "setup" / f"{host}.log", log_cap_bytes=spec.log_cap_bytes, where=f" on {host}",
+                  environment=spec.environment)
         marker.write_text(f"{spec.setup}\n")
 
 
@@ -285,6 +344,8 @@ class RayBackend:
         # Integral CPU requests tell the math libraries how many threads to use; Ray does not pin cores.
         env = {v: str(int(cpus)) for v in THREAD_VARS} if float(cpus).is_integer() else {}
         self.slots = [Slot(f"ray{i}", dict(env), cpus=cpus, gpus=gpus) for i in range(count)]
+        self._shipments: dict[tuple[str, ...], list] = {}  # shipped paths -> [key, object ref]
+        self._ship_lock = threading.Lock()
 
     def run(self, spec: RunSpec, slot: Slot, *, on_output: Callable[[str], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> Outcome:
@@ -293,7 +354,7 @@ class RayBackend:
         started = time.time()
         tar = self._archive(spec.commit)
         stream = _run_on_worker.options(num_cpus=slot.cpus, num_gpus=slot.gpus, max_retries=0).remote(
-            spec, ray.put(tar), slot)
+            spec, ray.put(tar), slot, self._shipped(spec))
         try:
             while True:
                 if not ray.wait([stream], timeout=POLL_S)[0]:
@@ -327,6 +388,18 @@ class RayBackend:
         self._connected = False
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _shipped(self, spec: RunSpec) -> list | None:
+        """[key, ref] of the setup's outputs and inputs in the object store, packed at the first run
+        that needs them (they do not change while a research runs: experiments see them read-only)."""
+        paths = tuple(_shipped_paths(spec))
+        if not paths:
+            return None
+        with self._ship_lock:
+            if paths not in self._shipments:
+                key, data = _pack(list(paths))
+                self._shipments[paths] = [key, ray.put(data)]
+            return self._shipments[paths]
 
     def _archive(self, commit: str) -> bytes:
         proc = subprocess.run(["git", "-C", str(self.repo), "archive", "--format=tar", commit],

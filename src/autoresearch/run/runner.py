@@ -517,6 +517,7 @@ def run_command(command: str, cwd: Path, *, env: Mapping[str, str], timeout_s: f
                               daemon=True)
     reader.start()
 
+    oom = False
     try:
         status = _watch(root, tree, t0, timeout_s, should_stop)
     finally:
@@ -524,19 +525,7 @@ def run_command(command: str, cwd: Path, *, env: Mapping[str, str], timeout_s: f
         try:
             _kill_tree(root, tree, grace=True)
         finally:
-            oom = False
-            if group is not None:  # whatever left the tree (setsid, double fork, cleared env) dies here
-                oom = group.oom_killed()
-                group.destroy()
-            root.close()
-            reader.join(READER_JOIN_S)
-            if reader.is_alive():
-                stop_reading.set()
-                reader.join(READER_JOIN_S + 1.0)
-            if reader.is_alive():
-                log.warning("output reader of %s did not finish (on_output stuck?)", log_path)
-            else:
-                proc.stdout.close()
+            oom = _end(root, group, reader, stop_reading, log_path)
     if out.error is not None:  # e.g. ENOSPC: what the run printed is lost, so it cannot be judged
         raise OSError(out.error.errno, f"cannot write the run's log {log_path}: {out.error.strerror}")
     wall = (root.ended or time.monotonic()) - t0
@@ -546,6 +535,26 @@ def run_command(command: str, cwd: Path, *, env: Mapping[str, str], timeout_s: f
     peak = _peak_mb(root, tree)
     return RunResult(status=status, exit_code=code, wall_s=wall, peak_mem_mb=peak,
                      log_path=log_path, log_tail=out.tail_text(), truncated=out.truncated, oom_killed=oom)
+
+
+def _end(root: _Root, group: RunCgroup | None, reader: threading.Thread, stop_reading: threading.Event,
+         log_path: Path) -> bool:
+    """After the tree is killed: its cgroup emptied and removed, the output read to the end.
+    Returns whether the kernel's OOM killer ended the run."""
+    oom = False
+    if group is not None:  # whatever left the tree (setsid, double fork, cleared env) dies here
+        oom = group.oom_killed()
+        group.destroy()
+    root.close()
+    reader.join(READER_JOIN_S)
+    if reader.is_alive():
+        stop_reading.set()
+        reader.join(READER_JOIN_S + 1.0)
+    if reader.is_alive():
+        log.warning("output reader of %s did not finish (on_output stuck?)", log_path)
+    else:
+        root.proc.stdout.close()
+    return oom
 
 
 def _watch(root: _Root, tree: _Tree, t0: float, timeout_s: float,

@@ -13,8 +13,8 @@ Setup outputs (`[setup] outputs`) are kept in the task's state folder, one store
 In the sandbox the stores are writable for the setup only: experiments see them read-only.
 Inputs (`[setup] inputs`) are paths of the checkout git does not track (nanoGPT's `input.txt`):
 linked into the setup's folder and every worktree, never copied. All links are made by the harness
-before the command starts, so they work with and without the sandbox (the local backend only:
-stores live on this machine).
+before the command starts, so they work with and without the sandbox. The stores live on the
+coordinator's machine; the Ray backend ships them to nodes that lack them (run/ray_backend.py).
 """
 from __future__ import annotations
 

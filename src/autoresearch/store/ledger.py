@@ -32,6 +32,8 @@ it, and a replacement store must pass it):
   ended_at now, no earlier than its start) and returns it, None when none was open; `paused(tag)`
   is the open one or None; `pauses(tag)` every pause of the tag in id order. Another process's
   pause is seen by the next call (the scheduler reads it before it starts an experiment).
+- `add_check` starts an ablation/transfer check; `add_check_pair` appends one (reference,
+  variant) pair, durably; `checks` gives them back in id order with their pairs in order.
 - `write_results_tsv` replaces the file atomically: the finished experiments, in id order.
 """
 from __future__ import annotations
@@ -47,7 +49,16 @@ from typing import Any, Iterator
 
 from autoresearch.core.config import STATE_DIR
 from autoresearch.core.errors import AutoresearchError
-from autoresearch.core.records import FINISHED, PENDING, STATUSES, Experiment, Idea, Pause, Run
+from autoresearch.core.records import (
+    FINISHED,
+    PENDING,
+    STATUSES,
+    Check,
+    Experiment,
+    Idea,
+    Pause,
+    Run,
+)
 
 SCHEMA_VERSION = 1
 
@@ -111,6 +122,17 @@ CREATE TABLE IF NOT EXISTS pauses (
     ended_at      REAL                      -- NULL: paused now
 );
 CREATE UNIQUE INDEX IF NOT EXISTS pauses_open ON pauses(tag) WHERE ended_at IS NULL;
+CREATE TABLE IF NOT EXISTS checks (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    tag           TEXT NOT NULL,
+    kind          TEXT NOT NULL,            -- ablation | transfer
+    experiment_id INTEGER,
+    setting       TEXT NOT NULL DEFAULT '{}',
+    pairs         TEXT NOT NULL DEFAULT '[]',
+    note          TEXT NOT NULL DEFAULT '',
+    direction     TEXT NOT NULL DEFAULT 'minimize',
+    created_at    REAL NOT NULL
+);
 """
 # Columns added after version 1, with their types: added to older ledgers when they are opened.
 ADDED_COLUMNS = {
@@ -377,6 +399,29 @@ class Ledger:
                         (experiment_id, outcome, idea_id))
 
     # -- meta ---------------------------------------------------------------------------------
+
+    # -- checks (ablation, transfer) ---------------------------------------------------------------
+
+    def add_check(self, tag: str, kind: str, experiment_id: int | None, setting: dict | None = None,
+                  direction: str = "minimize") -> int:
+        cur = self.db.execute(
+            "INSERT INTO checks (tag, kind, experiment_id, setting, direction, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (tag, kind, experiment_id, json.dumps(setting or {}), direction, time.time()))
+        return int(cur.lastrowid)
+
+    def add_check_pair(self, check_id: int, reference: float, variant: float) -> None:
+        """One more (reference, variant) pair of a check, durable before the next run starts."""
+        self.db.execute("UPDATE checks SET pairs = json_insert(pairs, '$[#]', json_array(?, ?)) WHERE id = ?",
+                        (float(reference), float(variant), check_id))
+
+    def note_check(self, check_id: int, note: str) -> None:
+        self.db.execute("UPDATE checks SET note = ? WHERE id = ?", (note, check_id))
+
+    def checks(self, tag: str | None = None) -> list[Check]:
+        """The checks (of one research run, or all), in id order."""
+        sql, args = ("SELECT * FROM checks WHERE tag = ? ORDER BY id", (tag,)) if tag is not None else \
+            ("SELECT * FROM checks ORDER BY id", ())
+        return [Check.from_row(r) for r in self.db.execute(sql, args)]
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

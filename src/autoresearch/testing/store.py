@@ -313,6 +313,23 @@ class StoreConformance:
             cli.close()
             loop.close()
 
+    # -- checks ---------------------------------------------------------------------------------
+
+    def test_checks(self, store: Ledger) -> None:
+        exp_id = self.start(store)
+        first = store.add_check("t", "ablation", exp_id, {"label": "without #1"}, direction="maximize")
+        other = store.add_check("u", "transfer", None, {"budget_s": 60})
+        store.add_check_pair(first, 1.0, 0.5)
+        store.add_check_pair(first, 1.25, 0.75)
+        store.note_check(other, "the variant run failed")
+        (check,) = store.checks("t")
+        assert (check.id, check.kind, check.experiment_id, check.setting) == (first, "ablation", exp_id,
+                                                                              {"label": "without #1"})
+        assert check.pairs == [[1.0, 0.5], [1.25, 0.75]] and check.direction == "maximize"
+        assert check.gain == 0.5  # maximize: the best without the change scores 0.5 lower
+        assert [c.id for c in store.checks()] == [first, other] and store.checks("u")[0].note.startswith("the variant")
+        assert first < other
+
     # -- durability and threads -----------------------------------------------------------------
 
     def test_what_was_written_is_there_after_reopening(self, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from autoresearch.core.config import ConfigError, MetricSpec, load_config, state_dir
+from autoresearch.core.records import Check
 from autoresearch.repo import gitops
 
 # The kinds a chart point can be: every status, with the discards a guard or the budget refused
@@ -170,6 +171,15 @@ class Task:
                                          "ORDER BY r.id", (tag,)):
             groups.setdefault(exp_id, []).append(metric)
         return [g for g in groups.values() if len(g) > 1]
+
+    def checks(self, tag: str) -> list[dict[str, Any]]:
+        """Ablation and transfer checks of a research run (`autoresearch ablate` / `transfer`), with
+        their gains; none in a ledger older than the checks."""
+        try:
+            rows = self.query("SELECT * FROM checks WHERE tag = ? ORDER BY id", (tag,))
+        except sqlite3.OperationalError:  # no checks table yet: the ledger's writer is older
+            return []
+        return [Check.from_row(r).to_dict() for r in rows]
 
     def ideas(self) -> list[dict[str, Any]]:
         rows = self.query("SELECT i.*, e.status AS experiment_status FROM ideas i "

@@ -70,8 +70,8 @@ def cmd_dashboard(args) -> int:
         print(json.dumps({"url": url, "token": app.state.token, "tasks": [str(t.root) for t in tasks]}), flush=True)
     else:
         print(f"dashboard: {url}  (tasks: {', '.join(t.name for t in tasks)})\n"
-              f"write token: {app.state.token}\n  open {url}#token={app.state.token} to add ideas and pause or resume from the page",
-              flush=True)
+              f"write token: {app.state.token}\n  open {url}#token={app.state.token} to add ideas and pause or resume "
+              "from the page", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     server.run(sockets=[sock])
     return 0

@@ -102,6 +102,7 @@ def test_views_data(served: Served):
     assert notebook["program"] == "Minimise score by editing train.py.\n"
     acc = notebook["accounting"]
     assert acc["kept_improvements"] == 2 and acc["runs"] >= 6 and acc["device_hours"] > 0 and acc["cost_usd"] is None
+    assert notebook["checks"] == []  # none run on this task (tests/research/test_checks.py makes some)
     params = httpx.get(f"{served.url}api/0/t/params").json()
     assert params["names"] == ["WIDTH", "X"] and len(params["trials"]) >= 5
     assert all(0 <= v <= 1 for v in params["importance"].values() if v is not None)

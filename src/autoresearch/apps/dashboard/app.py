@@ -197,7 +197,7 @@ def create_app(tasks: list[Task], token: str | None = None, poll_s: float = POLL
     def notebook(index: int, tag: str) -> dict:
         task = task_at(index)  # the notebook file is not in the ledger: read it every time
         return {"notebook": task.notebook(tag), "program": task.program_text(tag),
-                "accounting": computed(index, tag, "accounting")[0]}
+                "accounting": computed(index, tag, "accounting")[0], "checks": computed(index, tag, "checks")[0]}
 
     @app.get("/api/{index}/{tag}/params")
     def params(index: int, tag: str) -> Response:

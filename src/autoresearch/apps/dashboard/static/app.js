@@ -499,8 +499,18 @@ async function viewNotebook() {
     ${rows.map(([k, v]) => `<tr><th>${esc(k)}</th><td class="num">${esc(v)}</td></tr>`).join("")}</tbody></table>
     <p class="muted">Not recorded by the ledger: ${a.not_recorded.map(esc).join("; ")}.</p></div>
     <div class="panel"><h2>The question (program)</h2><pre class="text">${esc(d.program || "(no program file)")}</pre></div></div>
+    <div class="panel"><h2>Ablation and transfer</h2>${checksTable(d.checks)}</div>
     <div class="panel"><h2>Lab notebook</h2>${d.notebook ? `<pre class="text" id="notebook">${esc(d.notebook)}</pre>`
       : `<p class="muted">empty: LLM agents write their notes here (.autoresearch/notebooks/${esc(state.tag)}.md)</p>`}</div>`;
+}
+
+function checksTable(checks) {
+  if (!checks.length) return `<p class="muted">none run (<code>autoresearch ablate</code>, <code>autoresearch transfer --budget S</code>)</p>`;
+  const gain = (c) => (c.gain === null ? "—" : `${c.gain > 0 ? "+" : ""}${c.gain.toPrecision(4)}${c.se === null ? "" : ` ± ${c.se.toPrecision(2)}`}`);
+  return `<table id="checks"><thead><tr><th>check</th><th>what</th><th class="num">pairs</th><th class="num">gain ± se</th><th>note</th></tr></thead><tbody>
+    ${checks.map((c) => `<tr><td>#${c.id} ${esc(c.kind)}</td><td>${esc(c.setting.label || "")}</td><td class="num">${c.pairs.length}</td>
+      <td class="num">${esc(gain(c))}</td><td>${esc(c.note)}</td></tr>`).join("")}</tbody></table>
+    <p class="muted">gain &gt; 0: better (ablation: the change still helps in the best; transfer: the best beats the base there)</p>`;
 }
 
 // -- parameters (search agents) --------------------------------------------------------------

@@ -11,6 +11,13 @@ Invariants:
   sets the branch to the database's head, so a kill -9 at any point leaves them agreeing.
 - Jobs are leased with an expiry; an expired lease returns the job to the queue (a verifier or the
   hub died), and a report is taken only with the lease's own token.
+- Adaptive replication: a worker whose last `REPUTABLE_AFTER` accepted claims (in a row, no reject)
+  passed the full test, and that was never flagged, gets the cheap check (verify.cheap_check) on
+  its next claims, except a random `AUDIT_RATE` of them, drawn at reveal with `secrets`, which get
+  the full test. A reject resets the record; a mismatch (claimed far more than verified) flags
+  the worker, and a flagged worker never gets the cheap check again.
+- A rebased claim keeps the pairs measured on the same edit (patches.edit_hash: the lines it
+  removes and adds, wherever they land); only a changed edit starts its evidence again.
 All state changes happen under one lock in one process (the hub is one server process).
 """
 from __future__ import annotations
@@ -33,7 +40,9 @@ from autoresearch.core.metrics import valid_metric
 from autoresearch.hub import verify
 from autoresearch.hub.models import (
     ACCEPTED,
+    AUDIT,
     CALIBRATE,
+    CHEAP,
     FULL,
     JOB_DONE,
     JOB_LEASED,
@@ -42,6 +51,7 @@ from autoresearch.hub.models import (
     REJECTED,
     SCREEN,
     VERIFYING,
+    WHOLE,
     WORKER,
     ChainEntry,
     Claim,
@@ -57,6 +67,7 @@ from autoresearch.hub.patches import (
     check_patch,
     commitment_digest,
     content_hash,
+    edit_hash,
 )
 from autoresearch.repo import gitops
 from autoresearch.research.measure import budget_limit
@@ -69,6 +80,8 @@ MAX_PENDING_NEW = 1  # queued claims of a worker with no accepted claim (a Sybil
 MAX_PENDING = 4  # queued claims of a worker with accepted ones
 MAX_OPEN_COMMITMENTS = 8  # commitments not yet revealed, per worker
 MAX_JUNK = 5  # rejected claims, none accepted: the worker is blocked from claiming
+REPUTABLE_AFTER = 2  # accepted claims in a row verified in full: a record (each one a real, verified gain)
+AUDIT_RATE = 20  # 1 in this many claims of a reputable worker gets the full test anyway (an audit)
 # A claim's further pairs go before new screenings: a verification under way finishes before the
 # chain moves under it (each move means a rebase and its runs again).
 CONTINUE_FIRST = 1e6
@@ -148,7 +161,7 @@ class Hub:
         token = secrets.token_urlsafe(32)
         with self.sessions.begin() as s:
             w = Worker(name=name, kind=kind, token_hash=token_hash(token), created_at=self.clock(), accepted=0,
-                       rejected=0, flagged=0, clean_streak=0, verifier_runs=0, blocked=False)
+                       rejected=0, flagged=0, clean_streak=0, full_streak=0, verifier_runs=0, blocked=False)
             s.add(w)
             s.flush()
             return w.id, token
@@ -232,6 +245,7 @@ class Hub:
             raise HubError(422, f"patch refused: {e}") from None
         head = self._head(s)
         files, base_commit = {**base_files, **changed}, base.commit
+        self._credit_earliest(s, c, base.commit, content_hash(files))
         if base.commit != head.commit:
             changed, base_commit = self._rebased(base_files, files, head), head.commit
             files = {**self.editable_at(head.commit), **changed}
@@ -244,11 +258,32 @@ class Hub:
                       base_commit=base_commit, submitted_base=base.commit, candidate_commit=commit,
                       content_hash=digest, files=changed, description=sub.description, agent=sub.agent,
                       claimed=sub.claimed, environment=sub.environment, log_tail=sub.log_tail[-4000:],
-                      state=QUEUED, reason="queued for screening", verifier_runs=0, rebases=0)
+                      state=QUEUED, reason="queued for screening", verifier_runs=0, rebases=0,
+                      edit_hash=edit_hash(self.editable_at(base_commit), changed), check=self._check_for(me))
         s.add(claim)
         s.flush()
         self._queue(s, claim, SCREEN, verify.LOOKS[0], me)
         return claim
+
+    def _check_for(self, worker: Worker) -> str:
+        """Which check a new claim of this worker gets; an audit is drawn here, unpredictably."""
+        if not reputable(worker):
+            return WHOLE
+        return AUDIT if secrets.randbelow(AUDIT_RATE) == 0 else CHEAP
+
+    def _credit_earliest(self, s: Session, c: Commitment, base_commit: str, digest: str) -> None:
+        """A patch already accepted on the same base, committed to here earlier than by the claim that
+        was accepted: the credit is this worker's (the earliest commitment wins). It is refused all
+        the same, as the duplicate it is."""
+        for entry in s.scalars(select(ChainEntry).where(ChainEntry.parent_commit == base_commit)):
+            if content_hash(self.editable_at(entry.commit)) != digest or entry.claim_id is None:
+                continue
+            winner = s.get(Claim, entry.claim_id)
+            if c.created_at < winner.committed_at:
+                entry.credit_worker_id = c.worker_id
+            raise HubError(409, f"duplicate: the chain holds this patch already (height {entry.height})" +
+                           ("; your commitment came first, so its credit is yours" if
+                            entry.credit_worker_id == c.worker_id else ""))
 
     def _rebased(self, old_base: dict[str, str], files: dict[str, str], head: ChainEntry) -> dict[str, str]:
         merged, conflicts = gitops.merge_files(old_base, self.editable_at(head.commit), files)
@@ -335,11 +370,6 @@ class Hub:
         head = self._head(s)
         if claim.base_commit == head.commit:
             return True
-        measured = s.scalars(select(Pair).where(Pair.claim_id == claim.id,
-                                                Pair.base_commit == claim.base_commit)).first() is not None
-        if measured and claim.rebases >= MAX_REBASES:  # waiting in the queue costs nothing: only re-runs count
-            self._decide(s, claim, REJECTED, f"the chain moved {claim.rebases + 1} times while it was verified")
-            return False
         try:
             old = self.editable_at(claim.base_commit)
             changed = self._rebased(old, {**old, **claim.files}, head)
@@ -349,12 +379,19 @@ class Hub:
         except HubError as e:
             self._decide(s, claim, REJECTED, f"after the chain moved to height {head.height}: {e.message}")
             return False
+        edit = edit_hash(self.editable_at(head.commit), changed)
+        lost = edit != claim.edit_hash and s.scalars(select(Pair).where(Pair.claim_id == claim.id)).first() is not None
+        if lost and claim.rebases >= MAX_REBASES:  # waiting in the queue costs nothing: only lost runs count
+            self._decide(s, claim, REJECTED, f"the chain moved {claim.rebases + 1} times under it, changing its edit")
+            return False
         commit = gitops.commit_files(self.repo, head.commit, changed, f"{claim.description[:200]}\n\nhub claim "
                                      f"#{claim.id}, rebased onto height {head.height}\n")
         gitops.update_ref(self.repo, CLAIM_REF + commit, commit)
         claim.base_commit, claim.candidate_commit, claim.files, claim.content_hash = head.commit, commit, changed, digest
-        claim.rebases += int(measured)
-        job.base_commit, job.candidate_commit, job.phase, job.pairs = head.commit, commit, SCREEN, verify.LOOKS[0]
+        if edit != claim.edit_hash:  # a new edit: its evidence starts again with a screening pair
+            job.phase, job.pairs = SCREEN, verify.LOOKS[0]
+        claim.rebases, claim.edit_hash = claim.rebases + int(lost), edit
+        job.base_commit, job.candidate_commit = head.commit, commit
         return True
 
     def report(self, verifier: Worker, job_id: int, lease_token: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -399,7 +436,8 @@ class Hub:
                 self._decide(s, claim, REJECTED, problem)
                 return problem
         for b, c in zip(base_runs, cand_runs):
-            s.add(Pair(job_id=job.id, claim_id=job.claim_id, base_commit=job.base_commit, base_value=b["metric"],
+            s.add(Pair(job_id=job.id, claim_id=job.claim_id, base_commit=job.base_commit,
+                       edit_hash=claim.edit_hash if claim is not None else None, base_value=b["metric"],
                        candidate_value=c["metric"], base_metrics=b.get("metrics", {}),
                        candidate_metrics=c.get("metrics", {}), verifier_id=verifier.id, created_at=self.clock()))
         s.flush()
@@ -438,16 +476,17 @@ class Hub:
 
     def _verdict(self, s: Session, claim: Claim) -> str:
         pairs = [(p.base_value, p.candidate_value) for p in s.scalars(
-            select(Pair).where(Pair.claim_id == claim.id, Pair.base_commit == claim.base_commit).order_by(Pair.id))]
+            select(Pair).where(Pair.claim_id == claim.id, Pair.edit_hash == claim.edit_hash).order_by(Pair.id))]
         worker = s.get(Worker, claim.worker_id)
-        reputable = worker.clean_streak >= self.policy.reputable_streak
-        claimed = claim.claimed.get("gain")
-        v = verify.judge(self.policy, pairs, self._noise(s, exclude_claim=claim.id), reputable=reputable,
-                         claimed_gain=float(claimed) if isinstance(claimed, (int, float)) else None)
+        v = verify.judge(self.policy, pairs, self._noise(s, exclude_claim=claim.id),
+                         claimed=verify.claimed_evidence(self.policy.direction, claim.claimed),
+                         cheap=claim.check == CHEAP and reputable(worker))
         claim.verified_gain, claim.verified_se = v.gain, v.se
+        if claim.check == CHEAP and not v.cheap:  # the cheap check failed (or the record is gone): the full test
+            claim.check = WHOLE
         if v.mismatch:
             worker.flagged += 1
-            worker.clean_streak = 0
+            worker.clean_streak = worker.full_streak = 0
         if v.action == "more":
             claim.state, claim.reason = QUEUED, v.reason
             self._queue(s, claim, FULL, v.more_pairs, worker)
@@ -477,9 +516,10 @@ class Hub:
         if state == ACCEPTED:
             worker.accepted += 1
             worker.clean_streak = 0 if mismatch else worker.clean_streak + 1
+            worker.full_streak = 0 if mismatch else worker.full_streak + (claim.check != CHEAP)
         else:
             worker.rejected += 1
-            worker.clean_streak = 0
+            worker.clean_streak = worker.full_streak = 0
             if worker.rejected >= MAX_JUNK and worker.accepted == 0:
                 worker.blocked = True
 
@@ -501,6 +541,11 @@ class Hub:
 def _ok(run: dict[str, Any]) -> bool:
     metric = run.get("metric")
     return run.get("status") == "ok" and isinstance(metric, (int, float)) and valid_metric(metric)
+
+
+def reputable(worker: Worker) -> bool:
+    """A clean record: the last REPUTABLE_AFTER accepted claims in a row passed the full test, never flagged."""
+    return worker.flagged == 0 and worker.full_streak >= REPUTABLE_AFTER
 
 
 def _reputation(worker: Worker | None) -> float:

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from autoresearch.core.config import TaskConfig, load_config
@@ -201,13 +202,21 @@ def create_app(hub: Hub, views: Views) -> FastAPI:
     def bundle() -> Response:
         return Response(hub_bundle(hub).read_bytes(), media_type="application/octet-stream")
 
+    async def per_height(name: str, request: Request) -> Response:
+        """The hot path of polling workers: pre-built bytes, 304 when the client has them already.
+        On the event loop itself (no thread hand-off); a body not built yet is built in a thread."""
+        body = views.cached(name) or await run_in_threadpool(views.body, name)
+        if request.headers.get("if-none-match") == body.etag:
+            return Response(status_code=304, headers={"ETag": body.etag})
+        return Response(body.data, media_type="application/json", headers={"ETag": body.etag})
+
     @app.get(f"{API}/best")
-    def best() -> Response:
-        return Response(views.best_json(), media_type="application/json")
+    async def best(request: Request) -> Response:
+        return await per_height("best", request)
 
     @app.get(f"{API}/chain")
-    def chain() -> Response:
-        return Response(views.chain_json(), media_type="application/json")
+    async def chain(request: Request) -> Response:
+        return await per_height("chain", request)
 
     @app.get(f"{API}/claims")
     def claims(state: str | None = None) -> list[dict]:

@@ -8,6 +8,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import httpx
+
 from autoresearch.repo import gitops
 from tests.hub.conftest import (
     RunningHub,
@@ -67,3 +69,23 @@ def test_kill9_of_the_hub_mid_verification(tmp_path: Path):
         verifier.stop()
         hub.stop()
 
+
+
+def test_rate_limits_survive_a_restart_of_the_hub(tmp_path: Path):
+    """The buckets live in the database: spending the registration burst, then restarting the hub,
+    gives back only what the time of the restart refills, not a new burst."""
+    from autoresearch.hub.server import REGISTER_BURST, REGISTER_RATE
+    hub = RunningHub(hub_task(tmp_path / "task"), free_port(), None).start()
+    try:
+        codes = [httpx.post(hub.url + "/api/v1/workers", json={"name": f"w{i}"}).status_code
+                 for i in range(REGISTER_BURST + 5)]
+        assert codes.count(201) <= REGISTER_BURST + 2 and codes[-1] == 429, codes
+        spent_at = time.time()
+        hub.kill9()
+        hub.start()
+        after = [httpx.post(hub.url + "/api/v1/workers", json={"name": f"x{i}"}).status_code
+                 for i in range(REGISTER_BURST)]
+        refilled = REGISTER_RATE * (time.time() - spent_at) + 1
+        assert after.count(201) <= refilled < REGISTER_BURST, (after, refilled)
+    finally:
+        hub.stop()

@@ -178,3 +178,38 @@ def test_the_edit_hash_ignores_where_the_edit_lands():
     assert edit_hash(base, {"train.py": "A = 1\nB = 1\nC = 3\n"}) == \
         edit_hash(moved, {"train.py": "A = 2\nB = 1\nC = 3\n"})
     assert edit_hash(base, {"train.py": "A = 1\nB = 1\nC = 3\n"}) != edit_hash(base, {"train.py": "A = 1\nB = 1\nC = 4\n"})
+
+
+def test_credit_is_a_share_of_the_advance_and_the_earliest_commitment_earns_it(tmp_path: Path):
+    """Copying a leader earns nothing: the copy is refused and has no credit. Among equal patches
+    the earliest commitment wins, even one revealed after the other was accepted."""
+    from autoresearch.hub.service import HubError
+    hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
+    hub.start()
+    views, rng = Views(hub), random.Random(5)
+    verifier = hub.authenticate(hub.register("v", kind=VERIFIER)[1], VERIFIER)
+    report(hub, verifier, 9.0, 9.0, rng)
+    alice, bob, carol = (hub.authenticate(hub.register(n)[1]) for n in ("alice", "bob", "carol"))
+    best = json.loads(views.best_json())
+    files = {"train.py": best["files"]["train.py"].replace("X = 5.0", "X = 4.0")}
+    early = hub.commit(bob, commitment_digest(best["commit"], files, "b" * 16))  # bob found it first, waits
+    first = claim_of(hub, alice, "X = 5.0", "X = 4.0")
+    verify_until_decided(hub, verifier, first.id, 9.0, 4.0, rng)
+    second = claim_of(hub, alice, "X = 4.0", "X = 3.0")
+    verify_until_decided(hub, verifier, second.id, 4.0, 1.0, rng)
+    late = hub.commit(carol, commitment_digest(best["commit"], files, "c" * 16))  # a copy of the published diff
+    try:
+        hub.reveal(carol, Submission(late.id, "c" * 16, best["commit"], files, "copy", "t", {}, {}))
+        raise AssertionError("a copy was admitted")
+    except HubError as e:
+        assert e.status == 409 and "duplicate" in e.message and "yours" not in e.message
+    try:
+        hub.reveal(bob, Submission(early.id, "b" * 16, best["commit"], files, "mine", "t", {}, {}))
+        raise AssertionError("a duplicate was admitted")
+    except HubError as e:
+        assert e.status == 409 and "credit is yours" in e.message
+    views._timed.clear()
+    board = {r["worker"]: r for r in views.leaderboard()}
+    assert board["carol"]["credit"] == 0.0
+    assert abs(board["bob"]["credit"] - 5 / 8) < 0.05 and abs(board["alice"]["credit"] - 3 / 8) < 0.05, board
+    assert [r["worker"] for r in views.leaderboard()][:2] == ["bob", "alice"]

@@ -96,6 +96,16 @@ class HubError(AutoresearchError):
         self.status, self.message, self.fix = status, message, fix
 
 
+class EarlierCommitment(HubError):
+    """A reveal of a patch already accepted, committed before the accepted claim was: refused as a
+    duplicate, but the credit of chain entry `height` moves to this worker (not counted as junk)."""
+
+    def __init__(self, height: int):
+        super().__init__(409, f"duplicate: the chain holds this patch already (height {height}); your "
+                         "commitment came first, so its credit is yours")
+        self.height = height
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -197,7 +207,7 @@ class Hub:
         """Check a revealed patch against its commitment and the rules, commit it, queue its screening.
 
         Once the digest matches, the commitment is spent whatever the verdict, and a refused patch
-        counts against the worker as junk."""
+        counts against the worker as junk (except an earlier commitment to an accepted patch)."""
         with self.lock:
             spent = False
             try:
@@ -216,13 +226,16 @@ class Hub:
                     spent = True
                     c.revealed = True
                     return self._admit(s, me, c, sub)
-            except HubError:
+            except HubError as e:
                 if spent:
                     with self.sessions.begin() as s:
                         s.get(Commitment, sub.commitment_id).revealed = True
-                        w = s.get(Worker, worker.id)
-                        w.rejected += 1
-                        w.blocked = w.blocked or (w.rejected >= MAX_JUNK and w.accepted == 0)
+                        if isinstance(e, EarlierCommitment):  # no junk: its finder, just late
+                            s.get(ChainEntry, e.height).credit_worker_id = worker.id
+                        else:
+                            w = s.get(Worker, worker.id)
+                            w.rejected += 1
+                            w.blocked = w.blocked or (w.rejected >= MAX_JUNK and w.accepted == 0)
                 raise
 
     def _admit(self, s: Session, me: Worker, c: Commitment, sub: Submission) -> Claim:
@@ -273,17 +286,14 @@ class Hub:
 
     def _credit_earliest(self, s: Session, c: Commitment, base_commit: str, digest: str) -> None:
         """A patch already accepted on the same base, committed to here earlier than by the claim that
-        was accepted: the credit is this worker's (the earliest commitment wins). It is refused all
-        the same, as the duplicate it is."""
+        was accepted: the credit is this worker's (the earliest commitment wins; reveal() records
+        it). It is refused all the same, as the duplicate it is."""
         for entry in s.scalars(select(ChainEntry).where(ChainEntry.parent_commit == base_commit)):
             if content_hash(self.editable_at(entry.commit)) != digest or entry.claim_id is None:
                 continue
-            winner = s.get(Claim, entry.claim_id)
-            if c.created_at < winner.committed_at:
-                entry.credit_worker_id = c.worker_id
-            raise HubError(409, f"duplicate: the chain holds this patch already (height {entry.height})" +
-                           ("; your commitment came first, so its credit is yours" if
-                            entry.credit_worker_id == c.worker_id else ""))
+            if c.created_at < s.get(Claim, entry.claim_id).committed_at:
+                raise EarlierCommitment(entry.height)
+            raise HubError(409, f"duplicate: the chain holds this patch already (height {entry.height})")
 
     def _rebased(self, old_base: dict[str, str], files: dict[str, str], head: ChainEntry) -> dict[str, str]:
         merged, conflicts = gitops.merge_files(old_base, self.editable_at(head.commit), files)

@@ -129,17 +129,25 @@ class Views:
             return claim_summary(c, w.name if w else None)
 
     def leaderboard(self) -> list[dict[str, Any]]:
+        """Contributors ranked by credit: each accepted commit's share of the chain's verified advance,
+        to the worker whose commitment to that patch came first. A copy is refused at the gate
+        (the same content as an earlier commitment), so copying a leader earns nothing."""
         def build():
             with self.hub.sessions() as s:
                 gains: dict[int, float] = {}
-                for e in s.scalars(select(ChainEntry).where(ChainEntry.worker_id.is_not(None))):
+                credit: dict[int, float] = {}
+                entries = list(s.scalars(select(ChainEntry).where(ChainEntry.worker_id.is_not(None))))
+                advance = sum(max(e.gain, 0.0) for e in entries)
+                for e in entries:
                     gains[e.worker_id] = gains.get(e.worker_id, 0.0) + e.gain
-                rows = [{"worker": w.name, "worker_id": w.id, "kind": w.kind, "accepted": w.accepted,
-                         "verified_gain": gains.get(w.id, 0.0), "rejected": w.rejected, "flagged": w.flagged,
-                         "verifier_runs": w.verifier_runs, "blocked": w.blocked}
+                    earner = e.credit_worker_id or e.worker_id
+                    credit[earner] = credit.get(earner, 0.0) + (max(e.gain, 0.0) / advance if advance else 0.0)
+                rows = [{"worker": w.name, "worker_id": w.id, "kind": w.kind, "credit": round(credit.get(w.id, 0.0), 4),
+                         "accepted": w.accepted, "verified_gain": gains.get(w.id, 0.0), "rejected": w.rejected,
+                         "flagged": w.flagged, "verifier_runs": w.verifier_runs, "blocked": w.blocked}
                         for w in s.scalars(select(Worker))]
-            rows = [r for r in rows if r["kind"] == "verifier" or r["accepted"] or r["rejected"]]
-            rows.sort(key=lambda r: (-r["accepted"], -r["verified_gain"], r["rejected"]))
+            rows = [r for r in rows if r["kind"] == "verifier" or r["accepted"] or r["rejected"] or r["credit"]]
+            rows.sort(key=lambda r: (-r["credit"], -r["accepted"], r["rejected"]))
             for rank, r in enumerate(rows, 1):
                 r["rank"] = rank
             return rows

@@ -5,17 +5,18 @@ improvements are, what verification costs, and how fast the hub serves reads.
 
 Starts `autoresearch hub serve` (SQLite) on a noisy toy task with a trusted evaluator (score =
 sum of A_i^2 + N(0, 0.05), 64 constants), two verifiers through the real harness, then:
-1. reads: `--clients` connections (in READ_PROCESSES processes, plain http.client with keep-alive,
-   so the load generator is not what is measured) each make a bounded loop, side by side in one
-   run: GET /best and /chain with their bodies; the same as polls naming the ETag they hold (304);
-   and GET /task, an ordinary FastAPI route (a sync function returning a dict, serialised each
-   time) as the reference the pre-serialised path is compared with;
-2. claims: `--clients` threads, each its own registered worker. `--honest` of them make
+1. claims: `--clients` threads, each its own registered worker. `--honest` of them make
    `--lifetime` true 3-sigma improvements each (one constant each, so they merge on rebase), with
    their own measured runs in the claim (4 of base, 4 of candidate); the others make `--junk`
    junk claims in all: no-op changes claimed as small gains, forged claims (a no-op claimed as a
    huge gain), patches that print a perfect score, seed-only changes. Each waits for each verdict
    before the next (bounded request loops).
+2. reads, on the chain the claims built: `--clients` connections (in READ_PROCESSES processes,
+   plain http.client with keep-alive, so the load generator is not what is measured) each make a
+   bounded loop, side by side in one run: GET /best and /chain with their bodies; the same as
+   polls naming the ETag they hold (304); and GET /task, an ordinary FastAPI route (a sync
+   function returning a dict, serialised each time) as the reference the pre-serialised path is
+   compared with.
 Prints one JSON object with the rates and costs: verifier runs per accepted claim split by the
 check it got (new workers: the full test; reputable ones: the cheap check or an audit), and
 amortised over each honest worker's lifetime.
@@ -214,7 +215,6 @@ def main() -> None:
     hub = RunningHub(make_task(tmp / "task"), free_port(), None).start()
     verifiers = [VerifierThread(hub, tmp / f"verifier{i}") for i in range(args.verifiers)]
     try:
-        read_stats = reads(hub.port, args.clients, args.reads)
         results: list[dict] = []
         lock = threading.Lock()
         work = plan(args.clients, args.junk, args.honest, args.lifetime, random.Random(0))
@@ -227,6 +227,7 @@ def main() -> None:
             t.join()
         wall = time.time() - t0
         chain = HubClient(hub.url).get("/chain")
+        read_stats = reads(hub.port, args.clients, args.reads)  # after the claims: a chain of real length
         report(args, read_stats, results, wall, chain)
     finally:
         for v in verifiers:

@@ -213,3 +213,44 @@ def test_credit_is_a_share_of_the_advance_and_the_earliest_commitment_earns_it(t
     assert board["carol"]["credit"] == 0.0
     assert abs(board["bob"]["credit"] - 5 / 8) < 0.05 and abs(board["alice"]["credit"] - 3 / 8) < 0.05, board
     assert [r["worker"] for r in views.leaderboard()][:2] == ["bob", "alice"]
+
+
+def test_a_flagged_worker_s_cheaply_accepted_claims_are_tested_again(tmp_path: Path, monkeypatch):
+    """A worker builds a record, slips a claim through the cheap check, then is caught lying: the
+    slipped claim is tested again in full on its chain parent, refuted, and earns no credit."""
+    from autoresearch.hub import service
+    from autoresearch.hub.models import Claim
+    hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
+    hub.start()
+    views, rng = Views(hub), random.Random(7)
+    verifier = hub.authenticate(hub.register("v", kind=VERIFIER)[1], VERIFIER)
+    report(hub, verifier, 9.0, 9.0, rng)
+    monkeypatch.setattr(service.secrets, "randbelow", lambda n: 1)  # no audit drawn
+    eve = hub.authenticate(hub.register("eve")[1])
+    for old, new, b, c in (("X = 5.0", "X = 4.5", 9.0, 6.25), ("X = 4.5", "X = 4.0", 6.25, 4.0)):
+        verify_until_decided(hub, verifier, claim_of(hub, eve, old, new, runs_claimed(rng, b, c)).id, b, c, rng)
+    # Noise claimed as a gain; this verifier pair happens to agree (the residual risk).
+    slipped = claim_of(hub, eve, "SEED = 1", "SEED = 2", runs_claimed(rng, 4.0, 3.9))
+    assert verify_until_decided(hub, verifier, slipped.id, 4.0, 3.85, rng)["check"] == "cheap"
+    bob = hub.authenticate(hub.register("bob")[1])
+    verify_until_decided(hub, verifier, claim_of(hub, bob, "X = 4.0", "X = 3.0").id, 4.0, 1.0, rng)
+    caught = claim_of(hub, eve, "X = 3.0", "X = 3.0 + 0", runs_claimed(rng, 1.0, 0.0))
+    assert "flagged" in verify_until_decided(hub, verifier, caught.id, 1.0, 1.0, rng)["reason"]
+    for _ in range(20):  # the re-verification of the slipped claim: no gain any more
+        job = hub.lease(verifier)
+        if job is None:
+            break
+        assert job["phase"] == "reverify" and job["candidate_commit"] == slipped.candidate_commit
+        runs = [{"status": "ok", "metric": 4.0 + rng.gauss(0, 0.05), "metrics": {}, "wall_s": 0.1}
+                for _ in interleaved_order(job["pairs"])]
+        hub.report(verifier, job["job_id"], job["lease_token"], runs)
+    with hub.sessions() as s:
+        assert s.get(Claim, slipped.id).check == "refuted"
+    from autoresearch.hub.models import ChainEntry
+    with hub.sessions() as s:
+        gains = {e.claim_id: e.gain for e in s.scalars(select(ChainEntry)) if e.claim_id}
+    real = sum(g for cid, g in gains.items() if cid != slipped.id)
+    bob_share = max(gains.values(), key=lambda g: g) / real  # bob's 3.0 is the largest gain here
+    board = {r["worker"]: r for r in views.leaderboard()}
+    assert gains[slipped.id] > 0 and abs(board["bob"]["credit"] - bob_share) < 1e-3, (board["bob"], bob_share)
+    assert abs(board["eve"]["credit"] + board["bob"]["credit"] - 1.0) < 1e-3  # the refuted commit earns nobody

@@ -29,9 +29,12 @@ CLAIM_STATES = (QUEUED, VERIFYING, ACCEPTED, REJECTED)
 # Job states and phases.
 JOB_QUEUED, JOB_LEASED, JOB_DONE = "queued", "leased", "done"
 SCREEN, FULL, CALIBRATE = "screen", "full", "calibrate"
+REVERIFY = "reverify"  # an accepted claim of a worker flagged since, tested in full against its chain parent
 # Which check a claim gets (service.py, verify.py): the full test, the cheap check of a reputable
 # worker, or the full test drawn at random for a reputable worker (an audit).
-WHOLE, CHEAP, AUDIT = "full", "cheap", "audit"
+# A claim accepted by the cheap check whose worker was flagged later is tested again in full:
+# REVERIFIED when it holds, REFUTED when not (its chain entry stays, but earns no credit).
+WHOLE, CHEAP, AUDIT, REVERIFIED, REFUTED = "full", "cheap", "audit", "reverified", "refuted"
 WORKER, VERIFIER = "worker", "verifier"
 
 
@@ -96,7 +99,7 @@ class Claim(Base):
     verifier_runs: Mapped[int] = mapped_column(Integer, default=0)
     rebases: Mapped[int] = mapped_column(Integer, default=0)  # rebases that changed its edit (its pairs lost)
     edit_hash: Mapped[str] = mapped_column(String(64), default="")  # patches.edit_hash against its base
-    check: Mapped[str] = mapped_column(String(16), default=WHOLE)  # WHOLE, CHEAP or AUDIT
+    check: Mapped[str] = mapped_column(String(16), default=WHOLE)  # WHOLE, CHEAP, AUDIT, REVERIFIED, REFUTED
 
 
 class Job(Base):

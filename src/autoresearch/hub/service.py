@@ -15,7 +15,10 @@ Invariants:
   passed the full test, and that was never flagged, gets the cheap check (verify.cheap_check) on
   its next claims, except a random `AUDIT_RATE` of them, drawn at reveal with `secrets`, which get
   the full test. A reject resets the record; a mismatch (claimed far more than verified) flags
-  the worker, and a flagged worker never gets the cheap check again.
+  the worker, and a flagged worker never gets the cheap check again; its claims accepted by the
+  cheap check are tested again in full against their chain parents (REVERIFY jobs, first in the
+  queue). One that does not hold is marked REFUTED: its chain entry stays (later commits build
+  on it) but earns no credit, and the page says why.
 - A rebased claim keeps the pairs measured on the same edit (patches.edit_hash: the lines it
   removes and adds, wherever they land); only a changed edit starts its evidence again.
 All state changes happen under one lock in one process (the hub is one server process).
@@ -48,7 +51,10 @@ from autoresearch.hub.models import (
     JOB_LEASED,
     JOB_QUEUED,
     QUEUED,
+    REFUTED,
     REJECTED,
+    REVERIFIED,
+    REVERIFY,
     SCREEN,
     VERIFYING,
     WHOLE,
@@ -359,7 +365,7 @@ class Hub:
                                 .order_by(Job.priority.desc(), Job.id).limit(1)).first()
                 if job is None:
                     return None
-                claim = s.get(Claim, job.claim_id) if job.claim_id else None
+                claim = s.get(Claim, job.claim_id) if job.claim_id and job.phase != REVERIFY else None
                 if claim is not None and not self._refresh(s, claim, job):
                     continue
                 token = secrets.token_urlsafe(24)
@@ -420,6 +426,10 @@ class Hub:
             me = s.get(Worker, verifier.id)
             me.verifier_runs += len(runs)
             claim = s.get(Claim, job.claim_id) if job.claim_id else None
+            if job.phase == REVERIFY:
+                outcome = self._reverify_job(s, job, claim, order, runs)
+                job.outcome = outcome
+                return {"job_id": job_id, "outcome": outcome}
             outcome = self._judge_job(s, job, claim, order, runs, me)
             job.outcome = outcome
             if claim is not None and claim.state == ACCEPTED:
@@ -495,6 +505,8 @@ class Hub:
         if claim.check == CHEAP and not v.cheap:  # the cheap check failed (or the record is gone): the full test
             claim.check = WHOLE
         if v.mismatch:
+            if worker.flagged == 0:
+                self._queue_reverify(s, worker)
             worker.flagged += 1
             worker.clean_streak = worker.full_streak = 0
         if v.action == "more":
@@ -505,6 +517,45 @@ class Hub:
         else:
             self._accept(s, claim, v)
         return v.reason
+
+    def _queue_reverify(self, s: Session, worker: Worker) -> None:
+        """The claims of a worker just flagged that the cheap check accepted: each tested in full again."""
+        for entry in s.scalars(select(ChainEntry).join(Claim, Claim.id == ChainEntry.claim_id)
+                               .where(Claim.worker_id == worker.id, Claim.check == CHEAP)):
+            s.add(Job(claim_id=entry.claim_id, phase=REVERIFY, base_commit=entry.parent_commit,
+                      candidate_commit=entry.commit, pairs=verify.LOOKS[0], priority=2 * CONTINUE_FIRST,
+                      state=JOB_QUEUED, attempts=0, created_at=self.clock(), outcome=""))
+
+    def _reverify_job(self, s: Session, job: Job, claim: Claim, order: list[str], runs: list[dict[str, Any]]) -> str:
+        """The full test of an accepted claim again, on its own chain parent: REVERIFIED or REFUTED."""
+        base_runs = [r for kind, r in zip(order, runs) if kind == "base"]
+        cand_runs = [r for kind, r in zip(order, runs) if kind == "candidate"]
+        failed_base = next((r for r in base_runs if not _ok(r)), None)
+        failed = next((r for r in cand_runs if not _ok(r)), None)
+        if failed_base is not None:  # the verifier's trouble, not the claim's: again, up to MAX_ATTEMPTS
+            if job.attempts < MAX_ATTEMPTS:
+                self._requeue_copy(s, job, None)
+            return f"reverify: the base failed ({failed_base.get('status')})"
+        if failed is not None:
+            verdict = verify.Verdict("reject", f"the candidate failed: {failed.get('status')}")
+        else:
+            for b, c in zip(base_runs, cand_runs):
+                s.add(Pair(job_id=job.id, claim_id=claim.id, base_commit=job.base_commit, edit_hash=REVERIFY,
+                           base_value=b["metric"], candidate_value=c["metric"], base_metrics=b.get("metrics", {}),
+                           candidate_metrics=c.get("metrics", {}), verifier_id=job.verifier_id,
+                           created_at=self.clock()))
+            s.flush()
+            pairs = [(p.base_value, p.candidate_value) for p in s.scalars(
+                select(Pair).where(Pair.claim_id == claim.id, Pair.edit_hash == REVERIFY).order_by(Pair.id))]
+            verdict = verify.judge(self.policy, pairs, self._noise(s, exclude_claim=claim.id))
+        if verdict.action == "more":
+            s.add(Job(claim_id=claim.id, phase=REVERIFY, base_commit=job.base_commit,
+                      candidate_commit=job.candidate_commit, pairs=verdict.more_pairs, priority=job.priority,
+                      state=JOB_QUEUED, attempts=0, created_at=self.clock(), outcome=""))
+            return f"reverify: {verdict.reason}"
+        claim.check = REVERIFIED if verdict.action == "accept" else REFUTED
+        claim.reason += f"; tested again after its worker was flagged: {verdict.reason}"[:2000]
+        return f"reverify: {claim.check}: {verdict.reason}"
 
     def _accept(self, s: Session, claim: Claim, v: verify.Verdict) -> None:
         head = self._head(s)

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from autoresearch.hub.models import (
     ACCEPTED,
     QUEUED,
+    REFUTED,
     REJECTED,
     VERIFYING,
     ChainEntry,
@@ -28,7 +29,7 @@ from autoresearch.hub.models import (
     Tried,
     Worker,
 )
-from autoresearch.hub.service import Hub
+from autoresearch.hub.service import AUDIT_RATE, REPUTABLE_AFTER, Hub
 from autoresearch.repo import gitops
 
 CACHE_S = 1.0  # claims, leaderboard and tried lists are at most this stale
@@ -107,7 +108,9 @@ class Views:
                 "editable": cfg.editable, "frozen": self.hub.frozen, "root_commit": self.hub.root,
                 "budget_s": cfg.budget_s, "trusted_evaluation": bool(cfg.evaluate.command),
                 "api": "v1", "policy": {"p_value": self.hub.policy.p_value, "looks": list(self.hub.policy.looks),
-                                        "min_effect": self.hub.policy.min_effect}}
+                                        "min_effect": self.hub.policy.min_effect,
+                                        "record_after_full_accepts": REPUTABLE_AFTER,
+                                        "audit_one_in": AUDIT_RATE}}
 
     # -- claims, people, tried ------------------------------------------------------------------
 
@@ -131,12 +134,15 @@ class Views:
     def leaderboard(self) -> list[dict[str, Any]]:
         """Contributors ranked by credit: each accepted commit's share of the chain's verified advance,
         to the worker whose commitment to that patch came first. A copy is refused at the gate
-        (the same content as an earlier commitment), so copying a leader earns nothing."""
+        (the same content as an earlier commitment), so copying a leader earns nothing; a commit
+        refuted when tested again (service._reverify_job) earns nothing either."""
         def build():
             with self.hub.sessions() as s:
                 gains: dict[int, float] = {}
                 credit: dict[int, float] = {}
-                entries = list(s.scalars(select(ChainEntry).where(ChainEntry.worker_id.is_not(None))))
+                refuted = set(s.scalars(select(Claim.id).where(Claim.check == REFUTED)))
+                entries = [e for e in s.scalars(select(ChainEntry).where(ChainEntry.worker_id.is_not(None)))
+                           if e.claim_id not in refuted]
                 advance = sum(max(e.gain, 0.0) for e in entries)
                 for e in entries:
                     gains[e.worker_id] = gains.get(e.worker_id, 0.0) + e.gain

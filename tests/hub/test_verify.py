@@ -104,3 +104,10 @@ def test_claimed_runs_are_weighed_and_a_bare_number_is_not():
 
 def test_runs_are_interleaved_abba():
     assert interleaved_order(3) == ["base", "candidate", "candidate", "base", "base", "candidate"]
+
+
+def test_a_forged_gain_is_rejected_on_its_screening_pair():
+    """A no-op claimed as a 10σ gain: the first pair contradicts it, so no more pairs are spent."""
+    rng = random.Random(7)
+    results = [verify_claim(rng, 0.0, Claimed(10 * SIGMA)) for _ in range(200)]
+    assert all(a == "reject" for a, _ in results) and sum(n == 1 for _, n in results) >= 0.9 * 200

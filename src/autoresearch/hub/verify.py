@@ -13,7 +13,7 @@ mean difference beats `t · σ_d / sqrt(n)` (one-sided, level `p_value` split ov
 Bonferroni) and `min_effect`. It is rejected at once when it is clearly not better: at the
 screening pair, a mean below `-SCREEN_SLACK` standard errors (one unlucky pair does not sink a
 real gain); from the second look, a mean below `FUTILITY` standard errors (clearly short of the
-bar). No-op claims mostly cost one or three pairs, true 3σ gains almost never stop there
+bar); at any look before the last, a claimed gain that the pairs contradict (a mismatch, below). No-op claims mostly cost one or three pairs, true 3σ gains almost never stop there
 (tests/hub/test_verify.py).
 
 The cheap check (adaptive replication, BOINC-style): a reputable worker's claim (service.py says
@@ -140,6 +140,8 @@ def judge(policy: Policy, pairs: list[tuple[float, float]], noise: list[list[flo
     if nxt is None:
         bar = f"needs > {threshold:.2g}" if se else "no noise estimate"
         return _final("reject", f"not significant: {explain}, {bar}{note}", mean, se, gained)
+    if _contradicted(gained, mean, se):  # forged: no more pairs spent on finding out by how much
+        return _final("reject", f"the claim is contradicted: {explain}{note}", mean, se, gained)
     return Verdict("more", f"promising: {explain}; {nxt - n} more pair(s){note}", mean, se, more_pairs=nxt - n)
 
 
@@ -161,9 +163,14 @@ def cheap_check(policy: Policy, mean: float, n: int, sigma: float, dof: int, cla
     return None
 
 
-def _final(action: str, reason: str, gain: float, se: float | None, claimed: float | None) -> Verdict:
-    mismatch = claimed is not None and math.isfinite(claimed) and \
+def _contradicted(claimed: float | None, gain: float, se: float | None) -> bool:
+    """A mismatch: the claimed gain far above the verified one, even allowing for other hardware."""
+    return claimed is not None and math.isfinite(claimed) and \
         claimed > gain + FLAG_SIGMAS * (se or 0.0) + FLAG_RELATIVE * abs(gain)
+
+
+def _final(action: str, reason: str, gain: float, se: float | None, claimed: float | None) -> Verdict:
+    mismatch = _contradicted(claimed, gain, se)
     if mismatch:
         reason += f"; flagged: claimed gain {claimed:+.4g} is far above the verified {gain:+.4g}"
     return Verdict(action, reason, gain, se, mismatch=mismatch)  # type: ignore[arg-type]

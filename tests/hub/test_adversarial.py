@@ -27,7 +27,6 @@ from tests.hub.conftest import (
 )
 from tests.hub.test_recovery import db_rows
 
-
 BOMB_LIMIT = 64  # the fork-bomb test's task allows this many processes per run
 
 

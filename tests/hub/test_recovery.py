@@ -121,7 +121,7 @@ def test_kill9_of_a_verifier_mid_verification(tmp_path: Path):
         other = VerifierThread(hub, tmp_path / "other")
         assert decided(alice, claim["claim_id"], timeout=150)["state"] == "accepted"
         for (job_id,) in leased:  # done by the other verifier (a claim's verdict may come before the calibration's)
-            wait_for(lambda: db_rows(task, f"select state from jobs where id = {job_id}") == [("done",)], timeout=120,
+            wait_for(lambda j=job_id: db_rows(task, f"select state from jobs where id = {j}") == [("done",)], timeout=120,
                      what=f"job #{job_id} to be finished again")
             assert db_rows(task, f"select attempts from jobs where id = {job_id}")[0][0] >= 2
         chain = alice.get("/chain")

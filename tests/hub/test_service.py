@@ -5,9 +5,9 @@ import json
 import random
 from pathlib import Path
 
-from autoresearch.core.config import load_config
 from sqlalchemy import select
 
+from autoresearch.core.config import load_config
 from autoresearch.hub.models import VERIFIER, Job
 from autoresearch.hub.patches import commitment_digest
 from autoresearch.hub.service import Hub, Submission

@@ -1,22 +1,33 @@
 """A simulated swarm against a real hub on loopback: how often junk is accepted, how often true
 improvements are, what verification costs, and how fast the hub serves reads.
 
-    PYTHONPATH=src python benchmarks/hub_swarm.py [--clients 50] [--junk 200] [--honest 16]
+    PYTHONPATH=src python benchmarks/hub_swarm.py [--clients 50] [--junk 200] [--honest 8] [--lifetime 8]
 
 Starts `autoresearch hub serve` (SQLite) on a noisy toy task with a trusted evaluator (score =
-sum of A_i^2 + N(0, 0.05), 20 constants), two verifiers through the real harness, then:
-1. reads: `--clients` threads each make a bounded loop of GET /best and GET /chain;
-2. claims: `--clients` threads, each its own registered worker, submit a mix of honest true
-   3-sigma improvements (one constant each, so they merge on rebase), noisy no-op changes claimed
-   as small gains, forged claims (a no-op claimed as a huge gain, or a patch printing a perfect
-   score), waiting for each verdict before the next (bounded request loops).
-Prints one JSON object with the rates and costs.
+sum of A_i^2 + N(0, 0.05), 64 constants), two verifiers through the real harness, then:
+1. claims: `--clients` threads, each its own registered worker. `--honest` of them make
+   `--lifetime` true 3-sigma improvements each (one constant each, so they merge on rebase), with
+   their own measured runs in the claim (4 of base, 4 of candidate); the others make `--junk`
+   junk claims in all: no-op changes claimed as small gains, forged claims (a no-op claimed as a
+   huge gain), patches that print a perfect score, seed-only changes. Each waits for each verdict
+   before the next (bounded request loops).
+2. reads, on the chain the claims built: `--clients` connections (in READ_PROCESSES processes,
+   plain http.client with keep-alive, so the load generator is not what is measured) each make a
+   bounded loop, side by side in one run: GET /best and /chain with their bodies; the same as
+   polls naming the ETag they hold (304); and GET /task, an ordinary FastAPI route (a sync
+   function returning a dict, serialised each time) as the reference the pre-serialised path is
+   compared with.
+Prints one JSON object with the rates and costs: verifier runs per accepted claim split by the
+check it got (new workers: the full test; reputable ones: the cheap check or an audit), and
+amortised over each honest worker's lifetime.
 """
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import math
+import multiprocessing
 import random
 import subprocess
 import sys
@@ -26,8 +37,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
@@ -35,14 +44,16 @@ sys.path.insert(0, str(ROOT))
 from autoresearch.hub.client import HubClient, HubRefused
 from tests.hub.conftest import RunningHub, VerifierThread, free_port
 
-CONSTANTS, SIGMA = 20, 0.05
+CONSTANTS, SIGMA = 64, 0.05
+LOCAL_RUNS = 4  # an honest worker's own runs of base and of candidate, sent with the claim
+READ_PROCESSES = 4  # load-generating processes (each with its share of the client connections)
 THREE_SIGMA = math.sqrt(1.0 - 3 * SIGMA)  # A_i = 1 -> this value gains exactly 3 sigma
 PREPARE = textwrap.dedent(f'''\
     import json, os, random
     model = json.load(open(os.path.join(os.environ["AUTORESEARCH_RUN_DIR"], "model.json")))
     print(f"score: {{sum(v * v for v in model.values()) + random.SystemRandom().gauss(0, {SIGMA}):.6f}}")
 ''')
-TRAIN = "import json\n" + "".join(f"A{i} = 1.0\n" for i in range(CONSTANTS)) + \
+TRAIN = "import json\nSEED = 0\n" + "".join(f"A{i} = 1.0\n" for i in range(CONSTANTS)) + \
     "json.dump({k: v for k, v in globals().items() if k.startswith('A')}, open('model.json', 'w'))\n" + \
     'print("score: 20.0")\n'
 CONFIG = textwrap.dedent('''\
@@ -72,58 +83,94 @@ def make_task(root: Path) -> Path:
     return root
 
 
-def reads(url: str, clients: int, per_client: int) -> dict:
-    latencies: list[float] = []
-    lock = threading.Lock()
+def _read_loop(port: int, path: str, per_client: int, tags: dict[str, str]) -> list[float]:
+    """One keep-alive connection's bounded loop; `tags`: the ETag to send per path (a poll)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    out = []
+    for i in range(per_client):
+        target = path if path != "best+chain" else ("/api/v1/best" if i % 2 else "/api/v1/chain")
+        headers = {"If-None-Match": tags[target]} if target in tags else {}
+        t = time.perf_counter()
+        conn.request("GET", target, headers=headers)
+        r = conn.getresponse()
+        r.read()
+        out.append(time.perf_counter() - t)
+        assert r.status == (304 if headers else 200), (target, r.status)
+    conn.close()
+    return out
 
-    def loop():
-        mine = []
-        with httpx.Client(base_url=url) as http:
-            for i in range(per_client):
-                t = time.perf_counter()
-                assert http.get("/api/v1/best" if i % 2 else "/api/v1/chain").status_code == 200
-                mine.append(time.perf_counter() - t)
-        with lock:
-            latencies.extend(mine)
-    threads = [threading.Thread(target=loop) for _ in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
+
+def _read_process(args: tuple) -> list[float]:
+    port, path, threads, per_client, tags = args
+    results: list[list[float]] = [[] for _ in range(threads)]
+
+    def one(i: int) -> None:
+        results[i] = _read_loop(port, path, per_client, tags)
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(threads)]
+    for t in ts:
         t.start()
-    for t in threads:
+    for t in ts:
         t.join()
-    wall = time.perf_counter() - t0
-    latencies.sort()
-    return {"requests": len(latencies), "requests_per_s": round(len(latencies) / wall, 1),
-            "p50_ms": round(1000 * latencies[len(latencies) // 2], 2),
-            "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 2)}
+    return [x for r in results for x in r]
 
 
-def plan(clients: int, junk: int, honest: int, rng: random.Random) -> list[list[tuple[str, int]]]:
-    """Each client's claims, as (kind, index). Honest clients make two true improvements each."""
-    n_honest = max(1, honest // 2)
-    work: list[list[tuple[str, int]]] = [[("honest", 2 * c), ("honest", 2 * c + 1)] for c in range(n_honest)]
-    kinds = ["noop", "forged", "printed"]
-    junk_clients = clients - n_honest
+def reads(port: int, clients: int, per_client: int) -> dict:
+    """Three read loads, one after the other in one run, each over `clients` keep-alive connections."""
+    tags = {p: http_get_tag(port, p) for p in ("/api/v1/best", "/api/v1/chain")}
+    loads = {"best_and_chain": ("best+chain", {}), "best_and_chain_polls_304": ("best+chain", tags),
+             "task_plain_fastapi_route": ("/api/v1/task", {})}
+    out = {}
+    with multiprocessing.Pool(READ_PROCESSES) as pool:
+        for name, (path, etags) in loads.items():
+            share = [clients // READ_PROCESSES + (i < clients % READ_PROCESSES) for i in range(READ_PROCESSES)]
+            t0 = time.perf_counter()
+            parts = pool.map(_read_process, [(port, path, n, per_client, etags) for n in share])
+            wall = time.perf_counter() - t0
+            latencies = sorted(x for p in parts for x in p)
+            out[name] = {"requests": len(latencies), "requests_per_s": round(len(latencies) / wall, 1),
+                         "p50_ms": round(1000 * latencies[len(latencies) // 2], 2),
+                         "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 2)}
+    return out
+
+
+def http_get_tag(port: int, path: str) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path)
+    r = conn.getresponse()
+    r.read()
+    conn.close()
+    return r.headers["ETag"]
+
+
+def plan(clients: int, junk: int, honest: int, lifetime: int, rng: random.Random) -> list[list[tuple[str, int]]]:
+    """Each client's claims, as (kind, index): honest clients `lifetime` true improvements each."""
+    work: list[list[tuple[str, int]]] = [[("honest", lifetime * c + j) for j in range(lifetime)] for c in range(honest)]
+    kinds = ["noop", "forged", "printed", "seed"]
+    junk_clients = clients - honest
     for c in range(junk_clients):
         work.append([(rng.choice(kinds), c * 1000 + j) for j in range(junk // junk_clients + (c < junk % junk_clients))])
     return work
 
 
-def patch(kind: str, index: int, text: str) -> tuple[dict, str, dict]:
+def patch(kind: str, index: int, text: str, rng: random.Random) -> tuple[dict, str, dict]:
     if kind == "honest":
         name = f"A{index}"
+        base = [20.0 + rng.gauss(0, SIGMA) for _ in range(LOCAL_RUNS)]
+        cand = [20.0 - 3 * SIGMA + rng.gauss(0, SIGMA) for _ in range(LOCAL_RUNS)]
         return ({"train.py": text.replace(f"{name} = 1.0\n", f"{name} = {THREE_SIGMA!r}\n")}, f"{name}: 3 sigma",
-                {"gain": 3 * SIGMA})
+                {"gain": sum(base) / LOCAL_RUNS - sum(cand) / LOCAL_RUNS, "base_runs": base, "candidate_runs": cand})
     if kind == "noop":
         return {"train.py": text + f"# tweak {index}\n"}, f"noop {index}", {"gain": SIGMA}
     if kind == "forged":
         return {"train.py": text + f"# forged {index}\n"}, f"forged {index}", {"gain": 10.0}
+    if kind == "seed":
+        return {"train.py": text.replace("SEED = 0\n", f"SEED = {index + 1}\n")}, f"seed {index}", {"gain": 2 * SIGMA}
     return ({"train.py": text.replace('print("score: 20.0")', f'print("score: 0.{index}")')}, f"printed {index}",
             {"gain": 20.0})
 
 
 def client_loop(url: str, name: str, claims: list[tuple[str, int]], results: list, lock: threading.Lock) -> None:
-    c = HubClient(url, timeout_s=60)
+    c, rng = HubClient(url, timeout_s=60), random.Random(name)
     for _ in range(100):
         try:
             c.register(name)
@@ -134,12 +181,13 @@ def client_loop(url: str, name: str, claims: list[tuple[str, int]], results: lis
             time.sleep(1.0)
     for kind, index in claims:
         best = c.get("/best")
-        files, description, claimed = patch(kind, index, best["files"]["train.py"])
+        files, description, claimed = patch(kind, index, best["files"]["train.py"], rng)
         try:
             reply = c.claim(best["commit"], files, description, claimed=claimed)
         except HubRefused as e:
             with lock:
-                results.append({"kind": kind, "state": "refused", "reason": e.error, "runs": 0})
+                results.append({"kind": kind, "state": "refused", "reason": e.error, "runs": 0, "client": name,
+                            "check": None})
             continue
         while True:
             state = c.get(f"/claims/{reply['claim_id']}")
@@ -148,7 +196,7 @@ def client_loop(url: str, name: str, claims: list[tuple[str, int]], results: lis
             time.sleep(0.5)
         with lock:
             results.append({"kind": kind, "state": state["state"], "reason": state["reason"],
-                            "runs": state["verifier_runs"]})
+                            "runs": state["verifier_runs"], "client": name, "check": state["check"]})
     c.close()
 
 
@@ -156,7 +204,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--junk", type=int, default=200)
-    p.add_argument("--honest", type=int, default=16)
+    p.add_argument("--honest", type=int, default=8, help="honest clients")
+    p.add_argument("--lifetime", type=int, default=8, help="true improvements each honest client claims")
     p.add_argument("--verifiers", type=int, default=2)
     p.add_argument("--reads", type=int, default=200, help="requests per client in the read phase")
     args = p.parse_args()
@@ -164,10 +213,9 @@ def main() -> None:
     hub = RunningHub(make_task(tmp / "task"), free_port(), None).start()
     verifiers = [VerifierThread(hub, tmp / f"verifier{i}") for i in range(args.verifiers)]
     try:
-        read_stats = reads(hub.url, args.clients, args.reads)
         results: list[dict] = []
         lock = threading.Lock()
-        work = plan(args.clients, args.junk, args.honest, random.Random(0))
+        work = plan(args.clients, args.junk, args.honest, args.lifetime, random.Random(0))
         t0 = time.time()
         threads = [threading.Thread(target=client_loop, args=(hub.url, f"c{i}", w, results, lock))
                    for i, w in enumerate(work)]
@@ -177,11 +225,20 @@ def main() -> None:
             t.join()
         wall = time.time() - t0
         chain = HubClient(hub.url).get("/chain")
+        read_stats = reads(hub.port, args.clients, args.reads)  # after the claims: a chain of real length
         report(args, read_stats, results, wall, chain)
     finally:
         for v in verifiers:
             v.stop()
         hub.stop()
+
+
+def per_accepted(rows: list[dict]) -> dict:
+    """Verifier runs of these claims per accepted one, and per side (a pair is one run of each)."""
+    accepted = sum(r["state"] == "accepted" for r in rows)
+    runs = sum(r["runs"] for r in rows)
+    return {"claims": len(rows), "accepted": accepted, "runs_per_accepted": round(runs / max(1, accepted), 2),
+            "runs_of_each_per_accepted": round(runs / 2 / max(1, accepted), 2)}
 
 
 def report(args, read_stats: dict, results: list[dict], wall: float, chain: list) -> None:
@@ -192,20 +249,26 @@ def report(args, read_stats: dict, results: list[dict], wall: float, chain: list
     honest = by_kind.get("honest", [])
     accepted_honest = [r for r in honest if r["state"] == "accepted"]
     verified_junk = [r for r in junk if r["state"] != "refused"]
+    lifetimes = {}
+    for r in honest:
+        lifetimes.setdefault(r["client"], []).append(r)
     out = {
         "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "clients": args.clients, "verifiers": args.verifiers, "read_phase": read_stats,
+        "clients": args.clients, "verifiers": args.verifiers, "reads": read_stats,
         "junk_claims": len(junk), "junk_accepted": sum(r["state"] == "accepted" for r in junk),
         "junk_refused_at_the_gate": sum(r["state"] == "refused" for r in junk),
         "by_kind": {k: {s: sum(r["state"] == s for r in v) for s in ("accepted", "rejected", "refused")}
                     for k, v in by_kind.items()},
         "honest_3sigma_claims": len(honest), "honest_accepted": len(accepted_honest),
         "honest_acceptance_rate": round(len(accepted_honest) / len(honest), 3) if honest else None,
-        "verifier_runs_per_accepted_claim": round(sum(r["runs"] for r in honest) / max(1, len(accepted_honest)), 2),
+        "honest_cost_by_check": {check: per_accepted([r for r in honest if r["check"] == check])
+                                 for check in sorted({str(r["check"]) for r in honest})},
+        "honest_cost_amortised_over_a_lifetime": per_accepted(honest),
+        "honest_cost_per_lifetime": sorted(per_accepted(v)["runs_of_each_per_accepted"] for v in lifetimes.values()),
         "verifier_runs_per_verified_junk_claim": round(sum(r["runs"] for r in verified_junk) /
                                                        max(1, len(verified_junk)), 2),
         "chain_height": chain[-1]["height"], "claims_phase_s": round(wall, 1),
-        "honest_refusals": [r["reason"] for r in honest if r["state"] != "accepted"][:5],
+        "honest_refusals": [r["reason"] for r in honest if r["state"] != "accepted"][:8],
     }
     print(json.dumps(out, indent=1))
 

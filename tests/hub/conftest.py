@@ -64,9 +64,9 @@ CONFIG = textwrap.dedent('''\
 PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
 
 
-def hub_task(root: Path, sleep_s: float = 0.0) -> Path:
-    task = make_task(root, train=TRAIN, config=CONFIG.replace('HUB_TEST_SLEEP = "0"', f'HUB_TEST_SLEEP = "{sleep_s}"'),
-                     git=False)
+def hub_task(root: Path, sleep_s: float = 0.0, extra_config: str = "") -> Path:
+    config = CONFIG.replace('HUB_TEST_SLEEP = "0"', f'HUB_TEST_SLEEP = "{sleep_s}"') + extra_config
+    task = make_task(root, train=TRAIN, config=config, git=False)
     (task / "prepare.py").write_text(PREPARE)
     subprocess.run(["git", "init", "-q", "-b", "main", str(task)], check=True)
     subprocess.run(["git", "-C", str(task), "add", "-A"], check=True)

@@ -5,6 +5,7 @@ up, and an honest claim still gets through afterwards."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,7 @@ from autoresearch.hub.client import HubClient, HubRefused
 from autoresearch.hub.patches import MAX_FILE_BYTES, commitment_digest
 from autoresearch.hub.server import MAX_BODY, WRITE_BURST
 from autoresearch.hub.service import MAX_JUNK
+from autoresearch.run import cgroups
 from autoresearch.run.sandbox import sandbox_available
 from tests.hub.conftest import (
     RunningHub,
@@ -24,6 +26,8 @@ from tests.hub.conftest import (
     wait_for,
 )
 from tests.hub.test_recovery import db_rows
+
+BOMB_LIMIT = 64  # the fork-bomb test's task allows this many processes per run
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +187,35 @@ def test_sybil_flood_then_an_honest_claim_gets_through(attacked):
     accepted = [c for c in HubClient(attacked.url).get("/claims") if c["state"] == "accepted"]
     assert {c["worker"] for c in accepted} <= {"alice", "carol"}
     assert httpx.get(attacked.url + "/healthz").status_code == 200
+
+
+@pytest.mark.skipif(not (sandbox_available() and cgroups.available()),
+                    reason="needs the sandbox and cgroups (a fork bomb without a process limit would hit the host)")
+def test_a_fork_bomb_and_a_write_outside_in_a_claimed_patch(tmp_path: Path):
+    """During verification a claimed patch writes outside its folder, then forks without end: the
+    write does not land, the bomb stops at the task's process limit, the claim is rejected, the
+    verifier lives on and verifies the next honest claim."""
+    task = hub_task(tmp_path / "task", extra_config=f"[limits]\nprocesses = {BOMB_LIMIT}\n")
+    hub = RunningHub(task, free_port(), None).start()
+    verifier = VerifierThread(hub, tmp_path / "verifier")
+    outside = [task / "pwned", tmp_path / "verifier" / "pwned", Path(tempfile.gettempdir()) / f"pwned-{hub.port}"]
+    try:
+        base, text = train(hub)
+        writes = "".join(f"try:\n    open({str(p)!r}, 'w').write('x')\nexcept OSError:\n    pass\n" for p in outside)
+        bomb = ("import os, time\nkids = []\nwhile len(kids) < 10 * " + str(BOMB_LIMIT) + ":\n"
+                "    pid = os.fork()\n    if pid == 0:\n        time.sleep(60)\n        os._exit(0)\n"
+                "    kids.append(pid)\n")
+        source = text.replace("X = 5.0", "X = 2.0\n" + writes + bomb)
+        compile(source, "train.py", "exec")  # it crashes on the verifier because of the limit, not a typo
+        mallory = hub.client("mallory")
+        attack = mallory.claim(base, {"train.py": source}, "bomb", claimed={"gain": 9.0})
+        verdict = decided(mallory, attack["claim_id"], timeout=120)
+        assert verdict["state"] == "rejected" and "failed on the verifier" in verdict["reason"], verdict
+        assert not any(p.exists() for p in outside)
+        assert verifier.thread.is_alive()
+        alice = hub.client("alice")
+        honest = alice.claim(base, {"train.py": text.replace("X = 5.0", "X = 3.0")}, "X=3", claimed={"gain": 5.0})
+        assert decided(alice, honest["claim_id"], timeout=120)["state"] == "accepted"
+    finally:
+        verifier.stop()
+        hub.stop()

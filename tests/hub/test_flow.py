@@ -14,6 +14,8 @@ def test_honest_improvement_is_verified_and_advances_the_chain(hub):
     alice = hub.client("alice")
     best = alice.get("/best")
     assert best["height"] == 0
+    old_tag = alice.http.get("/api/v1/best").headers["etag"]
+    assert alice.http.get("/api/v1/best", headers={"If-None-Match": old_tag}).status_code == 304  # a poll: no body
     files = {"train.py": best["files"]["train.py"].replace("X = 5.0", "X = 4.0")}
     reply = alice.claim(best["commit"], files, "X=4", claimed={"gain": 5.0})
     claim = decided(alice, reply["claim_id"])
@@ -21,6 +23,8 @@ def test_honest_improvement_is_verified_and_advances_the_chain(hub):
     assert 4.5 < claim["verified_gain"] < 5.5  # (5-2)^2 - (4-2)^2 on the verifier, within the noise
     new = alice.get("/best")
     assert new["height"] == 1 and "X = 4.0" in new["files"]["train.py"]
+    moved = alice.http.get("/api/v1/best", headers={"If-None-Match": old_tag})  # the chain moved: the new body
+    assert moved.status_code == 200 and moved.json() == new and moved.headers["etag"] != old_tag
     chain = alice.get("/chain")
     assert [e["height"] for e in chain] == [0, 1] and chain[1]["parent"] == best["commit"]
     assert "-X = 5.0" in chain[1]["diff"] and "+X = 4.0" in chain[1]["diff"]

@@ -5,8 +5,10 @@ import json
 import random
 from pathlib import Path
 
+from sqlalchemy import select
+
 from autoresearch.core.config import load_config
-from autoresearch.hub.models import VERIFIER
+from autoresearch.hub.models import VERIFIER, Job
 from autoresearch.hub.patches import commitment_digest
 from autoresearch.hub.service import Hub, Submission
 from autoresearch.hub.storage import open_database
@@ -68,3 +70,187 @@ def test_a_verification_under_way_goes_before_new_screenings(tmp_path: Path):
     assert "promising" in report(hub, verifier, 9.0, 4.0, rng)["outcome"]  # e's screening pair
     job = hub.lease(verifier)
     assert job["phase"] == "full" and job["candidate_commit"] == claims[0].candidate_commit
+
+
+def claim_of(hub: Hub, worker, old: str, new: str, claimed: dict | None = None):
+    best = json.loads(Views(hub).best_json())
+    files = {"train.py": best["files"]["train.py"].replace(old, new)}
+    c = hub.commit(worker, commitment_digest(best["commit"], files, "n" * 16))
+    return hub.reveal(worker, Submission(c.id, "n" * 16, best["commit"], files, new, "t", claimed or {}, {}))
+
+
+def verify_until_decided(hub: Hub, verifier, claim_id: int, base: float, cand: float, rng) -> dict:
+    """Report every queued job with the given means until the claim is decided; its row."""
+    from autoresearch.hub.models import Claim
+    while True:
+        with hub.sessions() as s:
+            c = s.get(Claim, claim_id)
+            if c.state in ("accepted", "rejected"):
+                return {"state": c.state, "runs": c.verifier_runs, "check": c.check, "reason": c.reason}
+        report(hub, verifier, base, cand, rng)
+
+
+def runs_claimed(rng, base: float, cand: float, k: int = 4) -> dict:
+    return {"base_runs": [base + rng.gauss(0, 0.05) for _ in range(k)],
+            "candidate_runs": [cand + rng.gauss(0, 0.05) for _ in range(k)]}
+
+
+def test_a_clean_record_earns_the_cheap_check_and_a_mismatch_takes_it_away(tmp_path: Path, monkeypatch):
+    from autoresearch.hub import service
+    hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
+    hub.start()
+    rng = random.Random(2)
+    verifier = hub.authenticate(hub.register("v", kind=VERIFIER)[1], VERIFIER)
+    report(hub, verifier, 9.0, 9.0, rng)  # the calibration
+    monkeypatch.setattr(service.secrets, "randbelow", lambda n: 1)  # no audit drawn
+    alice = hub.authenticate(hub.register("alice")[1])
+    steps = [("X = 5.0", "X = 4.5"), ("X = 4.5", "X = 4.0"), ("X = 4.0", "X = 3.5"), ("X = 3.5", "X = 3.0")]
+    out = []
+    for old, new in steps:
+        x0, x1 = float(old[4:]), float(new[4:])
+        claim = claim_of(hub, alice, old, new, runs_claimed(rng, (x0 - 2) ** 2, (x1 - 2) ** 2))
+        out.append(verify_until_decided(hub, verifier, claim.id, (x0 - 2) ** 2, (x1 - 2) ** 2, rng))
+    assert [o["state"] for o in out] == ["accepted"] * 4, out
+    assert [o["check"] for o in out] == ["full", "full", "cheap", "cheap"], out
+    assert out[0]["runs"] >= 2 * 3 and out[2]["runs"] == out[3]["runs"] == 2  # one pair each once reputable
+    # A lie: a no-op claimed with made-up runs of a big gain. Whether the cheap check lets it through
+    # or not, the verifier's pair must show it better; here it shows it worse: the full test, a
+    # mismatch, the record gone for good.
+    lie = claim_of(hub, alice, "SEED = 1", "SEED = 2", runs_claimed(rng, 1.0, 0.0))
+    verdict = verify_until_decided(hub, verifier, lie.id, 1.0, 1.1, rng)
+    assert verdict["state"] == "rejected" and "flagged" in verdict["reason"], verdict
+    claim = claim_of(hub, alice, "X = 3.0", "X = 2.5", runs_claimed(rng, 1.0, 0.25))
+    again = verify_until_decided(hub, verifier, claim.id, 1.0, 0.25, rng)
+    assert again["state"] == "accepted" and again["check"] == "full" and again["runs"] >= 6, again
+
+
+def test_an_audit_is_the_full_test(tmp_path: Path, monkeypatch):
+    from autoresearch.hub import service
+    from autoresearch.hub.models import Worker
+    hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
+    hub.start()
+    rng = random.Random(3)
+    verifier = hub.authenticate(hub.register("v", kind=VERIFIER)[1], VERIFIER)
+    report(hub, verifier, 9.0, 9.0, rng)
+    alice = hub.authenticate(hub.register("alice")[1])
+    with hub.sessions.begin() as s:  # a record, as two accepted claims verified in full leave it
+        w = s.get(Worker, alice.id)
+        w.accepted = w.clean_streak = w.full_streak = service.REPUTABLE_AFTER
+    monkeypatch.setattr(service.secrets, "randbelow", lambda n: 0)  # the audit is drawn
+    claim = claim_of(hub, alice, "X = 5.0", "X = 4.0", runs_claimed(rng, 9.0, 4.0))
+    verdict = verify_until_decided(hub, verifier, claim.id, 9.0, 4.0, rng)
+    assert verdict["check"] == "audit" and verdict["runs"] >= 2 * service.verify.MIN_PAIRS_NEW, verdict
+
+
+def test_a_rebased_claim_keeps_the_pairs_of_its_unchanged_edit(tmp_path: Path, monkeypatch):
+    """Found by benchmarks/hub_swarm.py: a claim lost its pairs each time the chain moved under it
+    (elsewhere in the file) and was returned after four moves, though its edit never changed."""
+    from autoresearch.hub import service
+    from autoresearch.hub.models import Claim, Worker
+    hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
+    hub.start()
+    rng = random.Random(4)
+    verifier = hub.authenticate(hub.register("v", kind=VERIFIER)[1], VERIFIER)
+    report(hub, verifier, 9.0, 9.0, rng)
+    slow = claim_of(hub, hub.authenticate(hub.register("slow")[1]), "X = 5.0", "X = 4.0")
+    assert "promising" in report(hub, verifier, 9.0, 4.0, rng)["outcome"]  # its screening pair
+    fast = hub.authenticate(hub.register("fast")[1])
+    with hub.sessions.begin() as s:  # a reputable worker: its claim passes on one pair
+        w = s.get(Worker, fast.id)
+        w.accepted = w.clean_streak = w.full_streak = service.REPUTABLE_AFTER
+    monkeypatch.setattr(service.secrets, "randbelow", lambda n: 1)  # no audit drawn
+    quick = claim_of(hub, fast, "SEED = 1", "SEED = 2", runs_claimed(rng, 9.0, 8.0))
+    with hub.sessions.begin() as s:  # its pair goes first
+        for job in s.scalars(select(Job).where(Job.claim_id == quick.id)):
+            job.priority = 1e12
+    assert "cheap check" in report(hub, verifier, 9.0, 8.0, rng)["outcome"]
+    verdict = verify_until_decided(hub, verifier, slow.id, 8.0, 3.0, rng)  # on the new head now
+    with hub.sessions() as s:
+        c = s.get(Claim, slow.id)
+        assert c.base_commit != slow.base_commit and c.rebases == 0
+    assert verdict["state"] == "accepted" and verdict["runs"] == 2 * service.verify.MIN_PAIRS_NEW, verdict
+
+
+def test_the_edit_hash_ignores_where_the_edit_lands():
+    from autoresearch.hub.patches import edit_hash
+    base = {"train.py": "A = 1\nB = 1\nC = 1\n"}
+    moved = {"train.py": "A = 2\nB = 1\nC = 1\n"}
+    assert edit_hash(base, {"train.py": "A = 1\nB = 1\nC = 3\n"}) == \
+        edit_hash(moved, {"train.py": "A = 2\nB = 1\nC = 3\n"})
+    assert edit_hash(base, {"train.py": "A = 1\nB = 1\nC = 3\n"}) != edit_hash(base, {"train.py": "A = 1\nB = 1\nC = 4\n"})
+
+
+def test_credit_is_a_share_of_the_advance_and_the_earliest_commitment_earns_it(tmp_path: Path):
+    """Copying a leader earns nothing: the copy is refused and has no credit. Among equal patches
+    the earliest commitment wins, even one revealed after the other was accepted."""
+    from autoresearch.hub.service import HubError
+    hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
+    hub.start()
+    views, rng = Views(hub), random.Random(5)
+    verifier = hub.authenticate(hub.register("v", kind=VERIFIER)[1], VERIFIER)
+    report(hub, verifier, 9.0, 9.0, rng)
+    alice, bob, carol = (hub.authenticate(hub.register(n)[1]) for n in ("alice", "bob", "carol"))
+    best = json.loads(views.best_json())
+    files = {"train.py": best["files"]["train.py"].replace("X = 5.0", "X = 4.0")}
+    early = hub.commit(bob, commitment_digest(best["commit"], files, "b" * 16))  # bob found it first, waits
+    first = claim_of(hub, alice, "X = 5.0", "X = 4.0")
+    verify_until_decided(hub, verifier, first.id, 9.0, 4.0, rng)
+    second = claim_of(hub, alice, "X = 4.0", "X = 3.0")
+    verify_until_decided(hub, verifier, second.id, 4.0, 1.0, rng)
+    late = hub.commit(carol, commitment_digest(best["commit"], files, "c" * 16))  # a copy of the published diff
+    try:
+        hub.reveal(carol, Submission(late.id, "c" * 16, best["commit"], files, "copy", "t", {}, {}))
+        raise AssertionError("a copy was admitted")
+    except HubError as e:
+        assert e.status == 409 and "duplicate" in e.message and "yours" not in e.message
+    try:
+        hub.reveal(bob, Submission(early.id, "b" * 16, best["commit"], files, "mine", "t", {}, {}))
+        raise AssertionError("a duplicate was admitted")
+    except HubError as e:
+        assert e.status == 409 and "credit is yours" in e.message
+    views._timed.clear()
+    board = {r["worker"]: r for r in views.leaderboard()}
+    assert board["carol"]["credit"] == 0.0
+    assert abs(board["bob"]["credit"] - 5 / 8) < 0.05 and abs(board["alice"]["credit"] - 3 / 8) < 0.05, board
+    assert [r["worker"] for r in views.leaderboard()][:2] == ["bob", "alice"]
+
+
+def test_a_flagged_worker_s_cheaply_accepted_claims_are_tested_again(tmp_path: Path, monkeypatch):
+    """A worker builds a record, slips a claim through the cheap check, then is caught lying: the
+    slipped claim is tested again in full on its chain parent, refuted, and earns no credit."""
+    from autoresearch.hub import service
+    from autoresearch.hub.models import Claim
+    hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
+    hub.start()
+    views, rng = Views(hub), random.Random(7)
+    verifier = hub.authenticate(hub.register("v", kind=VERIFIER)[1], VERIFIER)
+    report(hub, verifier, 9.0, 9.0, rng)
+    monkeypatch.setattr(service.secrets, "randbelow", lambda n: 1)  # no audit drawn
+    eve = hub.authenticate(hub.register("eve")[1])
+    for old, new, b, c in (("X = 5.0", "X = 4.5", 9.0, 6.25), ("X = 4.5", "X = 4.0", 6.25, 4.0)):
+        verify_until_decided(hub, verifier, claim_of(hub, eve, old, new, runs_claimed(rng, b, c)).id, b, c, rng)
+    # Noise claimed as a gain; this verifier pair happens to agree (the residual risk).
+    slipped = claim_of(hub, eve, "SEED = 1", "SEED = 2", runs_claimed(rng, 4.0, 3.9))
+    assert verify_until_decided(hub, verifier, slipped.id, 4.0, 3.85, rng)["check"] == "cheap"
+    bob = hub.authenticate(hub.register("bob")[1])
+    verify_until_decided(hub, verifier, claim_of(hub, bob, "X = 4.0", "X = 3.0").id, 4.0, 1.0, rng)
+    caught = claim_of(hub, eve, "X = 3.0", "X = 3.0 + 0", runs_claimed(rng, 1.0, 0.0))
+    assert "flagged" in verify_until_decided(hub, verifier, caught.id, 1.0, 1.0, rng)["reason"]
+    for _ in range(20):  # the re-verification of the slipped claim: no gain any more
+        job = hub.lease(verifier)
+        if job is None:
+            break
+        assert job["phase"] == "reverify" and job["candidate_commit"] == slipped.candidate_commit
+        runs = [{"status": "ok", "metric": 4.0 + rng.gauss(0, 0.05), "metrics": {}, "wall_s": 0.1}
+                for _ in interleaved_order(job["pairs"])]
+        hub.report(verifier, job["job_id"], job["lease_token"], runs)
+    with hub.sessions() as s:
+        assert s.get(Claim, slipped.id).check == "refuted"
+    from autoresearch.hub.models import ChainEntry
+    with hub.sessions() as s:
+        gains = {e.claim_id: e.gain for e in s.scalars(select(ChainEntry)) if e.claim_id}
+    real = sum(g for cid, g in gains.items() if cid != slipped.id)
+    bob_share = max(gains.values(), key=lambda g: g) / real  # bob's 3.0 is the largest gain here
+    board = {r["worker"]: r for r in views.leaderboard()}
+    assert gains[slipped.id] > 0 and abs(board["bob"]["credit"] - bob_share) < 1e-3, (board["bob"], bob_share)
+    assert abs(board["eve"]["credit"] + board["bob"]["credit"] - 1.0) < 1e-3  # the refuted commit earns nobody

@@ -26,7 +26,7 @@ def test_migrations_match_the_models_and_rerun_cleanly(url):
         with sessions() as s:
             conn = s.connection()
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-            assert s.execute(text("select version_num from alembic_version")).scalar() == "0001"
+            assert s.execute(text("select version_num from alembic_version")).scalar() == "0002"
             if url.startswith("sqlite"):
                 assert s.execute(text("pragma journal_mode")).scalar() == "wal"
         sessions.kw["bind"].dispose()

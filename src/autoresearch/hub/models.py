@@ -29,6 +29,12 @@ CLAIM_STATES = (QUEUED, VERIFYING, ACCEPTED, REJECTED)
 # Job states and phases.
 JOB_QUEUED, JOB_LEASED, JOB_DONE = "queued", "leased", "done"
 SCREEN, FULL, CALIBRATE = "screen", "full", "calibrate"
+REVERIFY = "reverify"  # an accepted claim of a worker flagged since, tested in full against its chain parent
+# Which check a claim gets (service.py, verify.py): the full test, the cheap check of a reputable
+# worker, or the full test drawn at random for a reputable worker (an audit).
+# A claim accepted by the cheap check whose worker was flagged later is tested again in full:
+# REVERIFIED when it holds, REFUTED when not (its chain entry stays, but earns no credit).
+WHOLE, CHEAP, AUDIT, REVERIFIED, REFUTED = "full", "cheap", "audit", "reverified", "refuted"
 WORKER, VERIFIER = "worker", "verifier"
 
 
@@ -49,6 +55,7 @@ class Worker(Base):
     rejected: Mapped[int] = mapped_column(Integer, default=0)
     flagged: Mapped[int] = mapped_column(Integer, default=0)  # claimed gains the verifier contradicted
     clean_streak: Mapped[int] = mapped_column(Integer, default=0)  # accepted in a row, no mismatch
+    full_streak: Mapped[int] = mapped_column(Integer, default=0)  # of those, verified by the full test
     verifier_runs: Mapped[int] = mapped_column(Integer, default=0)  # runs spent on its claims / runs given
     blocked: Mapped[bool] = mapped_column(Boolean, default=False)
 
@@ -90,7 +97,9 @@ class Claim(Base):
     verified_gain: Mapped[float | None] = mapped_column(Float, nullable=True)
     verified_se: Mapped[float | None] = mapped_column(Float, nullable=True)
     verifier_runs: Mapped[int] = mapped_column(Integer, default=0)
-    rebases: Mapped[int] = mapped_column(Integer, default=0)
+    rebases: Mapped[int] = mapped_column(Integer, default=0)  # rebases that changed its edit (its pairs lost)
+    edit_hash: Mapped[str] = mapped_column(String(64), default="")  # patches.edit_hash against its base
+    check: Mapped[str] = mapped_column(String(16), default=WHOLE)  # WHOLE, CHEAP, AUDIT, REVERIFIED, REFUTED
 
 
 class Job(Base):
@@ -123,6 +132,7 @@ class Pair(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
     claim_id: Mapped[int | None] = mapped_column(ForeignKey("claims.id"), nullable=True, index=True)
     base_commit: Mapped[str] = mapped_column(String(40))
+    edit_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the claim's edit when measured
     base_value: Mapped[float] = mapped_column(Float)
     candidate_value: Mapped[float] = mapped_column(Float)
     base_metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -140,6 +150,8 @@ class ChainEntry(Base):
     parent_commit: Mapped[str | None] = mapped_column(String(40), nullable=True)
     claim_id: Mapped[int | None] = mapped_column(ForeignKey("claims.id"), nullable=True, unique=True)
     worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"), nullable=True)
+    # who earns the credit when not the claim's worker: an earlier commitment to the same patch
+    credit_worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"), nullable=True)
     gain: Mapped[float] = mapped_column(Float, default=0.0)
     gain_se: Mapped[float | None] = mapped_column(Float, nullable=True)
     description: Mapped[str] = mapped_column(Text)
@@ -157,6 +169,16 @@ class Tried(Base):
     diff_hash: Mapped[str] = mapped_column(String(64))
     metric: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class RateBucket(Base):
+    """A token bucket of the server's rate limits (server.RateLimiter), kept here so a restart does
+    not refill it: `tokens` left at time `at` (wall clock, seconds)."""
+
+    __tablename__ = "rate_buckets"
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    at: Mapped[float] = mapped_column(Float)
 
 
 class Meta(Base):

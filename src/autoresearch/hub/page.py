@@ -77,10 +77,10 @@ def claims_table(claims: list[dict]) -> str:
 
 def board_table(board: list[dict]) -> str:
     rows = [f"<tr class=leader><td class=num>{r['rank']}</td><td>{escape(r['worker'])}</td><td>{r['kind']}</td>"
-            f"<td class=num>{r['accepted']}</td><td class=num>{r['verified_gain']:.4g}</td>"
+            f"<td class=num>{r['credit']:.1%}</td><td class=num>{r['accepted']}</td><td class=num>{r['verified_gain']:.4g}</td>"
             f"<td class=num>{r['rejected']}</td><td class=num>{r['flagged']}</td>"
             f"<td class=num>{r['verifier_runs']}</td></tr>" for r in board]
-    return _table(["rank", "who", "kind", "accepted", "verified gain", "rejected", "flagged", "verifier runs"], rows,
+    return _table(["rank", "who", "kind", "credit", "accepted", "verified gain", "rejected", "flagged", "verifier runs"], rows,
                   "nobody has contributed yet")
 
 

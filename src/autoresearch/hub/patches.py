@@ -11,6 +11,7 @@ content hash names the whole set of editable files after the change: equal hashe
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 
@@ -92,3 +93,16 @@ def commitment_digest(base_commit: str, files: dict[str, str], nonce: str) -> st
     text = json.dumps({"base": base_commit, "files": files, "nonce": nonce}, sort_keys=True,
                       separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def edit_hash(base_files: dict[str, str], changed: dict[str, str]) -> str:
+    """The identity of an edit wherever it lands: per changed file, the lines it removes and adds
+    (difflib opcodes without their line numbers). A claim rebased onto a head that moved elsewhere
+    keeps its edit hash, and with it the pairs measured before."""
+    digest = hashlib.sha256()
+    for path in sorted(changed):
+        old, new = base_files.get(path, "").splitlines(True), changed[path].splitlines(True)
+        for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+            if tag != "equal":
+                digest.update(json.dumps([path, old[i1:i2], new[j1:j2]]).encode("utf-8", errors="surrogatepass"))
+    return digest.hexdigest()

@@ -2,7 +2,7 @@
 read-only page at /.
 
 Every write is hostile until proven otherwise: it needs a token (`Authorization: Bearer ...`),
-passes a per-token rate limit, a request body limit (checked while reading, so a lying or missing
+passes a per-token rate limit (kept in the database: ratelimit.py), a request body limit (checked while reading, so a lying or missing
 Content-Length does not help) and a strict schema (unknown fields refused), before service.py's
 rules see it. Registration is rate-limited per client address and for the hub as a whole. Reads
 need nothing and are served from views.py's caches. Binds 127.0.0.1 by default; run it behind a
@@ -11,9 +11,6 @@ TLS-terminating proxy to offer it to the internet (docs/hub.md).
 from __future__ import annotations
 
 import os
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,11 +18,13 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from autoresearch.core.config import TaskConfig, load_config
 from autoresearch.hub import page
 from autoresearch.hub.models import CLAIM_STATES, VERIFIER, WORKER, Worker
 from autoresearch.hub.patches import MAX_PATCH_BYTES
+from autoresearch.hub.ratelimit import RateLimited, RateLimiter
 from autoresearch.hub.service import Hub, HubError, Submission
 from autoresearch.hub.storage import default_url, open_database
 from autoresearch.hub.views import Views
@@ -86,32 +85,6 @@ class ReportIn(Strict):
     environment: dict[str, Any] = Field(default_factory=dict, max_length=32)
 
 
-@dataclass
-class Bucket:
-    tokens: float
-    at: float
-
-
-@dataclass
-class RateLimiter:
-    """Token buckets by key (a worker id, a client address): `rate` per second, `burst` at most."""
-
-    rate: float
-    burst: int
-    _buckets: dict[Any, Bucket] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def take(self, key: Any) -> None:
-        now = time.monotonic()
-        with self._lock:
-            b = self._buckets.setdefault(key, Bucket(float(self.burst), now))
-            b.tokens = min(float(self.burst), b.tokens + (now - b.at) * self.rate)
-            b.at = now
-            if b.tokens < 1.0:
-                raise HubError(429, "too many requests", f"slow down: {self.rate:g} per second, bursts of {self.burst}")
-            b.tokens -= 1.0
-
-
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes is answered 413, whatever its headers say.
 
@@ -157,7 +130,14 @@ async def _too_large(send, limit: int) -> None:
 def create_app(hub: Hub, views: Views) -> FastAPI:
     app = FastAPI(title="autoresearch hub", version="1", openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs",
                   redoc_url=None)
-    writes, registrations = RateLimiter(WRITE_RATE, WRITE_BURST), RateLimiter(REGISTER_RATE, REGISTER_BURST)
+    writes = RateLimiter(hub.sessions, "write", WRITE_RATE, WRITE_BURST)
+    registrations = RateLimiter(hub.sessions, "register", REGISTER_RATE, REGISTER_BURST)
+
+    def limited(limiter: RateLimiter, key: object) -> None:
+        try:
+            limiter.take(key)
+        except RateLimited as e:
+            raise HubError(429, "too many requests", f"slow down: {e}") from None
 
     @app.exception_handler(HubError)
     async def _hub_error(request: Request, e: HubError):
@@ -175,7 +155,7 @@ def create_app(hub: Hub, views: Views) -> FastAPI:
             token = authorization[7:].strip() if authorization and authorization.startswith("Bearer ") else None
             worker = hub.authenticate(token, kind)
             if kind == WORKER:  # verifiers are the operator's own machines: their polling is not limited
-                writes.take(worker.id)
+                limited(writes, worker.id)
             return worker
         return dependency
 
@@ -201,13 +181,21 @@ def create_app(hub: Hub, views: Views) -> FastAPI:
     def bundle() -> Response:
         return Response(hub_bundle(hub).read_bytes(), media_type="application/octet-stream")
 
+    async def per_height(name: str, request: Request) -> Response:
+        """The hot path of polling workers: pre-built bytes, 304 when the client has them already.
+        On the event loop itself (no thread hand-off); a body not built yet is built in a thread."""
+        body = views.cached(name) or await run_in_threadpool(views.body, name)
+        if request.headers.get("if-none-match") == body.etag:
+            return Response(status_code=304, headers={"ETag": body.etag})
+        return Response(body.data, media_type="application/json", headers={"ETag": body.etag})
+
     @app.get(f"{API}/best")
-    def best() -> Response:
-        return Response(views.best_json(), media_type="application/json")
+    async def best(request: Request) -> Response:
+        return await per_height("best", request)
 
     @app.get(f"{API}/chain")
-    def chain() -> Response:
-        return Response(views.chain_json(), media_type="application/json")
+    async def chain(request: Request) -> Response:
+        return await per_height("chain", request)
 
     @app.get(f"{API}/claims")
     def claims(state: str | None = None) -> list[dict]:
@@ -232,8 +220,8 @@ def create_app(hub: Hub, views: Views) -> FastAPI:
 
     @app.post(f"{API}/workers", status_code=201)
     def register(body: Registration, request: Request) -> dict:
-        registrations.take(request.client.host if request.client else "?")
-        registrations.take("*")  # and the hub as a whole: a flood from many addresses is slowed too
+        limited(registrations, request.client.host if request.client else "?")
+        limited(registrations, "*")  # and the hub as a whole: a flood from many addresses is slowed too
         worker_id, token = hub.register(body.name)
         return {"worker_id": worker_id, "token": token}
 

@@ -11,6 +11,16 @@ Invariants:
   sets the branch to the database's head, so a kill -9 at any point leaves them agreeing.
 - Jobs are leased with an expiry; an expired lease returns the job to the queue (a verifier or the
   hub died), and a report is taken only with the lease's own token.
+- Adaptive replication: a worker whose last `REPUTABLE_AFTER` accepted claims (in a row, no reject)
+  passed the full test, and that was never flagged, gets the cheap check (verify.cheap_check) on
+  its next claims, except a random `AUDIT_RATE` of them, drawn at reveal with `secrets`, which get
+  the full test. A reject resets the record; a mismatch (claimed far more than verified) flags
+  the worker, and a flagged worker never gets the cheap check again; its claims accepted by the
+  cheap check are tested again in full against their chain parents (REVERIFY jobs, first in the
+  queue). One that does not hold is marked REFUTED: its chain entry stays (later commits build
+  on it) but earns no credit, and the page says why.
+- A rebased claim keeps the pairs measured on the same edit (patches.edit_hash: the lines it
+  removes and adds, wherever they land); only a changed edit starts its evidence again.
 All state changes happen under one lock in one process (the hub is one server process).
 """
 from __future__ import annotations
@@ -33,15 +43,21 @@ from autoresearch.core.metrics import valid_metric
 from autoresearch.hub import verify
 from autoresearch.hub.models import (
     ACCEPTED,
+    AUDIT,
     CALIBRATE,
+    CHEAP,
     FULL,
     JOB_DONE,
     JOB_LEASED,
     JOB_QUEUED,
     QUEUED,
+    REFUTED,
     REJECTED,
+    REVERIFIED,
+    REVERIFY,
     SCREEN,
     VERIFYING,
+    WHOLE,
     WORKER,
     ChainEntry,
     Claim,
@@ -57,6 +73,7 @@ from autoresearch.hub.patches import (
     check_patch,
     commitment_digest,
     content_hash,
+    edit_hash,
 )
 from autoresearch.repo import gitops
 from autoresearch.research.measure import budget_limit
@@ -69,6 +86,8 @@ MAX_PENDING_NEW = 1  # queued claims of a worker with no accepted claim (a Sybil
 MAX_PENDING = 4  # queued claims of a worker with accepted ones
 MAX_OPEN_COMMITMENTS = 8  # commitments not yet revealed, per worker
 MAX_JUNK = 5  # rejected claims, none accepted: the worker is blocked from claiming
+REPUTABLE_AFTER = 2  # accepted claims in a row verified in full: a record (each one a real, verified gain)
+AUDIT_RATE = 20  # 1 in this many claims of a reputable worker gets the full test anyway (an audit)
 # A claim's further pairs go before new screenings: a verification under way finishes before the
 # chain moves under it (each move means a rebase and its runs again).
 CONTINUE_FIRST = 1e6
@@ -81,6 +100,16 @@ class HubError(AutoresearchError):
     def __init__(self, status: int, message: str, fix: str = ""):
         super().__init__(message + (f"\n  fix: {fix}" if fix else ""))
         self.status, self.message, self.fix = status, message, fix
+
+
+class EarlierCommitment(HubError):
+    """A reveal of a patch already accepted, committed before the accepted claim was: refused as a
+    duplicate, but the credit of chain entry `height` moves to this worker (not counted as junk)."""
+
+    def __init__(self, height: int):
+        super().__init__(409, f"duplicate: the chain holds this patch already (height {height}); your "
+                         "commitment came first, so its credit is yours")
+        self.height = height
 
 
 def token_hash(token: str) -> str:
@@ -148,7 +177,7 @@ class Hub:
         token = secrets.token_urlsafe(32)
         with self.sessions.begin() as s:
             w = Worker(name=name, kind=kind, token_hash=token_hash(token), created_at=self.clock(), accepted=0,
-                       rejected=0, flagged=0, clean_streak=0, verifier_runs=0, blocked=False)
+                       rejected=0, flagged=0, clean_streak=0, full_streak=0, verifier_runs=0, blocked=False)
             s.add(w)
             s.flush()
             return w.id, token
@@ -184,7 +213,7 @@ class Hub:
         """Check a revealed patch against its commitment and the rules, commit it, queue its screening.
 
         Once the digest matches, the commitment is spent whatever the verdict, and a refused patch
-        counts against the worker as junk."""
+        counts against the worker as junk (except an earlier commitment to an accepted patch)."""
         with self.lock:
             spent = False
             try:
@@ -203,13 +232,16 @@ class Hub:
                     spent = True
                     c.revealed = True
                     return self._admit(s, me, c, sub)
-            except HubError:
+            except HubError as e:
                 if spent:
                     with self.sessions.begin() as s:
                         s.get(Commitment, sub.commitment_id).revealed = True
-                        w = s.get(Worker, worker.id)
-                        w.rejected += 1
-                        w.blocked = w.blocked or (w.rejected >= MAX_JUNK and w.accepted == 0)
+                        if isinstance(e, EarlierCommitment):  # no junk: its finder, just late
+                            s.get(ChainEntry, e.height).credit_worker_id = worker.id
+                        else:
+                            w = s.get(Worker, worker.id)
+                            w.rejected += 1
+                            w.blocked = w.blocked or (w.rejected >= MAX_JUNK and w.accepted == 0)
                 raise
 
     def _admit(self, s: Session, me: Worker, c: Commitment, sub: Submission) -> Claim:
@@ -232,6 +264,7 @@ class Hub:
             raise HubError(422, f"patch refused: {e}") from None
         head = self._head(s)
         files, base_commit = {**base_files, **changed}, base.commit
+        self._credit_earliest(s, c, base.commit, content_hash(files))
         if base.commit != head.commit:
             changed, base_commit = self._rebased(base_files, files, head), head.commit
             files = {**self.editable_at(head.commit), **changed}
@@ -244,11 +277,29 @@ class Hub:
                       base_commit=base_commit, submitted_base=base.commit, candidate_commit=commit,
                       content_hash=digest, files=changed, description=sub.description, agent=sub.agent,
                       claimed=sub.claimed, environment=sub.environment, log_tail=sub.log_tail[-4000:],
-                      state=QUEUED, reason="queued for screening", verifier_runs=0, rebases=0)
+                      state=QUEUED, reason="queued for screening", verifier_runs=0, rebases=0,
+                      edit_hash=edit_hash(self.editable_at(base_commit), changed), check=self._check_for(me))
         s.add(claim)
         s.flush()
         self._queue(s, claim, SCREEN, verify.LOOKS[0], me)
         return claim
+
+    def _check_for(self, worker: Worker) -> str:
+        """Which check a new claim of this worker gets; an audit is drawn here, unpredictably."""
+        if not reputable(worker):
+            return WHOLE
+        return AUDIT if secrets.randbelow(AUDIT_RATE) == 0 else CHEAP
+
+    def _credit_earliest(self, s: Session, c: Commitment, base_commit: str, digest: str) -> None:
+        """A patch already accepted on the same base, committed to here earlier than by the claim that
+        was accepted: the credit is this worker's (the earliest commitment wins; reveal() records
+        it). It is refused all the same, as the duplicate it is."""
+        for entry in s.scalars(select(ChainEntry).where(ChainEntry.parent_commit == base_commit)):
+            if content_hash(self.editable_at(entry.commit)) != digest or entry.claim_id is None:
+                continue
+            if c.created_at < s.get(Claim, entry.claim_id).committed_at:
+                raise EarlierCommitment(entry.height)
+            raise HubError(409, f"duplicate: the chain holds this patch already (height {entry.height})")
 
     def _rebased(self, old_base: dict[str, str], files: dict[str, str], head: ChainEntry) -> dict[str, str]:
         merged, conflicts = gitops.merge_files(old_base, self.editable_at(head.commit), files)
@@ -314,7 +365,7 @@ class Hub:
                                 .order_by(Job.priority.desc(), Job.id).limit(1)).first()
                 if job is None:
                     return None
-                claim = s.get(Claim, job.claim_id) if job.claim_id else None
+                claim = s.get(Claim, job.claim_id) if job.claim_id and job.phase != REVERIFY else None
                 if claim is not None and not self._refresh(s, claim, job):
                     continue
                 token = secrets.token_urlsafe(24)
@@ -335,11 +386,6 @@ class Hub:
         head = self._head(s)
         if claim.base_commit == head.commit:
             return True
-        measured = s.scalars(select(Pair).where(Pair.claim_id == claim.id,
-                                                Pair.base_commit == claim.base_commit)).first() is not None
-        if measured and claim.rebases >= MAX_REBASES:  # waiting in the queue costs nothing: only re-runs count
-            self._decide(s, claim, REJECTED, f"the chain moved {claim.rebases + 1} times while it was verified")
-            return False
         try:
             old = self.editable_at(claim.base_commit)
             changed = self._rebased(old, {**old, **claim.files}, head)
@@ -349,12 +395,19 @@ class Hub:
         except HubError as e:
             self._decide(s, claim, REJECTED, f"after the chain moved to height {head.height}: {e.message}")
             return False
+        edit = edit_hash(self.editable_at(head.commit), changed)
+        lost = edit != claim.edit_hash and s.scalars(select(Pair).where(Pair.claim_id == claim.id)).first() is not None
+        if lost and claim.rebases >= MAX_REBASES:  # waiting in the queue costs nothing: only lost runs count
+            self._decide(s, claim, REJECTED, f"the chain moved {claim.rebases + 1} times under it, changing its edit")
+            return False
         commit = gitops.commit_files(self.repo, head.commit, changed, f"{claim.description[:200]}\n\nhub claim "
                                      f"#{claim.id}, rebased onto height {head.height}\n")
         gitops.update_ref(self.repo, CLAIM_REF + commit, commit)
         claim.base_commit, claim.candidate_commit, claim.files, claim.content_hash = head.commit, commit, changed, digest
-        claim.rebases += int(measured)
-        job.base_commit, job.candidate_commit, job.phase, job.pairs = head.commit, commit, SCREEN, verify.LOOKS[0]
+        if edit != claim.edit_hash:  # a new edit: its evidence starts again with a screening pair
+            job.phase, job.pairs = SCREEN, verify.LOOKS[0]
+        claim.rebases, claim.edit_hash = claim.rebases + int(lost), edit
+        job.base_commit, job.candidate_commit = head.commit, commit
         return True
 
     def report(self, verifier: Worker, job_id: int, lease_token: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -373,6 +426,10 @@ class Hub:
             me = s.get(Worker, verifier.id)
             me.verifier_runs += len(runs)
             claim = s.get(Claim, job.claim_id) if job.claim_id else None
+            if job.phase == REVERIFY:
+                outcome = self._reverify_job(s, job, claim, order, runs)
+                job.outcome = outcome
+                return {"job_id": job_id, "outcome": outcome}
             outcome = self._judge_job(s, job, claim, order, runs, me)
             job.outcome = outcome
             if claim is not None and claim.state == ACCEPTED:
@@ -399,7 +456,8 @@ class Hub:
                 self._decide(s, claim, REJECTED, problem)
                 return problem
         for b, c in zip(base_runs, cand_runs):
-            s.add(Pair(job_id=job.id, claim_id=job.claim_id, base_commit=job.base_commit, base_value=b["metric"],
+            s.add(Pair(job_id=job.id, claim_id=job.claim_id, base_commit=job.base_commit,
+                       edit_hash=claim.edit_hash if claim is not None else None, base_value=b["metric"],
                        candidate_value=c["metric"], base_metrics=b.get("metrics", {}),
                        candidate_metrics=c.get("metrics", {}), verifier_id=verifier.id, created_at=self.clock()))
         s.flush()
@@ -438,16 +496,19 @@ class Hub:
 
     def _verdict(self, s: Session, claim: Claim) -> str:
         pairs = [(p.base_value, p.candidate_value) for p in s.scalars(
-            select(Pair).where(Pair.claim_id == claim.id, Pair.base_commit == claim.base_commit).order_by(Pair.id))]
+            select(Pair).where(Pair.claim_id == claim.id, Pair.edit_hash == claim.edit_hash).order_by(Pair.id))]
         worker = s.get(Worker, claim.worker_id)
-        reputable = worker.clean_streak >= self.policy.reputable_streak
-        claimed = claim.claimed.get("gain")
-        v = verify.judge(self.policy, pairs, self._noise(s, exclude_claim=claim.id), reputable=reputable,
-                         claimed_gain=float(claimed) if isinstance(claimed, (int, float)) else None)
+        v = verify.judge(self.policy, pairs, self._noise(s, exclude_claim=claim.id),
+                         claimed=verify.claimed_evidence(self.policy.direction, claim.claimed),
+                         cheap=claim.check == CHEAP and reputable(worker))
         claim.verified_gain, claim.verified_se = v.gain, v.se
+        if claim.check == CHEAP and not v.cheap:  # the cheap check failed (or the record is gone): the full test
+            claim.check = WHOLE
         if v.mismatch:
+            if worker.flagged == 0:
+                self._queue_reverify(s, worker)
             worker.flagged += 1
-            worker.clean_streak = 0
+            worker.clean_streak = worker.full_streak = 0
         if v.action == "more":
             claim.state, claim.reason = QUEUED, v.reason
             self._queue(s, claim, FULL, v.more_pairs, worker)
@@ -456,6 +517,45 @@ class Hub:
         else:
             self._accept(s, claim, v)
         return v.reason
+
+    def _queue_reverify(self, s: Session, worker: Worker) -> None:
+        """The claims of a worker just flagged that the cheap check accepted: each tested in full again."""
+        for entry in s.scalars(select(ChainEntry).join(Claim, Claim.id == ChainEntry.claim_id)
+                               .where(Claim.worker_id == worker.id, Claim.check == CHEAP)):
+            s.add(Job(claim_id=entry.claim_id, phase=REVERIFY, base_commit=entry.parent_commit,
+                      candidate_commit=entry.commit, pairs=verify.LOOKS[0], priority=2 * CONTINUE_FIRST,
+                      state=JOB_QUEUED, attempts=0, created_at=self.clock(), outcome=""))
+
+    def _reverify_job(self, s: Session, job: Job, claim: Claim, order: list[str], runs: list[dict[str, Any]]) -> str:
+        """The full test of an accepted claim again, on its own chain parent: REVERIFIED or REFUTED."""
+        base_runs = [r for kind, r in zip(order, runs) if kind == "base"]
+        cand_runs = [r for kind, r in zip(order, runs) if kind == "candidate"]
+        failed_base = next((r for r in base_runs if not _ok(r)), None)
+        failed = next((r for r in cand_runs if not _ok(r)), None)
+        if failed_base is not None:  # the verifier's trouble, not the claim's: again, up to MAX_ATTEMPTS
+            if job.attempts < MAX_ATTEMPTS:
+                self._requeue_copy(s, job, None)
+            return f"reverify: the base failed ({failed_base.get('status')})"
+        if failed is not None:
+            verdict = verify.Verdict("reject", f"the candidate failed: {failed.get('status')}")
+        else:
+            for b, c in zip(base_runs, cand_runs):
+                s.add(Pair(job_id=job.id, claim_id=claim.id, base_commit=job.base_commit, edit_hash=REVERIFY,
+                           base_value=b["metric"], candidate_value=c["metric"], base_metrics=b.get("metrics", {}),
+                           candidate_metrics=c.get("metrics", {}), verifier_id=job.verifier_id,
+                           created_at=self.clock()))
+            s.flush()
+            pairs = [(p.base_value, p.candidate_value) for p in s.scalars(
+                select(Pair).where(Pair.claim_id == claim.id, Pair.edit_hash == REVERIFY).order_by(Pair.id))]
+            verdict = verify.judge(self.policy, pairs, self._noise(s, exclude_claim=claim.id))
+        if verdict.action == "more":
+            s.add(Job(claim_id=claim.id, phase=REVERIFY, base_commit=job.base_commit,
+                      candidate_commit=job.candidate_commit, pairs=verdict.more_pairs, priority=job.priority,
+                      state=JOB_QUEUED, attempts=0, created_at=self.clock(), outcome=""))
+            return f"reverify: {verdict.reason}"
+        claim.check = REVERIFIED if verdict.action == "accept" else REFUTED
+        claim.reason += f"; tested again after its worker was flagged: {verdict.reason}"[:2000]
+        return f"reverify: {claim.check}: {verdict.reason}"
 
     def _accept(self, s: Session, claim: Claim, v: verify.Verdict) -> None:
         head = self._head(s)
@@ -477,9 +577,10 @@ class Hub:
         if state == ACCEPTED:
             worker.accepted += 1
             worker.clean_streak = 0 if mismatch else worker.clean_streak + 1
+            worker.full_streak = 0 if mismatch else worker.full_streak + (claim.check != CHEAP)
         else:
             worker.rejected += 1
-            worker.clean_streak = 0
+            worker.clean_streak = worker.full_streak = 0
             if worker.rejected >= MAX_JUNK and worker.accepted == 0:
                 worker.blocked = True
 
@@ -501,6 +602,11 @@ class Hub:
 def _ok(run: dict[str, Any]) -> bool:
     metric = run.get("metric")
     return run.get("status") == "ok" and isinstance(metric, (int, float)) and valid_metric(metric)
+
+
+def reputable(worker: Worker) -> bool:
+    """A clean record: the last REPUTABLE_AFTER accepted claims in a row passed the full test, never flagged."""
+    return worker.flagged == 0 and worker.full_streak >= REPUTABLE_AFTER
 
 
 def _reputation(worker: Worker | None) -> float:

@@ -1,15 +1,19 @@
 """What the hub shows: read-only views of the chain, claims, leaderboard and tried-and-failed list.
 
 Reads never take the hub's write lock. The chain and the best change only when a claim is
-accepted, so their JSON is built once per chain height and served from memory (the hot path of
-every worker polling for a new best); the other lists are rebuilt at most every CACHE_S seconds.
+accepted, so their JSON is built once per chain height and served from memory as bytes with an
+ETag (the hot path of every worker polling for a new best: no database, no schema validation, and
+a poll that names the current ETag is answered 304 without a body); the other lists are rebuilt at
+most every CACHE_S seconds.
 Unaccepted claims are shown without their patch: only accepted commits publish their diff.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -17,6 +21,7 @@ from sqlalchemy import select
 from autoresearch.hub.models import (
     ACCEPTED,
     QUEUED,
+    REFUTED,
     REJECTED,
     VERIFYING,
     ChainEntry,
@@ -24,29 +29,43 @@ from autoresearch.hub.models import (
     Tried,
     Worker,
 )
-from autoresearch.hub.service import Hub
+from autoresearch.hub.service import AUDIT_RATE, REPUTABLE_AFTER, Hub
 from autoresearch.repo import gitops
 
 CACHE_S = 1.0  # claims, leaderboard and tried lists are at most this stale
 RECENT = 100  # claims and tried experiments listed
 
 
+@dataclass(frozen=True)
+class Body:
+    """A response body built once per chain height, and its entity tag."""
+
+    data: bytes
+    etag: str
+
+
 class Views:
     def __init__(self, hub: Hub):
         self.hub = hub
         self._lock = threading.Lock()
-        self._by_height: dict[tuple[str, int], bytes] = {}
+        self._by_height: dict[tuple[str, int], Body] = {}
         self._timed: dict[str, tuple[float, Any]] = {}
 
-    def _height_cached(self, name: str, build) -> bytes:
+    def cached(self, name: str) -> Body | None:
+        """The body of `name` ("best" or "chain") at the current height if it is built: a dict lookup."""
+        return self._by_height.get((name, self.hub.head_height))
+
+    def body(self, name: str) -> Body:
+        """The body of `name` at the current height, built (from the database) when it is not yet."""
         key = (name, self.hub.head_height)
-        data = self._by_height.get(key)
-        if data is None:
-            data = json.dumps(build()).encode()
+        hit = self._by_height.get(key)
+        if hit is None:
+            data = json.dumps({"best": self.best, "chain": self.chain}[name]()).encode()
+            hit = Body(data, f'"{key[1]}-{hashlib.sha256(data).hexdigest()[:16]}"')
             with self._lock:
                 self._by_height = {k: v for k, v in self._by_height.items() if k[1] == key[1]}
-                self._by_height[key] = data
-        return data
+                self._by_height[key] = hit
+        return hit
 
     def _timed_cached(self, name: str, build) -> Any:
         hit = self._timed.get(name)
@@ -72,7 +91,7 @@ class Views:
         return out
 
     def chain_json(self) -> bytes:
-        return self._height_cached("chain", self.chain)
+        return self.body("chain").data
 
     def best(self) -> dict[str, Any]:
         with self.hub.sessions() as s:
@@ -81,7 +100,7 @@ class Views:
                 "files": self.hub.editable_at(head.commit), "description": head.description}
 
     def best_json(self) -> bytes:
-        return self._height_cached("best", self.best)
+        return self.body("best").data
 
     def task(self) -> dict[str, Any]:
         cfg = self.hub.config
@@ -89,7 +108,9 @@ class Views:
                 "editable": cfg.editable, "frozen": self.hub.frozen, "root_commit": self.hub.root,
                 "budget_s": cfg.budget_s, "trusted_evaluation": bool(cfg.evaluate.command),
                 "api": "v1", "policy": {"p_value": self.hub.policy.p_value, "looks": list(self.hub.policy.looks),
-                                        "min_effect": self.hub.policy.min_effect}}
+                                        "min_effect": self.hub.policy.min_effect,
+                                        "record_after_full_accepts": REPUTABLE_AFTER,
+                                        "audit_one_in": AUDIT_RATE}}
 
     # -- claims, people, tried ------------------------------------------------------------------
 
@@ -111,17 +132,28 @@ class Views:
             return claim_summary(c, w.name if w else None)
 
     def leaderboard(self) -> list[dict[str, Any]]:
+        """Contributors ranked by credit: each accepted commit's share of the chain's verified advance,
+        to the worker whose commitment to that patch came first. A copy is refused at the gate
+        (the same content as an earlier commitment), so copying a leader earns nothing; a commit
+        refuted when tested again (service._reverify_job) earns nothing either."""
         def build():
             with self.hub.sessions() as s:
                 gains: dict[int, float] = {}
-                for e in s.scalars(select(ChainEntry).where(ChainEntry.worker_id.is_not(None))):
+                credit: dict[int, float] = {}
+                refuted = set(s.scalars(select(Claim.id).where(Claim.check == REFUTED)))
+                entries = [e for e in s.scalars(select(ChainEntry).where(ChainEntry.worker_id.is_not(None)))
+                           if e.claim_id not in refuted]
+                advance = sum(max(e.gain, 0.0) for e in entries)
+                for e in entries:
                     gains[e.worker_id] = gains.get(e.worker_id, 0.0) + e.gain
-                rows = [{"worker": w.name, "worker_id": w.id, "kind": w.kind, "accepted": w.accepted,
-                         "verified_gain": gains.get(w.id, 0.0), "rejected": w.rejected, "flagged": w.flagged,
-                         "verifier_runs": w.verifier_runs, "blocked": w.blocked}
+                    earner = e.credit_worker_id or e.worker_id
+                    credit[earner] = credit.get(earner, 0.0) + (max(e.gain, 0.0) / advance if advance else 0.0)
+                rows = [{"worker": w.name, "worker_id": w.id, "kind": w.kind, "credit": round(credit.get(w.id, 0.0), 4),
+                         "accepted": w.accepted, "verified_gain": gains.get(w.id, 0.0), "rejected": w.rejected,
+                         "flagged": w.flagged, "verifier_runs": w.verifier_runs, "blocked": w.blocked}
                         for w in s.scalars(select(Worker))]
-            rows = [r for r in rows if r["kind"] == "verifier" or r["accepted"] or r["rejected"]]
-            rows.sort(key=lambda r: (-r["accepted"], -r["verified_gain"], r["rejected"]))
+            rows = [r for r in rows if r["kind"] == "verifier" or r["accepted"] or r["rejected"] or r["credit"]]
+            rows.sort(key=lambda r: (-r["credit"], -r["accepted"], r["rejected"]))
             for rank, r in enumerate(rows, 1):
                 r["rank"] = rank
             return rows
@@ -150,4 +182,5 @@ def claim_summary(c: Claim, worker: str | None) -> dict[str, Any]:
             if c.state == ACCEPTED else None, "claimed_gain": c.claimed.get("gain"),
             "verified_gain": c.verified_gain, "verified_se": c.verified_se, "verifier_runs": c.verifier_runs,
             "rebases": c.rebases, "created_at": c.created_at, "decided_at": c.decided_at,
-            "open": c.state in (QUEUED, VERIFYING)}
+            "open": c.state in (QUEUED, VERIFYING),
+            "check": c.check if c.state in (ACCEPTED, REJECTED) else None}  # an audit is not announced

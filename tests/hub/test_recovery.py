@@ -48,11 +48,13 @@ def test_kill9_of_the_hub_mid_verification(tmp_path: Path):
         hub.kill9()
         assert leased, "the kill should land while a job is leased"
         hub.start()
-        # The lease expires, the job is re-queued and run again; the claim gets its verdict.
+        # The claim gets its verdict: a job leased at the kill is finished either under its lease (the
+        # verifier lived on and reported to the restarted hub in time) or, once the lease expired, re-queued
+        # and run again; nothing leased is left undone.
         assert decided(alice, first["claim_id"], timeout=150)["state"] == "accepted"
         for (job_id,) in leased:
             state, attempts = db_rows(task, f"select state, attempts from jobs where id = {job_id}")[0]
-            assert state == "done" and attempts >= 2, (job_id, state, attempts)
+            assert state == "done" and attempts >= 1, (job_id, state, attempts)
         # Kill again right after an accept, then check the database and git tell the same story.
         best = alice.get("/best")
         second = alice.claim(best["commit"], {"train.py": best["files"]["train.py"].replace("X = 3.0", "X = 2.5")},

@@ -119,8 +119,18 @@ class _Chat:
     def _call(self, system, messages, *, max_tokens, temperature, schema, seed) -> ChatResult:
         raise NotImplementedError
 
+    _sdk: Any = None  # the vendor SDK module: both name their errors alike
+
     def _classify(self, e: Exception) -> tuple[bool | None, int | None, float | None]:
-        raise NotImplementedError
+        """(retryable, HTTP status, Retry-After) of a vendor SDK's error; (None, ...) when it is not one."""
+        sdk = self._sdk
+        if isinstance(e, sdk.APIConnectionError):  # refused, reset, DNS, and timeouts (a subclass)
+            return True, None, None
+        if isinstance(e, sdk.APIStatusError):
+            return e.status_code in RETRY_STATUS or e.status_code >= 500, e.status_code, _retry_after(e)
+        if isinstance(e, sdk.APIResponseValidationError):
+            return True, None, None
+        return None, None, None
 
     def _scrub(self, text: str) -> str:
         if self._key and self._key != LOCAL_PLACEHOLDER_KEY and len(self._key) >= 8:
@@ -167,7 +177,7 @@ class OpenAIChat(_Chat):
                  extra_body: dict[str, Any] | None = None, system_as_user: bool = False):
         import openai
 
-        self._openai = openai
+        self._openai = self._sdk = openai
         key = api_key_from_env(api_key_env, base_url=base_url, provider="OpenAI")
         super().__init__(model, retry=retry or RetryPolicy(), key=key)
         if structured not in (None, "json_schema", "json_object"):
@@ -217,16 +227,6 @@ class OpenAIChat(_Chat):
                           latency_s=0.0, finish_reason=choice.finish_reason if choice else None,
                           tokens_estimated=estimated)
 
-    def _classify(self, e):
-        o = self._openai
-        if isinstance(e, o.APIConnectionError):  # refused, reset, DNS, and timeouts (a subclass)
-            return True, None, None
-        if isinstance(e, o.APIStatusError):
-            return e.status_code in RETRY_STATUS or e.status_code >= 500, e.status_code, _retry_after(e)
-        if isinstance(e, o.APIResponseValidationError):
-            return True, None, None
-        return None, None, None
-
 
 class AnthropicChat(_Chat):
     """The Messages API through the `anthropic` SDK. Structured output forces a tool call whose
@@ -239,7 +239,7 @@ class AnthropicChat(_Chat):
                  timeout_s: float = 300.0, retry: RetryPolicy | None = None, structured: bool = False):
         import anthropic
 
-        self._anthropic = anthropic
+        self._anthropic = self._sdk = anthropic
         key = api_key_from_env(api_key_env, base_url=base_url, provider="Anthropic")
         super().__init__(model, retry=retry or RetryPolicy(), key=key)
         self.structured = bool(structured)
@@ -268,12 +268,3 @@ class AnthropicChat(_Chat):
                           completion_tokens=usage.output_tokens if usage else _estimate(text),
                           latency_s=0.0, finish_reason=response.stop_reason, tokens_estimated=usage is None)
 
-    def _classify(self, e):
-        a = self._anthropic
-        if isinstance(e, a.APIConnectionError):
-            return True, None, None
-        if isinstance(e, a.APIStatusError):
-            return e.status_code in RETRY_STATUS or e.status_code >= 500, e.status_code, _retry_after(e)
-        if isinstance(e, a.APIResponseValidationError):
-            return True, None, None
-        return None, None, None

@@ -28,11 +28,8 @@ def add_parsers(sub) -> None:
     s.add_argument("--json", action="store_true", help="print the start-up facts as one JSON line")
     s.set_defaults(func=cmd_hub_serve)
 
-    w = sub.add_parser("worker", help="contribute to a hub: research locally, submit each keep as a claim")
-    w_sub = w.add_subparsers(metavar="ACTION")
-    j = w_sub.add_parser("join", help="join the hub at URL")
-    j.add_argument("url")
-    j.add_argument("--dir", help="where the task is cloned (default: $AUTORESEARCH_HOME/hub-worker)")
+    j = _join_parser(sub, "worker", "contribute to a hub: research locally, submit each keep as a claim",
+                     "join the hub at URL")
     j.add_argument("--agent", action="append", help="agent name(s), as for `autoresearch run` (default: search)")
     j.add_argument("--name", default="worker", help="the name shown on the leaderboard")
     j.add_argument("--max-experiments", type=int, help="per round (a round ends when the chain advances)")
@@ -41,15 +38,21 @@ def add_parsers(sub) -> None:
     j.add_argument("--json", action="store_true", help="one JSON event per line")
     j.set_defaults(func=cmd_worker_join)
 
-    v = sub.add_parser("verifier", help="verify claims for a hub on this trusted machine")
-    v_sub = v.add_subparsers(metavar="ACTION")
-    j = v_sub.add_parser("join", help="take verification jobs from the hub at URL")
-    j.add_argument("url")
+    j = _join_parser(sub, "verifier", "verify claims for a hub on this trusted machine",
+                     "take verification jobs from the hub at URL")
     j.add_argument("--token-file", help=f"the verifier token (default: ${VERIFIER_TOKEN_ENV})")
-    j.add_argument("--dir", help="where the task is cloned (default: $AUTORESEARCH_HOME/hub-verifier)")
     j.add_argument("--max-jobs", type=int)
     j.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     j.set_defaults(func=cmd_verifier_join)
+
+
+def _join_parser(sub, role: str, text: str, join_text: str):
+    """`autoresearch ROLE join URL [--dir D]`: the parser of `join`, for its own options."""
+    parent = sub.add_parser(role, help=text)
+    j = parent.add_subparsers(metavar="ACTION").add_parser("join", help=join_text)
+    j.add_argument("url")
+    j.add_argument("--dir", help=f"where the task is cloned (default: $AUTORESEARCH_HOME/hub-{role})")
+    return j
 
 
 def cmd_hub_serve(args) -> int:

@@ -15,12 +15,7 @@ import difflib
 import hashlib
 import json
 
-from autoresearch.core.config import (
-    TaskConfig,
-    frozen_files,
-    is_editable,
-    normalize_path,
-)
+from autoresearch.core.config import TaskConfig, edit_problem, normalize_path
 from autoresearch.core.errors import AutoresearchError
 
 MAX_FILE_BYTES = 256 * 1024  # larger than any source file an agent writes in one change
@@ -42,15 +37,15 @@ def check_patch(config: TaskConfig, base_files: dict[str, str], files: object) -
         raise PatchError("the patch names no file; send {path: new content} for each changed editable file")
     if len(files) > MAX_FILES:
         raise PatchError(f"the patch changes {len(files)} files; at most {MAX_FILES}")
-    frozen, out, total = set(frozen_files(config)), {}, 0
+    out, total = {}, 0
     for path, content in files.items():
         try:
             norm = normalize_path(path)
         except ValueError as e:
             raise PatchError(f"invalid path: {e}") from None
-        if norm in frozen or not is_editable(config, norm):
-            kind = "frozen" if norm in frozen else "not editable"
-            raise PatchError(f"{norm} is {kind}; a patch may change only {', '.join(config.editable)}")
+        problem = edit_problem(config, norm)
+        if problem:
+            raise PatchError(problem)
         if norm in out:
             raise PatchError(f"{path!r} and another path both name {norm}")
         size = _check_text(norm, content)

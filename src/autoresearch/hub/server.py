@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from autoresearch.core.config import TaskConfig, load_config
+from autoresearch.core.config import GIT_IGNORED, TaskConfig, load_config
 from autoresearch.hub import page
 from autoresearch.hub.models import CLAIM_STATES, VERIFIER, WORKER, Worker
 from autoresearch.hub.patches import MAX_PATCH_BYTES
@@ -284,7 +284,7 @@ def open_hub(task: Path, db_url: str | None = None, lease_s: float | None = None
     config = load_config(task)
     state = hub_state(config)
     state.mkdir(parents=True, exist_ok=True)
-    gitops.exclude_state(config.root, (".autoresearch/",))
+    gitops.exclude_state(config.root, GIT_IGNORED)
     hub = Hub(config, open_database(db_url or default_url(state)), lease_s=lease_s)
     hub.start()
     verifier_token(hub)

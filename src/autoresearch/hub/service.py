@@ -139,7 +139,7 @@ class Hub:
         self.lease_s = lease_s
         self.policy = verify.Policy(direction=config.metric.direction, min_effect=config.judge.min_effect)
         self.lock = threading.RLock()
-        self._files = gitops.ObjectCache(512)  # commit -> editable files
+        self.files = gitops.EditableFiles(self.config, 512)
         self.head_height = 0
         self.root = ""
 
@@ -165,11 +165,7 @@ class Hub:
                        for p in frozen_files(self.config)}
 
     def editable_at(self, commit: str) -> dict[str, str]:
-        files = self._files.get(commit)
-        if files is None:
-            files = gitops.editable_files(self.config, commit)
-            self._files.put(commit, files)
-        return dict(files)
+        return self.files.at(commit)
 
     # -- workers --------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import subprocess
@@ -42,6 +43,7 @@ run = "python train.py"
 [budget]
 seconds = 1
 timeout = 30
+overrun = 30  # this measures the judge: a run slowed by a loaded machine is not cut as over budget
 [metric]
 name = "score"
 [parallel]
@@ -94,7 +96,8 @@ def trial(plan: list[str], judge: JudgeConfig, sigma: float, tmp: Path, name: st
     result = {"false_keep": sum(by_kind["noop"]) / len(by_kind["noop"]),
             "true_keep": sum(by_kind["improve"]) / len(by_kind["improve"]),
             "extra_runs": (total - counts.get("primary", 0)) / total, "runs": total, "per_candidate": total / len(exps),
-            "noise_runs": counts.get("noise", 0), "confirm_runs": counts.get("confirm", 0)}
+            "noise_runs": counts.get("noise", 0), "confirm_runs": counts.get("confirm", 0),
+            "cut": sum(1 for e in exps if "failed" in e.reason or "over budget" in e.reason)}
     print(f"{name}: {result}", file=sys.stderr, flush=True)
     return result
 
@@ -133,7 +136,7 @@ def main() -> None:
     ap.add_argument("--sigma", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0, help="the first seed (the mix's order; the noise is fresh)")
     ap.add_argument("--seeds", type=int, default=1, help="how many seeds, from --seed on; each a mix of its own")
-    ap.add_argument("--before", default=BEFORE, help="git commit whose default judge is the 'before' column")
+    ap.add_argument("--before", default=BEFORE, help="git commit whose default judge is the 'before' column ('': none)")
     ap.add_argument("--no-naive", action="store_true", help="leave out the naive rule's column")
     ap.add_argument("--only-default", action="store_true", help=argparse.SUPPRESS)  # for the 'before' subprocess
     args = ap.parse_args()
@@ -147,7 +150,8 @@ def main() -> None:
         for seed in seeds:
             now.append(trial(mix(args, seed), JudgeConfig(), args.sigma, Path(tmp), f"aware-{seed}"))
         cols.append(("today", now))
-        cols.append((f"{args.before}", before(args.before, args, seeds, Path(tmp))))
+        if args.before:
+            cols.append((f"{args.before}", before(args.before, args, seeds, Path(tmp))))
         if not args.no_naive:
             naive = JudgeConfig(noise_runs=1, z=0.0, max_confirm=0, drift_check=False, recheck=False)
             cols.append(("naive", [trial(mix(args, s), naive, args.sigma, Path(tmp), f"naive-{s}") for s in seeds]))
@@ -155,7 +159,8 @@ def main() -> None:
     rows = [("false-keep rate of no-ops", "false_keep", "{:.1%}", "<= 5%"),
             ("keep rate of 3σ improvements", "true_keep", "{:.1%}", ">= 90%"),
             ("runs per candidate", "per_candidate", "{:.2f}", "<= 1.6"),
-            ("runs (noise, confirmation)", "runs", "{:.0f}", "")]
+            ("runs (noise, confirmation)", "runs", "{:.0f}", ""),
+            ("candidates cut (failed runs)", "cut", "{:.0f}", "")]
     for i, seed in enumerate(seeds if len(seeds) > 1 else []):
         print(f"seed {seed}: " + "; ".join(f"{name} " + " ".join(fmt.format(r[i][key]) for _, key, fmt, _ in rows[:3])
                                          for name, r in cols))
@@ -164,12 +169,13 @@ def main() -> None:
     for text, key, fmt, target in rows:
         cells = []
         for _, results in cols:
-            xs = [r[key] for r in results]
+            xs = [r.get(key, math.nan) for r in results]  # an older commit's trial may not count `cut`
             cell = fmt.format(sum(xs) / len(xs))
             cells.append(cell + (f" [{fmt.format(min(xs))}, {fmt.format(max(xs))}]" if len(xs) > 1 else ""))
         print(f"{text:30}" + "".join(f"{c:>24}" for c in cells) + f"{target:>10}")
-    old = cols[1][1]
-    print(f"{'ratio of runs, today/before':30}{sum(r['runs'] for r in now) / sum(r['runs'] for r in old):>24.2f}")
+    if args.before:
+        old = cols[1][1]
+        print(f"{'ratio of runs, today/before':30}{sum(r['runs'] for r in now) / sum(r['runs'] for r in old):>24.2f}")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,14 @@ def test_uncertain_band_is_confirmed_then_decided():
     assert decide(MetricSpec("acc", "maximize"), CFG, [0.95], [1.0], sigma=0.01, dof=20).action == "discard"
 
 
+def test_the_first_look_is_stricter():
+    # Group-sequential: 1.7 standard errors on one run is uncertain (z_first 1.8), not yet a keep.
+    one = ([0.98], [1.0, 1.0, 1.0])
+    assert decide(LOWER, CFG, *one, sigma=0.01, dof=1000, confirmations_left=2).action == "confirm"
+    assert decide(LOWER, JudgeConfig(z_first=0.0), *one, sigma=0.01, dof=1000).keep  # z alone would keep it
+    assert decide(LOWER, CFG, [0.98, 0.985], [1.0, 1.0, 1.0], sigma=0.01, dof=1000).keep  # 2.1σ on two runs
+
+
 def test_no_noise_estimate_falls_back_to_strictly_better():
     assert decide(LOWER, CFG, [0.999], [1.0], sigma=None).keep
     assert decide(LOWER, CFG, [1.0], [1.0], sigma=0.0).action == "discard"
@@ -119,8 +127,9 @@ print(f"score: {values[min(n, len(values) - 1)]}")
 '''
 
 
-def planned_research(tmp_path: Path, plan: dict[str, list[float]], judge: str = "") -> Ledger:
-    """The real loop on a task whose run n of experiment k prints plan[k][n]: one candidate."""
+def planned_research(tmp_path: Path, plan: dict[str, list[float]], judge: str = "",
+                     changes: tuple[tuple[str, str], ...] = (("X = 5.0", "X = 4.0"),)) -> Ledger:
+    """The real loop on a task whose run n of experiment k prints plan[k][n]: one candidate per change."""
     from tests.conftest import TOY_CONFIG, make_task
 
     (tmp_path / "plan").mkdir()
@@ -128,7 +137,7 @@ def planned_research(tmp_path: Path, plan: dict[str, list[float]], judge: str = 
     config = (TOY_CONFIG.split("[search]")[0] + f'\n[env]\nPLAN_DIR = "{tmp_path / "plan"}"\n'
               "\n[sandbox]\nenabled = false\n" + judge)
     task = make_task(tmp_path / "t", train=PLANNED, config=config)
-    r = Research(load_config(task), ScriptedAgent([("candidate", replace("X = 5.0", "X = 4.0"))]), tag="t")
+    r = Research(load_config(task), ScriptedAgent([("candidate", replace(a, b)) for a, b in changes]), tag="t")
     r.open()
     try:
         r.run(Limits())
@@ -173,3 +182,23 @@ def test_broken_runs_need_evidence_to_be_told_apart():
     rng = __import__("random").Random(1)
     honest = [[rng.gauss(0, 1) for _ in range(5)] for _ in range(200)]
     assert sum(len(g) for g in clean_groups(honest)) == 1000  # no honest run flagged
+
+
+def test_a_best_kept_on_one_run_is_rechecked_and_shares_its_runs_for_the_drift_check(tmp_path: Path):
+    # #2 clearly beats the baseline on its first run: the baseline is re-run before the keep (its own
+    # back-to-back runs are one moment), then #2 once more (the winner's curse). #3 beats #2 right
+    # after: #2's runs, made alongside the last experiments, are recent, so #2 is not re-run again.
+    serial = "\n[parallel]\nahead = 0\n"  # each change is proposed on the best of its time
+    ledger = planned_research(tmp_path, {"1": [2.0, 2.01, 1.99, 2.0], "2": [1.8, 1.81], "3": [1.6, 1.61]}, serial,
+                              changes=(("X = 5.0", "X = 4.0"), ("X = 4.0", "X = 3.0")))
+    base, second, third = ledger.experiments("t")
+    assert [second.status, third.status] == ["keep", "keep"], (second.reason, third.reason)
+    assert [r.kind for r in ledger.runs(base.id)] == ["primary", "noise", "noise", "confirm"]
+    assert [r.kind for r in ledger.runs(second.id)] == ["primary", "confirm"]  # no drift re-run for #3
+    assert [r.kind for r in ledger.runs(third.id)] == ["primary", "confirm"]
+    assert second.metric == pytest.approx(1.805)
+    (tmp_path / "w0").mkdir()
+    window = planned_research(tmp_path / "w0", {"1": [2.0, 2.01, 1.99, 2.0], "2": [1.8, 1.81, 1.8],
+                                                "3": [1.6, 1.61]}, judge=serial + "\n[judge]\ndrift_window = 0\n",
+                              changes=(("X = 5.0", "X = 4.0"), ("X = 4.0", "X = 3.0")))
+    assert len(window.runs(window.experiments("t")[1].id)) == 3  # without the window: re-run for #3

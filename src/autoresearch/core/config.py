@@ -83,18 +83,26 @@ class JudgeConfig:
     """Noise-aware acceptance (see judge.py). Defaults calibrated in benchmarks/judge_noise.py."""
 
     noise_runs: int = 3  # runs of the best to estimate the noise at the start (1 = naive rule)
-    # The sequential test (judge.decide): keep above z standard errors (t-corrected), discard at or
+    # The sequential test (judge.decide), a group-sequential design: keep above z_first standard
+    # errors (t-corrected) on the candidate's first run and above z on later ones, discard at or
     # below confirm_from, re-run in between, at most max_confirm times. Calibrated in
     # benchmarks/judge_noise.py for false keeps <= 5% of no-ops and >= 90% of true 3σ gains.
-    z: float = 1.6
-    confirm_from: float = 0.2
-    max_confirm: int = 3
+    z: float = 1.45
+    z_first: float = 1.8
+    confirm_from: float = 0.6
+    max_confirm: int = 2
     min_effect: float = 0.0  # smallest improvement worth keeping, in metric units
     complexity_cost: float = 0.0  # metric units per added non-blank, non-comment source line
     keep_simplifications: bool = True  # equal metric with fewer lines is kept
-    reestimate_every: int = 10  # re-measure the noise after this many keeps (0 = never)
-    best_runs: int = 4  # an uncertain candidate's confirmation runs re-run the best too, until it has this many
-    drift_check: bool = True  # no keep without a run of the best made since the candidate started
+    # Re-measure the noise after this many keeps (0 = never): off by default, since every best kept
+    # on one run is run once more (recheck) and the pooled σ grows with every repeated commit.
+    reestimate_every: int = 0
+    best_runs: int = 3  # an uncertain candidate's confirmation runs re-run the best too, until it has this many
+    drift_check: bool = True  # no keep without a recent run of the best (see drift_window)
+    # A run of the best counts as recent for a candidate when it started after the primary run of
+    # the experiment this many places before the candidate (0: only runs since the candidate started).
+    drift_window: int = 8
+    recheck: bool = True  # a best kept on a single run is run once more at once (the winner's curse)
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,11 @@ Under a wall-clock budget the metric is noisy, and "lower once" keeps about half
 changes. Here a candidate is kept only if its mean improvement over the best exceeds
 `t · σ · sqrt(1/n_candidate + 1/n_best)` (and `min_effect`), where σ is the run-to-run spread
 pooled over every commit that ran more than once and t is the Student quantile for `z` at its
-degrees of freedom. Candidates in the uncertain band (better, but not by enough) are re-run, and
-the best with them, before the decision; the sequence was calibrated by simulation and is
-measured end to end by benchmarks/judge_noise.py. Complexity has a price: each added source line costs
+degrees of freedom (`z_first`, a stricter bar, on the candidate's first run: a group-sequential
+design). Candidates in the uncertain band (better, but not by enough) are re-run, and the best with
+them, before the decision; a candidate at or below `confirm_from` standard errors is discarded at
+once. The sequence was calibrated by simulation and is measured end to end by
+benchmarks/judge_noise.py. Complexity has a price: each added source line costs
 `complexity_cost` metric units, and equal metric with less code is kept as a simplification.
 Guard metrics (limits relative to the baseline) discard with the reason.
 
@@ -179,7 +181,8 @@ def decide(spec: MetricSpec, cfg: JudgeConfig, candidate: list[float], best: lis
         if net > cfg.min_effect:
             return Decision("keep", f"keep: {delta:+.4g} ({runs}{cost}; no noise estimate)")
         return Decision("discard", f"discard: {delta:+.4g} ({runs}{cost}; not better)")
-    threshold = max(t_quantile(cfg.z, dof) * se if dof else cfg.z * se, cfg.min_effect)
+    zq = max(cfg.z, cfg.z_first) if len(candidate) == 1 else cfg.z  # group-sequential: a stricter first look
+    threshold = max(t_quantile(zq, dof) * se if dof else zq * se, cfg.min_effect)
     z = gain / se
     explain = f"{delta:+.4g} ± {se:.2g} ({z:.1f}σ, {runs}{cost})"
     if net > threshold:

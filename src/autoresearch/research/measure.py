@@ -110,18 +110,25 @@ class Measurer:
         return mean(values) if values else None
 
     def reestimate(self, exp: Experiment, slot: Slot) -> None:
-        """Every `reestimate_every` keeps, re-measure the noise on the new best (on its slot), unless
-        the research is paused: then not this time."""
-        every = self.config.judge.reestimate_every
-        if exp.status != Status.KEEP or not every:
+        """After a keep: a best kept on a single run is run once more (`[judge] recheck`): the run that
+        won is the luckiest of many, a fresh one is not (the winner's curse), and it is the recent
+        run of the best the next candidates' drift check needs. Every `reestimate_every` keeps, the
+        noise is re-measured on the new best too (on its slot). Neither while the research is paused
+        (new runs of the best: scheduler.py)."""
+        if exp.status != Status.KEEP:
             return
+        cfg = self.config.judge
         keeps = self.ledger.count(self.tag, Status.KEEP)
-        if keeps > 1 and (keeps - 1) % every == 0:
-            if self.ledger.paused(self.tag):  # new runs of the best: not while paused (scheduler.py)
-                self.observer.message(f"paused: the noise is not re-measured on the best (#{exp.id}) this time")
-                return
+        if keeps > 1 and self.ledger.paused(self.tag):
+            self.observer.message(f"paused: the best (#{exp.id}) is not re-measured this time")
+            return
+        if keeps > 1 and cfg.recheck and len(self.ledger.run_values(exp.id)) == 1:
+            self.observer.message(f"re-measuring the new best (#{exp.id}) once")
+            if self.repeat(exp.id, exp.commit, "confirm", 1, slot):
+                self.ledger.update(exp.id, metric=self.best_estimate(exp.id))
+        if cfg.reestimate_every and keeps > 1 and (keeps - 1) % cfg.reestimate_every == 0:
             self.observer.message(f"re-measuring the noise on the best (#{exp.id})")
-            if self.repeat(exp.id, exp.commit, "noise", self.config.judge.noise_runs - 1, slot):
+            if self.repeat(exp.id, exp.commit, "noise", cfg.noise_runs - 1, slot):
                 self.ledger.update(exp.id, metric=self.best_estimate(exp.id))
 
     def repeat(self, exp_id: int, commit: str, kind: str, times: int, slot: Slot) -> list[float]:
@@ -195,9 +202,9 @@ class Measurer:
         """Keep/discard with noise-aware statistics: a sequential test that stops as soon as the
         evidence suffices either way (judge.decide), re-running the candidate while it is uncertain
         and the best alongside it (until the best has `[judge] best_runs` runs). No keep without a
-        run of the best made since the candidate started (`drift_check`): when the machine got
-        faster or slower meanwhile, that run shows it, and a candidate that does not beat the best's
-        recent runs is uncertain, not kept."""
+        recent run of the best (`drift_check`: one made since the candidate started or alongside the
+        last `drift_window` experiments): when the machine got faster or slower meanwhile, that run
+        shows it, and a candidate that does not beat the best's recent runs is uncertain, not kept."""
         violation = self.over_budget(first) or check_guards(self.config.guards, first.metrics,
                                                             self._baseline_metrics())
         if violation:
@@ -243,8 +250,23 @@ class Measurer:
         return Decision("confirm", f"uncertain: {why}") if left > 0 else Decision("discard", f"discard: {why}")
 
     def _recent_best_values(self, best: Experiment, since: float) -> list[float]:
-        return [r.metric for r in self.ledger.runs(best.id)
-                if r.status == "ok" and r.metric is not None and (r.started_at or 0) >= since]
+        """The best's runs that count as recent for a candidate that started at `since`: those made
+        since, and those made alongside the last `[judge] drift_window` experiments (a drift slower
+        than that many experiments shows in them too). Not the runs the baseline made back to back
+        before any candidate (its primary and noise runs: one moment, which may be an odd one), nor
+        any noise runs."""
+        window = self.config.judge.drift_window
+        shared_from = self.ledger.primary_start(self.tag, since, window) if window else None
+        baseline = self._baseline()
+        own_block = {"noise"} | ({"primary"} if baseline is not None and baseline.id == best.id else set())
+        recent = []
+        for r in self.ledger.runs(best.id):
+            if r.status != "ok" or r.metric is None:
+                continue
+            start = r.started_at or 0
+            if start >= since or (shared_from is not None and start >= shared_from and r.kind not in own_block):
+                recent.append(r.metric)
+        return recent
 
     def _rerun_best(self, best: Experiment, slot: Slot) -> bool:
         if not self.repeat(best.id, best.commit, "confirm", 1, slot):

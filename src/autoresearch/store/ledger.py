@@ -365,6 +365,15 @@ class Ledger:
             groups.setdefault(exp_id, []).append(metric)
         return [g for g in groups.values() if len(g) > 1]
 
+    def primary_start(self, tag: str, before: float, back: int) -> float | None:
+        """When the earliest of the last `back` primary runs of a tag started before `before` began
+        (None: there is none)."""
+        rows = list(self.db.execute(
+            "SELECT r.started_at FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE e.tag = ? "
+            "AND r.kind = 'primary' AND r.started_at < ? ORDER BY r.started_at DESC LIMIT ?",
+            (tag, before, back)))
+        return rows[-1][0] if rows else None
+
     def run_curves(self, experiment_id: int) -> list[list]:
         """The progress curve of every successful run of one experiment that recorded one."""
         return [json.loads(r[0]) for r in self.db.execute(

@@ -82,7 +82,8 @@ def test_second_keep_is_rebased_and_rerun_on_the_new_best(tmp_path: Path):
     assert slow.info["rebased"] == [{"from": slow.info["rebased"][0]["from"], "onto": 2}]
     assert slow.metric == pytest.approx(0.0)  # both changes, measured together
     runs = Ledger(task / ".autoresearch" / "ledger.db").runs(slow.id)
-    assert [r.status for r in runs] == ["superseded", "ok"]  # the run on the old base was set aside
+    # the run on the old base was set aside; the new best, kept on one run, is run once more ([judge] recheck)
+    assert [r.status for r in runs] == ["superseded", "ok", "ok"]
     assert len({r.slot for r in Ledger(task / ".autoresearch" / "ledger.db").all_runs("t")}) == 2
 
 

@@ -145,9 +145,9 @@ def test_a_constant_that_lost_one_way_is_tried_the_other_way(tmp_path):
     step = region.step("LEARNING_RATE", space["LEARNING_RATE"][1], 0.004, region.RADIUS_START, lost["LEARNING_RATE"])
     assert all(step.value(s) > 0.004 for s in (-1.0, -0.3, 0.0, 0.5, 1.0))
     assert step.coordinate(0.004) == 0.0 and step.coordinate(0.04) is None  # outside the region
-    # lost on both sides: both allowed again, with a radius SHRINK times as large (a finer step)
+    # lost on both sides: both allowed again, with half the radius (a finer step)
     finer = region.step("LEARNING_RATE", space["LEARNING_RATE"][1], 0.004, region.RADIUS_START, (-1, 1))
-    assert region.SHRINK < 1 and finer.side == 0 and finer.longest == pytest.approx(step.longest * region.SHRINK)
+    assert finer.side == 0 and finer.longest == pytest.approx(step.longest / 2)
     assert finer.value(-1.0) < 0.004 < finer.value(1.0) < step.value(1.0)
 
 

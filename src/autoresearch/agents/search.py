@@ -146,10 +146,10 @@ class SearchAgent:
     name = "search"
     sampler = "auto"  # tpe | cmaes | auto (choose_sampler)
 
-    def __init__(self, config: TaskConfig, seed: int | None = None, n_startup_trials: int = 2):
+    def __init__(self, config: TaskConfig, seed: int | None = None, n_startup_trials: int = 4):
         self.config = config
         self.seed = seed
-        self.n_startup_trials = n_startup_trials  # TPE: random draws in a region before it models it (tuned)
+        self.n_startup_trials = n_startup_trials  # TPE: random draws in a region before it models it
         self.rng = random.Random(seed)
         self._calls = 0
         self._cma: _CmaStudy | None = None

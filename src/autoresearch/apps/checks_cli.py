@@ -93,6 +93,5 @@ def table(results: list[Check], metric: str) -> Table:
     for col in ("check", "what", "pairs", "gain ± se", "note"):
         t.add_column(col)
     for c in results:
-        gain = "—" if c.gain is None else f"{c.gain:+.4g}" + (f" ± {c.se:.2g}" if c.se is not None else "")
-        t.add_row(f"#{c.id} {c.kind}", str(c.setting.get("label", "")), str(len(c.pairs)), gain, c.note or "")
+        t.add_row(f"#{c.id} {c.kind}", str(c.setting.get("label", "")), str(len(c.pairs)), c.gain_text(), c.note or "")
     return t

@@ -194,7 +194,7 @@ def render_html(story: dict[str, Any]) -> str:
     if story["checks"]:
         out.append("<table><tr><th>check</th><th>what</th><th>pairs</th><th>gain ± se</th><th>note</th></tr>")
         out += [f"<tr><td>#{c['id']} {e(c['kind'])}</td><td>{e(c['setting'].get('label', ''))}</td>"
-                f"<td class=n>{len(c['pairs'])}</td><td class=n>{e(_gain(c))}</td><td>{e(c['note'])}</td></tr>"
+                f"<td class=n>{len(c['pairs'])}</td><td class=n>{e(c['gain_text'])}</td><td>{e(c['note'])}</td></tr>"
                 for c in story["checks"]]
         out.append(f"</table><p class=muted>{e(CHECKS_NOTE)}</p>")
     else:
@@ -250,19 +250,13 @@ def render_markdown(story: dict[str, Any]) -> str:
     out += ["", "## Ablation and transfer", ""]
     if story["checks"]:
         out += ["| check | what | pairs | gain ± se | note |", "|---|---|---:|---:|---|"]
-        out += [f"| #{c['id']} {c['kind']} | {_cell(c['setting'].get('label', ''))} | {len(c['pairs'])} | {_gain(c)} | "
+        out += [f"| #{c['id']} {c['kind']} | {_cell(c['setting'].get('label', ''))} | {len(c['pairs'])} | {c['gain_text']} | "
                 f"{_cell(c['note'])} |" for c in story["checks"]]
         out += ["", CHECKS_NOTE]
     else:
         out.append(NO_CHECKS)
     out += ["", f"Not recorded by the ledger: {'; '.join(acc['not_recorded'])}.", ""]
     return "\n".join(out)
-
-
-def _gain(check: dict[str, Any]) -> str:
-    if check["gain"] is None:
-        return "—"
-    return _signed(check["gain"]) + (f" ± {check['se']:.2g}" if check["se"] is not None else "")
 
 
 def _quote(text: str) -> str:

@@ -158,8 +158,14 @@ class Check:
             return [sign * (v - r) for r, v in self.pairs]
         return [sign * (r - v) for r, v in self.pairs]
 
+    def gain_text(self) -> str:
+        """`+0.012 ± 0.003` (— before the first pair): how the CLI, the report and the dashboard show it."""
+        if self.gain is None:
+            return "—"
+        return f"{self.gain:+.4g}" + (f" ± {self.se:.2g}" if self.se is not None else "")
+
     def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "gain": self.gain, "se": self.se}
+        return {**self.__dict__, "gain": self.gain, "se": self.se, "gain_text": self.gain_text()}
 
     @classmethod
     def from_row(cls, row: Any) -> Check:

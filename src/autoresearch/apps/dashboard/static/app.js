@@ -506,10 +506,9 @@ async function viewNotebook() {
 
 function checksTable(checks) {
   if (!checks.length) return `<p class="muted">none run (<code>autoresearch ablate</code>, <code>autoresearch transfer --budget S</code>)</p>`;
-  const gain = (c) => (c.gain === null ? "—" : `${c.gain > 0 ? "+" : ""}${c.gain.toPrecision(4)}${c.se === null ? "" : ` ± ${c.se.toPrecision(2)}`}`);
   return `<table id="checks"><thead><tr><th>check</th><th>what</th><th class="num">pairs</th><th class="num">gain ± se</th><th>note</th></tr></thead><tbody>
     ${checks.map((c) => `<tr><td>#${c.id} ${esc(c.kind)}</td><td>${esc(c.setting.label || "")}</td><td class="num">${c.pairs.length}</td>
-      <td class="num">${esc(gain(c))}</td><td>${esc(c.note)}</td></tr>`).join("")}</tbody></table>
+      <td class="num">${esc(c.gain_text)}</td><td>${esc(c.note)}</td></tr>`).join("")}</tbody></table>
     <p class="muted">gain &gt; 0: better (ablation: the change still helps in the best; transfer: the best beats the base there)</p>`;
 }
 

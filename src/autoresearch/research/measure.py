@@ -289,13 +289,9 @@ class Measurer:
 
     def over_budget(self, outcome: Outcome) -> str | None:
         """Why a run took longer than the budget allows (see `budget_limit`), or None."""
-        wall = outcome.fields.get("wall_s")
-        baseline = self._baseline()
-        if wall is None or baseline is None:
-            return None  # the baseline itself defines what its task's runs take
-        limit = budget_limit(self.budget_s, baseline.wall_s, self.config.overrun)
-        if wall <= limit:
-            return None
+        wall, limit = outcome.fields.get("wall_s"), self._limit()
+        if wall is None or limit is None or wall <= limit:
+            return None  # without a baseline: it defines what its task's runs take
         return f"over budget: ran {wall:.1f}s, limit {limit:.1f}s ({self._limit_text()})"
 
     def run_timeout(self) -> float:
@@ -306,7 +302,12 @@ class Measurer:
         baseline = self._baseline()
         if baseline is None or baseline.wall_s is None:
             return self.timeout_s
-        return min(self.timeout_s, budget_limit(self.budget_s, baseline.wall_s, self.config.overrun) + KILL_MARGIN_S)
+        return min(self.timeout_s, self._limit() + KILL_MARGIN_S)
+
+    def _limit(self) -> float | None:
+        """The longest a run may take and be kept (`budget_limit`); None before the baseline."""
+        baseline = self._baseline()
+        return None if baseline is None else budget_limit(self.budget_s, baseline.wall_s, self.config.overrun)
 
     def _limit_text(self) -> str:
         baseline = self._baseline()

@@ -31,6 +31,7 @@ from autoresearch.core.config import (
     load_config,
     state_dir,
 )
+from autoresearch.core.errors import ResearchError
 from autoresearch.core.metrics import (
     MetricError,
     parse_summary,
@@ -76,9 +77,17 @@ def repair(root: Path) -> dict[str, Any]:
     refs = archive_refs(root)
     if not refs and not db.exists():
         raise TaskError(f"no research recorded in {root}: no ledger and no refs under {gitops.ARCHIVE_PREFIX}")
-    with StateLock(root, state):  # the lock `autoresearch run` holds: no ledger is moved under a research
+    lock = StateLock(root, state)  # the lock `autoresearch run` holds: no ledger is moved under a research
+    try:
+        lock.acquire()
+    except ResearchError:
+        raise TaskError(f"another autoresearch process is running on {root} (lock {lock.path}); "
+                        "stop it first, then run `autoresearch doctor --repair` again") from None
+    try:
         moved = _move_aside(db) if db.exists() else None
         summary = rebuild(root, db, refs)
+    finally:
+        lock.release()
     return {"moved_to": str(moved) if moved else None, **summary}
 
 

@@ -23,6 +23,7 @@ import errno
 import logging
 import sqlite3
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from autoresearch.agents.base import Agent, Context, NoProposal, Proposal
@@ -60,6 +61,15 @@ MAX_LOST = 3  # an experiment whose worker dies this many times is given up (int
 FILE_CACHE = 256  # commits whose editable files are kept in memory (rebases read them again and again)
 
 
+@dataclass(frozen=True)
+class _Opened:
+    """What exists only once a research run is open."""
+
+    base: str
+    measurer: Measurer
+    policy: SandboxPolicy | None
+
+
 class Research:
     """One research run (a tag) of one task. `open()` it, `run()` it, `close()` it."""
 
@@ -87,7 +97,7 @@ class Research:
         self._state_lock = startup.StateLock(self.repo, self.state)
         self.explicit_tag = True  # False: `run` resumes the last tag by itself (a moved branch then stops it)
         self.stop_reason = ""  # why the research stops, when not by the user (a failed agent...)
-        self._opened: tuple[str, Measurer, SandboxPolicy | None] | None = None
+        self._opened: _Opened | None = None
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -111,29 +121,30 @@ class Research:
         measurer = Measurer(self.config, self.tag, self.ledger, self.backend, self.observer, self.stop_event,
                             self.budget_s, self.timeout_s, frozen, shop.policy,
                             environment=shop.environment.environment, links=shop.links)
-        self._opened = (base, measurer, shop.policy)
+        self._opened = _Opened(base, measurer, shop.policy)
         slots = self.backend.slots
         self.observer.message(f"{len(slots)} slot{'s' * (len(slots) != 1)} on {self.backend.name}: "
                               f"{', '.join(s.name for s in slots)}; {self.parallel.ahead} proposal(s) ahead per slot")
 
-    def _open_part(self, index: int):
+    @property
+    def _session(self) -> _Opened:
         if self._opened is None:
             raise ResearchError("the research is not open: call open() first")
-        return self._opened[index]
+        return self._opened
 
     @property
     def base(self) -> str:
         """The commit this research run started from."""
-        return self._open_part(0)
+        return self._session.base
 
     @property
     def measurer(self) -> Measurer:
-        return self._open_part(1)
+        return self._session.measurer
 
     @property
     def policy(self) -> SandboxPolicy | None:
         """The experiments' sandbox (None: experiments run unsandboxed)."""
-        return self._open_part(2)
+        return self._session.policy
 
     def close(self) -> None:
         if self.backend is not None:

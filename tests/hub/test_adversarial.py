@@ -160,7 +160,9 @@ def test_forged_noise_and_escaping_claims_are_rejected(attacked, tmp_path: Path)
         verdict = decided(w, reply["claim_id"], timeout=120)
         assert verdict["state"] == "rejected", (name, verdict)
     assert not (attacked.task / "pwned").exists()
-    board = {r["worker"]: r for r in HubClient(attacked.url).get("/leaderboard")}
+    # The leaderboard is rebuilt at most every views.CACHE_S: wait for the one that knows the verdicts.
+    board = wait_for(lambda: {r["worker"]: r for r in HubClient(attacked.url).get("/leaderboard")
+                              if r["worker"] == "attacker-forged-gain"}, timeout=10, what="the attacker on the board")
     assert board["attacker-forged-gain"]["flagged"] == 1  # the claimed gain was far above the verified one
     assert {e["worker"] for e in HubClient(attacked.url).get("/chain")[1:]} <= {"alice"}
 

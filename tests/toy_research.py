@@ -12,7 +12,7 @@ from autoresearch.research.coordinator import Research
 from autoresearch.research.scheduler import Limits
 from autoresearch.store.ledger import Ledger
 from tests.conftest import TOY_CONFIG, TOY_TRAIN, make_task
-from tests.test_loop import ScriptedAgent, replace
+from tests.scripted import ScriptedAgent, replace
 
 TAG = "t"
 SERIAL = ParallelConfig(ahead=0)

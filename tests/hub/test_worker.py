@@ -19,7 +19,7 @@ from tests.hub.conftest import (
     hub_task,
     wait_for,
 )
-from tests.test_loop import ScriptedAgent, replace
+from tests.scripted import ScriptedAgent, replace
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 

@@ -81,7 +81,7 @@ def pooled_sigma(groups: list[list[float]]) -> tuple[float | None, int]:
 
 # A run is clearly broken when it sits this many (t-corrected) standard deviations from the rest of
 # its group, σ being pooled over every other run: a false flag of an honest run is then rarer than
-# 1 in 10,000, while a stall (28σ in the story of tests/test_judge.py) is caught.
+# 1 in 10,000, while a stall (28σ in the story of tests/core/test_judge.py) is caught.
 OUTLIER_Z = 4.0
 MIN_OUTLIER_DOF = 3  # with fewer degrees of freedom left, nothing can be told apart from bad luck
 

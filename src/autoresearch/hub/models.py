@@ -42,6 +42,14 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
+class _ByWorker:
+    """The columns of a row that a worker made: commitments, claims and tried experiments."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
 class Worker(Base):
     """A registered contributor (`worker`) or a trusted verifier machine (`verifier`)."""
 
@@ -60,27 +68,21 @@ class Worker(Base):
     blocked: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-class Commitment(Base):
+class Commitment(_ByWorker, Base):
     """The hash of a patch with a nonce, made before the patch is shown (the earliest one wins)."""
 
     __tablename__ = "commitments"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"), index=True)
     digest: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[float] = mapped_column(Float)
     revealed: Mapped[bool] = mapped_column(Boolean, default=False)
     __table_args__ = (UniqueConstraint("worker_id", "digest"),)
 
 
-class Claim(Base):
+class Claim(_ByWorker, Base):
     """A revealed patch against a hub commit, with what the worker says it measured."""
 
     __tablename__ = "claims"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"), index=True)
     commitment_id: Mapped[int] = mapped_column(ForeignKey("commitments.id"), unique=True)
     committed_at: Mapped[float] = mapped_column(Float)
-    created_at: Mapped[float] = mapped_column(Float)
     decided_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     base_commit: Mapped[str] = mapped_column(String(40))  # what it is verified against now (after rebases)
     submitted_base: Mapped[str] = mapped_column(String(40))  # what the worker named
@@ -158,17 +160,14 @@ class ChainEntry(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
-class Tried(Base):
+class Tried(_ByWorker, Base):
     """An experiment a worker ran and discarded locally: unverified, shared so nobody repeats it."""
 
     __tablename__ = "tried"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"), index=True)
     base_commit: Mapped[str] = mapped_column(String(40))
     description: Mapped[str] = mapped_column(Text)
     diff_hash: Mapped[str] = mapped_column(String(64))
     metric: Mapped[float | None] = mapped_column(Float, nullable=True)
-    created_at: Mapped[float] = mapped_column(Float)
 
 
 class RateBucket(Base):

@@ -13,7 +13,7 @@ noise-free function: gap closed = (f(baseline) - f(best)) / (f(baseline) - f(opt
 The previous default is today's `search` agent of another git revision (`--previous REF`, default
 `main`), run from a temporary worktree of it; `tpe` and `cmaes` are run when named in `--agents`.
 
-    python benchmarks/search_yield.py [--seeds 5] [--experiments 20] [--previous main]
+    python benchmarks/search_yield.py [--seeds 5] [--first-seed 0] [--experiments 20] [--previous main]
                                       [--agents previous,search] [--json]
 """
 from __future__ import annotations
@@ -123,6 +123,8 @@ def previous_checkout(ref: str, work: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds first-seed .. first-seed+seeds-1 (tune on one range, report another)")
     parser.add_argument("--experiments", type=int, default=20)
     parser.add_argument("--previous", default="main", help="git revision whose `search` agent is the previous default")
     parser.add_argument("--agents", default="previous,search", help="comma-separated: previous, search, tpe, cmaes")
@@ -137,7 +139,7 @@ def main() -> None:
                 if name == "previous":
                     previous = previous or previous_checkout(args.previous, work)
                 src, agent = (previous / "src", "search") if name == "previous" else (ROOT / "src", name)
-                results[name] = [research(src, agent, seed, args.experiments, work / name) for seed in range(args.seeds)]
+                results[name] = [research(src, agent, seed, args.experiments, work / name) for seed in range(args.first_seed, args.first_seed + args.seeds)]
         finally:
             if previous is not None:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(previous)], check=False)

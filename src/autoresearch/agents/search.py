@@ -146,7 +146,7 @@ class SearchAgent:
     name = "search"
     sampler = "auto"  # tpe | cmaes | auto (choose_sampler)
 
-    def __init__(self, config: TaskConfig, seed: int | None = None, n_startup_trials: int = 4):
+    def __init__(self, config: TaskConfig, seed: int | None = None, n_startup_trials: int = 5):
         self.config = config
         self.seed = seed
         self.n_startup_trials = n_startup_trials  # TPE: random draws in a region before it models it

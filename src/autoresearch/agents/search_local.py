@@ -19,15 +19,15 @@ from autoresearch.core.config import SearchParam
 
 Number = int | float
 
-LOCAL_MIN_TRIALS = 8  # the local start lasts at least this many experiments...
-LOCAL_TRIALS_PER_DIM = 2  # ...and two per searched constant (each gets tried a couple of times)
+LOCAL_MIN_TRIALS = 12  # the local start lasts at least this many experiments...
+LOCAL_TRIALS_PER_DIM = 1  # ...and one per searched constant (each gets tried at least once)
 LOCAL_SIZES = (1, 2, 3)  # how many constants one local proposal changes...
-LOCAL_SIZE_WEIGHTS = (0.6, 0.25, 0.15)  # ...mostly one: its effect is measured alone
-RADIUS_START = 0.2  # a fifth of the range: a 10x log range moves by up to 2.5x, a [0, 0.3] one by 0.06
+LOCAL_SIZE_WEIGHTS = (0.5, 0.3, 0.2)  # ...mostly one: its effect is measured alone
+RADIUS_START = 0.12  # an eighth of the range: a 10x log range moves by up to 1.3x, a [0, 0.3] one by 0.036
 RADIUS_MAX = 0.5  # after the local start the region widens to half of every range
 EXHAUSTED_WEIGHT = 0.3  # per round lost both ways from the best: a constant is picked this much less often...
-SHRINK = 0.5  # ...and its radius shrinks by this factor (a finer step around the same best)
-RECENT_PER_DIM = 2  # constants changed in the last 2·d experiments are picked less often
+SHRINK = 0.57  # ...and its radius shrinks by this factor (a finer step around the same best)
+RECENT_PER_DIM = 1  # constants changed in the last d experiments are picked less often
 
 
 def local_trials(d: int) -> int:

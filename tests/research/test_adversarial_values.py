@@ -273,6 +273,7 @@ def test_doctor_rebuilds_a_deleted_ledger_from_git(toy_task: Path, capsys):
     assert cli.main(["run", str(toy_task), "--max-experiments", "2", "--json", "--seed", "1"]) == 0
     before = _status(toy_task, capsys)
     db = toy_task / ".autoresearch" / "ledger.db"
+    kinds_before = [r.kind for r in Ledger(db).runs(1)]
     gc.collect()
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
@@ -287,6 +288,7 @@ def test_doctor_rebuilds_a_deleted_ledger_from_git(toy_task: Path, capsys):
     ledger = Ledger(db)
     # the noise estimate survives (with any re-run of the baseline beside a candidate: a log each)
     kinds = [r.kind for r in ledger.runs(1)]
+    assert kinds == kinds_before, "the best re-measured beside a candidate is a confirm run, not noise"
     assert kinds[:3] == ["primary", "noise", "noise"] and len(kinds) == len(list(
         (toy_task / ".autoresearch" / "logs" / before["tag"]).glob("1.*log")))  # 1.log, 1.1.log, ...
     assert ledger.get_meta(f"base:{before['tag']}") == ledger.get(1).commit

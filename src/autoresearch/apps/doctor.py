@@ -25,6 +25,7 @@ from typing import Any
 from autoresearch.apps.tasks import TaskError
 from autoresearch.core.config import (
     ConfigError,
+    JudgeConfig,
     MetricSpec,
     TaskConfig,
     is_editable,
@@ -137,6 +138,7 @@ def _rebuild_tag(root: Path, ledger: Ledger, tag: str, commits: dict[int, str], 
     info = _commit_info(root, sorted(set(commits.values())))
     logs = _run_logs(state_dir(root) / "logs" / tag)
     last_keep, restored, runs_of = 0.0, 0, {}
+    noise_runs = (config.judge if config else JudgeConfig()).noise_runs
     for exp_id in sorted(commits, key=lambda i: (position.get(commits[i], -1), i)):  # keeps in the chain's order
         commit = commits[exp_id]
         if commit not in info:
@@ -168,8 +170,9 @@ def _rebuild_tag(root: Path, ledger: Ledger, tag: str, commits: dict[int, str], 
             created_at=when, finished_at=finished))
         restored += 1
         if not rebased:  # every log is a run of this one commit: they are its runs again
-            runs_of[exp_id] = [("primary" if n == 0 else "noise" if baseline else "confirm", path, value, values)
-                               for n, path, value, values in runs]
+            # the baseline's first `noise_runs` runs are its noise estimate; later ones re-measured it beside a candidate
+            runs_of[exp_id] = [("primary" if n == 0 else "noise" if baseline and n < noise_runs else "confirm",
+                                path, value, values) for n, path, value, values in runs]
     for exp_id in sorted(runs_of):
         for kind, path, value, values in runs_of[exp_id]:
             ledger.add_run(exp_id, kind, "ok" if value is not None else "crash", value, values, log_path=str(path),

@@ -3,7 +3,9 @@
 Each side is `autoresearch run nanogpt --max-hours H --seed S --json` on its own research repository
 made from its own revision's shipped example (the default agent, judge, pruner and config of that
 revision: what a new user got), started at the same moment so that the machine's load hits both
-alike. The previous revision runs from a temporary git worktree with the same Python environment.
+alike, each pinned to its own half of the cores (on 2 cores: one each, so neither side's threads
+fight the other's). The previous revision runs from a temporary git worktree with the same Python
+environment.
 The script then reads both ledgers and prints the best-so-far val_bpb against wall-clock time, the
 first real keep (a kept change after the baseline) and how many experiments it took, and draws
 both curves into a PNG.
@@ -27,8 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 MARKS_MIN = (5, 10, 20, 30, 45, 60)  # minutes at which the curves are printed
 
 
-def start(name: str, src: Path, work: Path, hours: float, seed: int, nice: int) -> tuple[subprocess.Popen, Path]:
-    """One side: its research repository from its own example, its run started in the background."""
+def start(name: str, src: Path, work: Path, hours: float, seed: int, nice: int,
+          cpus: set[int]) -> tuple[subprocess.Popen, Path]:
+    """One side: its research repository from its own example, its run started in the background on
+    the cores `cpus` (its slot sees only those: one thread per core, no fight over the other side's)."""
     home = work / name
     env = {**os.environ, "PYTHONPATH": str(src), "AUTORESEARCH_HOME": str(home)}
     subprocess.run([sys.executable, "-m", "autoresearch", "new", "nanogpt", str(home / "nanogpt")], env=env,
@@ -36,7 +40,8 @@ def start(name: str, src: Path, work: Path, hours: float, seed: int, nice: int) 
     log = open(work / f"{name}.jsonl", "w")
     cmd = [sys.executable, "-m", "autoresearch", "run", str(home / "nanogpt"), "--max-hours", str(hours),
            "--seed", str(seed), "--json"]
-    proc = subprocess.Popen(["nice", "-n", str(nice), *cmd], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(["nice", "-n", str(nice), *cmd], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: os.sched_setaffinity(0, cpus))
     return proc, home / "nanogpt"
 
 
@@ -102,9 +107,12 @@ def main() -> None:
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(previous), args.previous],
                    check=True)
     try:
-        sides = {"today": start("today", ROOT / "src", work, args.hours, args.seed, args.nice),
+        cores = sorted(os.sched_getaffinity(0))
+        half = max(1, len(cores) // 2)  # each side its own half of the cores (both, on a 1-core machine)
+        mine, theirs = set(cores[:half]), set(cores[half:] or cores)
+        sides = {"today": start("today", ROOT / "src", work, args.hours, args.seed, args.nice, mine),
                  f"previous ({args.previous})": start("previous", previous / "src", work, args.hours, args.seed,
-                                                      args.nice)}
+                                                      args.nice, theirs)}
         deadline = time.time() + args.hours * 3600 + 900  # the last experiment may still be judged
         for proc, _ in sides.values():
             try:

@@ -132,3 +132,21 @@ def test_pause_and_resume(toy_task: Path):
     assert evs[-1]["runs"] == 2 and not any(e["event"] == "paused" for e in evs)
     assert json.loads(cli("status", "-C", str(toy_task), "--json").stdout)["paused"] is None
     assert "no research run 'nope'" in cli("pause", str(toy_task), "--tag", "nope", check=False).stderr
+
+
+def test_run_in_process_gives_the_signal_handlers_back(toy_task: Path):
+    """cli.main is callable from Python: after a run, Ctrl-C and SIGTERM do what they did before."""
+    import signal
+
+    from autoresearch.apps import cli as cli_module
+
+    def mine(signum, frame):
+        pass
+
+    before = signal.signal(signal.SIGINT, mine), signal.signal(signal.SIGTERM, mine)
+    try:
+        assert cli_module.main(["run", str(toy_task), "--max-experiments", "1", "--json"]) == 0
+        assert signal.getsignal(signal.SIGINT) is mine and signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])

@@ -272,8 +272,8 @@ def cmd_run(args) -> int:
         research.stop_event.set()
         view.message("stopping: the current experiment is recorded as interrupted (Ctrl-C again to force)")
 
-    signal.signal(signal.SIGINT, on_sigint)
-    signal.signal(signal.SIGTERM, on_sigint)
+    # The handlers hold this research: the previous ones come back after it (main() may be called again).
+    previous = signal.signal(signal.SIGINT, on_sigint), signal.signal(signal.SIGTERM, on_sigint)
     try:
         research.open()
         ledger.set_meta("last_tag", tag)  # only once open() holds the lock: a refused run changes nothing
@@ -284,6 +284,8 @@ def cmd_run(args) -> int:
             runs = research.run(Limits(args.max_experiments, args.max_hours))
     finally:
         research.close()
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
     best = Ledger(config.state_dir / "ledger.db").best(tag)
     summary = {"event": "done", "runs": runs, "tag": tag, "branch": f"autoresearch/{tag}",
                "best_id": best.id if best else None, "best_metric": best.metric if best else None,

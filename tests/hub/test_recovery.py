@@ -84,9 +84,12 @@ def test_rate_limits_survive_a_restart_of_the_hub(tmp_path: Path):
     from autoresearch.hub.server import REGISTER_BURST, REGISTER_RATE
     hub = RunningHub(hub_task(tmp_path / "task"), free_port(), None).start()
     try:
+        t0 = time.time()
         codes = [httpx.post(hub.url + "/api/v1/workers", json={"name": f"w{i}"}).status_code
                  for i in range(REGISTER_BURST + 5)]
-        assert codes.count(201) <= REGISTER_BURST + 2 and codes[-1] == 429, codes
+        # the burst, and what the bucket refilled while they were sent (slow on a loaded machine)
+        assert codes.count(201) <= REGISTER_BURST + REGISTER_RATE * (time.time() - t0) + 1, codes
+        assert codes[-1] == 429, codes
         spent_at = time.time()
         hub.kill9()
         hub.start()

@@ -4,7 +4,7 @@ improvements are, what verification costs, and how fast the hub serves reads.
     PYTHONPATH=src python benchmarks/hub_swarm.py [--clients 50] [--junk 200] [--honest 8] [--lifetime 8]
 
 Starts `autoresearch hub serve` (SQLite) on a noisy toy task with a trusted evaluator (score =
-sum of A_i^2 + N(0, 0.05), 64 constants), two verifiers through the real harness, then:
+sum of A_i^2 + N(0, 0.05), 64 constants or one per honest improvement), two verifiers through the real harness, then:
 1. claims: `--clients` threads, each its own registered worker. `--honest` of them make
    `--lifetime` true 3-sigma improvements each (one constant each, so they merge on rebase), with
    their own measured runs in the claim (4 of base, 4 of candidate); the others make `--junk`
@@ -18,8 +18,9 @@ sum of A_i^2 + N(0, 0.05), 64 constants), two verifiers through the real harness
    function returning a dict, serialised each time) as the reference the pre-serialised path is
    compared with.
 Prints one JSON object with the rates and costs: verifier runs per accepted claim split by the
-check it got (new workers: the full test; reputable ones: the cheap check or an audit), and
-amortised over each honest worker's lifetime.
+check it got (new workers: the full test; reputable ones: the cheap check or an audit), by a
+worker's claim number (its first claims pay for its record), and amortised over the first L
+claims of each honest worker (what a lifetime of L claims costs), for L = 2, 4, 8, ... `--lifetime`.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from autoresearch.hub.client import HubClient, HubRefused
 from tests.hub.conftest import RunningHub, VerifierThread, free_port
 
-CONSTANTS, SIGMA = 64, 0.05
+MIN_CONSTANTS, SIGMA = 64, 0.05  # constants A_i: at least this many, one per honest improvement
 LOCAL_RUNS = 4  # an honest worker's own runs of base and of candidate, sent with the claim
 READ_PROCESSES = 4  # load-generating processes (each with its share of the client connections)
 THREE_SIGMA = math.sqrt(1.0 - 3 * SIGMA)  # A_i = 1 -> this value gains exactly 3 sigma
@@ -53,9 +54,6 @@ PREPARE = textwrap.dedent(f'''\
     model = json.load(open(os.path.join(os.environ["AUTORESEARCH_RUN_DIR"], "model.json")))
     print(f"score: {{sum(v * v for v in model.values()) + random.SystemRandom().gauss(0, {SIGMA}):.6f}}")
 ''')
-TRAIN = "import json\nSEED = 0\n" + "".join(f"A{i} = 1.0\n" for i in range(CONSTANTS)) + \
-    "json.dump({k: v for k, v in globals().items() if k.startswith('A')}, open('model.json', 'w'))\n" + \
-    'print("score: 20.0")\n'
 CONFIG = textwrap.dedent('''\
     [task]
     name = "swarm"
@@ -72,9 +70,15 @@ CONFIG = textwrap.dedent('''\
 ''')
 
 
-def make_task(root: Path) -> Path:
+def train_py(constants: int) -> str:
+    return ("import json\nSEED = 0\n" + "".join(f"A{i} = 1.0\n" for i in range(constants)) +
+            "json.dump({k: v for k, v in globals().items() if k.startswith('A')}, open('model.json', 'w'))\n" +
+            'print("score: 20.0")\n')
+
+
+def make_task(root: Path, constants: int) -> Path:
     root.mkdir(parents=True)
-    for name, text in (("train.py", TRAIN), ("prepare.py", PREPARE), ("autoresearch.toml", CONFIG),
+    for name, text in (("train.py", train_py(constants)), ("prepare.py", PREPARE), ("autoresearch.toml", CONFIG),
                        ("program.md", "minimise score\n")):
         (root / name).write_text(text)
     for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["-c", "user.name=b", "-c", "user.email=b@b", "commit",
@@ -179,7 +183,7 @@ def client_loop(url: str, name: str, claims: list[tuple[str, int]], results: lis
             if e.status != 429:
                 raise
             time.sleep(1.0)
-    for kind, index in claims:
+    for number, (kind, index) in enumerate(claims):
         best = c.get("/best")
         files, description, claimed = patch(kind, index, best["files"]["train.py"], rng)
         try:
@@ -187,7 +191,7 @@ def client_loop(url: str, name: str, claims: list[tuple[str, int]], results: lis
         except HubRefused as e:
             with lock:
                 results.append({"kind": kind, "state": "refused", "reason": e.error, "runs": 0, "client": name,
-                            "check": None})
+                                "check": None, "number": number})
             continue
         while True:
             state = c.get(f"/claims/{reply['claim_id']}")
@@ -196,7 +200,8 @@ def client_loop(url: str, name: str, claims: list[tuple[str, int]], results: lis
             time.sleep(0.5)
         with lock:
             results.append({"kind": kind, "state": state["state"], "reason": state["reason"],
-                            "runs": state["verifier_runs"], "client": name, "check": state["check"]})
+                            "runs": state["verifier_runs"], "client": name, "check": state["check"],
+                            "number": number})
     c.close()
 
 
@@ -210,7 +215,8 @@ def main() -> None:
     p.add_argument("--reads", type=int, default=200, help="requests per client in the read phase")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hub-swarm-"))
-    hub = RunningHub(make_task(tmp / "task"), free_port(), None).start()
+    constants = max(MIN_CONSTANTS, args.honest * args.lifetime)
+    hub = RunningHub(make_task(tmp / "task", constants), free_port(), None).start()
     verifiers = [VerifierThread(hub, tmp / f"verifier{i}") for i in range(args.verifiers)]
     try:
         results: list[dict] = []
@@ -264,6 +270,12 @@ def report(args, read_stats: dict, results: list[dict], wall: float, chain: list
         "honest_cost_by_check": {check: per_accepted([r for r in honest if r["check"] == check])
                                  for check in sorted({str(r["check"]) for r in honest})},
         "honest_cost_amortised_over_a_lifetime": per_accepted(honest),
+        # the n-th claim of a worker, and the first L claims together: what a lifetime of L costs
+        "honest_cost_by_claim_number": [per_accepted([r for r in honest if r["number"] == n])["runs_of_each_per_accepted"]
+                                        for n in range(args.lifetime)],
+        "honest_cost_amortised_over_the_first": {
+            length: per_accepted([r for r in honest if r["number"] < length])["runs_of_each_per_accepted"]
+            for length in sorted({*(2 ** k for k in range(1, 12) if 2 ** k < args.lifetime), args.lifetime})},
         "honest_cost_per_lifetime": sorted(per_accepted(v)["runs_of_each_per_accepted"] for v in lifetimes.values()),
         "verifier_runs_per_verified_junk_claim": round(sum(r["runs"] for r in verified_junk) /
                                                        max(1, len(verified_junk)), 2),

@@ -254,3 +254,62 @@ def test_a_flagged_worker_s_cheaply_accepted_claims_are_tested_again(tmp_path: P
     board = {r["worker"]: r for r in views.leaderboard()}
     assert gains[slipped.id] > 0 and abs(board["bob"]["credit"] - bob_share) < 1e-3, (board["bob"], bob_share)
     assert abs(board["eve"]["credit"] + board["bob"]["credit"] - 1.0) < 1e-3  # the refuted commit earns nobody
+
+
+def _two_cheap_claims_in_flight(tmp_path: Path, monkeypatch, seed: int):
+    """A reputable worker's two claims (X and SEED), each leased to its own verifier at once."""
+    from autoresearch.hub import service
+    from autoresearch.hub.models import Worker
+    hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
+    hub.start()
+    rng = random.Random(seed)
+    one, two = (hub.authenticate(hub.register(n, kind=VERIFIER)[1], VERIFIER) for n in ("v1", "v2"))
+    report(hub, one, 9.0, 9.0, rng)  # the calibration
+    alice = hub.authenticate(hub.register("alice")[1])
+    with hub.sessions.begin() as s:  # a record, as two accepted claims verified in full leave it
+        w = s.get(Worker, alice.id)
+        w.accepted = w.clean_streak = w.full_streak = service.REPUTABLE_AFTER
+    monkeypatch.setattr(service.secrets, "randbelow", lambda n: 1)  # no audit drawn
+    a = claim_of(hub, alice, "X = 5.0", "X = 4.0", runs_claimed(rng, 9.0, 4.0))
+    b = claim_of(hub, alice, "SEED = 1", "SEED = 2", runs_claimed(rng, 9.0, 8.0))
+    jobs = hub.lease(one), hub.lease(two)
+    return hub, rng, (one, two), jobs, a, b
+
+
+def _play(hub: Hub, verifier, job: dict, base: float, cand: float, rng: random.Random) -> dict:
+    runs = [{"status": "ok", "metric": (base if kind == "base" else cand) + rng.gauss(0, 0.05), "metrics": {},
+             "wall_s": 0.1} for kind in interleaved_order(job["pairs"])]
+    return hub.report(verifier, job["job_id"], job["lease_token"], runs)
+
+
+def test_a_claim_verified_beside_a_cheap_check_runs_on_top_of_it(tmp_path: Path, monkeypatch):
+    """Found by benchmarks/hub_swarm.py: with two verifiers, a cheap check whose neighbour was
+    accepted first paid a second pair on the new head (rebases cost record holders 0.2-0.4 runs
+    a claim). Its pair now runs on top of the neighbour's candidate: accepted on one pair."""
+    from autoresearch.hub.models import Claim
+    hub, rng, (one, two), (job_a, job_b), a, b = _two_cheap_claims_in_flight(tmp_path, monkeypatch, 11)
+    assert job_a["base_commit"] == a.base_commit and job_b["base_commit"] == a.candidate_commit
+    assert job_b["base_files"]["train.py"].count("X = 4.0") == 1  # the verifier runs b on top of a
+    assert "cheap check" in _play(hub, one, job_a, 9.0, 4.0, rng)["outcome"]
+    assert "cheap check" in _play(hub, two, job_b, 4.0, 3.0, rng)["outcome"]
+    chain = json.loads(Views(hub).chain_json())
+    with hub.sessions() as s:
+        claim_b = s.get(Claim, b.id)
+        assert claim_b.state == "accepted" and claim_b.verifier_runs == 2, claim_b.reason
+    assert [e["height"] for e in chain] == [0, 1, 2] and chain[2]["parent"] == chain[1]["commit"], chain
+
+
+def test_a_claim_on_top_of_a_rejected_one_moves_back_onto_the_head(tmp_path: Path, monkeypatch):
+    from autoresearch.hub.models import Claim
+    hub, rng, (one, two), (job_a, job_b), a, b = _two_cheap_claims_in_flight(tmp_path, monkeypatch, 12)
+    assert job_b["base_commit"] == a.candidate_commit
+    assert "cheap check" in _play(hub, two, job_b, 4.0, 3.0, rng)["outcome"]  # b's verdict comes first
+    _play(hub, one, job_a, 9.0, 9.5, rng)  # a is no better on the verifier: rejected
+    verdict = verify_until_decided(hub, one, b.id, 9.0, 8.0, rng)
+    with hub.sessions() as s:
+        assert s.get(Claim, a.id).state == "rejected"
+        claim_b = s.get(Claim, b.id)
+        assert verdict["state"] == "accepted" and claim_b.base_commit == a.base_commit, verdict
+        assert "X = 5.0" in claim_b.files["train.py"] and "SEED = 2" in claim_b.files["train.py"]
+    chain = json.loads(Views(hub).chain_json())
+    assert [e["height"] for e in chain] == [0, 1] and chain[1]["parent"] == a.base_commit, chain

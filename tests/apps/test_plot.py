@@ -41,3 +41,32 @@ def test_every_kind_of_experiment_is_drawn_and_kept_ones_are_labelled(tmp_path: 
     notes = [a.get_text() for a in ax.texts]
     assert notes == ["#1 baseline", "#7 search: LEARNING_RATE=0.008"]
     real_close(figures[0])
+
+
+def test_no_marker_hides_under_the_legend(tmp_path: Path):
+    """Found on a README run (seed 1): the pruned run, drawn on the worse edge at the last position,
+    sat under the legend in the top right corner; the legend said "pruned (1)" with nothing seen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = [2.72, 2.80, 2.91, 3.17, 2.69, 2.77, 2.72, 2.94, 2.86, 3.32]
+    exps = [exp(1, "keep", values[0], description="baseline"),
+            *(exp(i, "discard", v) for i, v in enumerate(values[1:], start=2)), exp(11, "pruned", None)]
+    figures = []
+    real_close = plt.close
+    plt.close = figures.append
+    try:
+        plot_progress(exps, MetricSpec("val_bpb", "minimize"), tmp_path / "progress.png")
+    finally:
+        plt.close = real_close
+    fig = figures[0]
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    for points in ax.collections:
+        for x, y in points.get_offsets():
+            px, py = ax.transData.transform((x, y))
+            assert not legend.contains(px, py), f"the marker at ({x}, {y:.3f}) is under the legend"
+    real_close(fig)

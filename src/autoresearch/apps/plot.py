@@ -58,7 +58,8 @@ def plot_progress(experiments: list[Experiment], spec: MetricSpec, out: Path, ti
     n_keep = sum(1 for e in runs if e.status == "keep")
     ax.set_title(title or f"autoresearch progress: {len(runs)} experiments, {n_keep} kept")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right" if spec.direction == "minimize" else "lower right", fontsize=8)
+    # Beside the axes, not on them: inside, it can hide a marker (a failed run sits on the edge).
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

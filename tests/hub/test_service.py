@@ -313,3 +313,32 @@ def test_a_claim_on_top_of_a_rejected_one_moves_back_onto_the_head(tmp_path: Pat
         assert "X = 5.0" in claim_b.files["train.py"] and "SEED = 2" in claim_b.files["train.py"]
     chain = json.loads(Views(hub).chain_json())
     assert [e["height"] for e in chain] == [0, 1] and chain[1]["parent"] == a.base_commit, chain
+
+
+def test_a_cheap_check_with_one_low_pair_gets_a_second_pair_not_the_full_test(tmp_path: Path, monkeypatch):
+    """Found by benchmarks/hub_swarm.py: one honest cheap check in ten paid the full test (4-5 pairs)
+    when its first pair came out low. It now gets one more pair under the cheap check."""
+    from autoresearch.hub import service
+    from autoresearch.hub.models import Claim, Worker
+    hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
+    hub.start()
+    rng = random.Random(13)
+    verifier = hub.authenticate(hub.register("v", kind=VERIFIER)[1], VERIFIER)
+    report(hub, verifier, 9.0, 9.0, rng)  # the calibration: σ_d ≈ 0.04 here
+    alice = hub.authenticate(hub.register("alice")[1])
+    with hub.sessions.begin() as s:  # a record, as two accepted claims verified in full leave it
+        w = s.get(Worker, alice.id)
+        w.accepted = w.clean_streak = w.full_streak = service.REPUTABLE_AFTER
+    monkeypatch.setattr(service.secrets, "randbelow", lambda n: 1)  # no audit drawn
+    claim = claim_of(hub, alice, "X = 5.0", "X = 4.9", {"base_runs": [9.0] * 4, "candidate_runs": [8.85] * 4})
+    exact = lambda job, gain: [{"status": "ok", "metric": 9.0 - gain * (kind == "candidate"), "metrics": {},  # noqa: E731
+                                "wall_s": 0.1} for kind in interleaved_order(job["pairs"])]
+    job = hub.lease(verifier)
+    outcome = hub.report(verifier, job["job_id"], job["lease_token"], exact(job, 0.02))["outcome"]
+    assert "one more pair" in outcome, outcome
+    job = hub.lease(verifier)
+    assert job["pairs"] == 1, job
+    outcome = hub.report(verifier, job["job_id"], job["lease_token"], exact(job, 0.15))["outcome"]
+    with hub.sessions() as s:
+        c = s.get(Claim, claim.id)
+        assert (c.state, c.check, c.verifier_runs) == ("accepted", "cheap", 4), (c.state, c.check, outcome)

@@ -31,16 +31,23 @@ def local_runs(rng: random.Random, true_gain: float, k: int = 4) -> Claimed:
 def verify_claim(rng: random.Random, true_gain: float, claimed: Claimed | None = None,
                  cheap: bool = False) -> tuple[str, int]:
     """Run the judge's looks against simulated pairs: (final action, pairs used)."""
+    return verify_traced(rng, true_gain, claimed, cheap)[:2]
+
+
+def verify_traced(rng: random.Random, true_gain: float, claimed: Claimed | None = None,
+                  cheap: bool = False) -> tuple[str, int, bool]:
+    """As verify_claim, plus whether the claim went on to the full test. As in the hub, a claim
+    stays under the cheap check while the judge's verdicts say so (`cheap`), and never returns to it."""
     noise, pairs = calibration(rng, 10 if cheap else 1), []
     more = POLICY.looks[0]
     while True:
         for _ in range(more):
             base = 10 + rng.gauss(0, SIGMA)
             pairs.append((base, 10 - true_gain + rng.gauss(0, SIGMA)))
-        v = judge(POLICY, pairs, noise, claimed=claimed, cheap=cheap and len(pairs) == 1)
+        v = judge(POLICY, pairs, noise, claimed=claimed, cheap=cheap)
         if v.action != "more":
-            return v.action, len(pairs)
-        more = v.more_pairs
+            return v.action, len(pairs), not v.cheap
+        cheap, more = cheap and v.cheap, v.more_pairs
 
 
 def test_no_op_claims_are_not_accepted_and_mostly_cost_one_pair():
@@ -111,3 +118,49 @@ def test_a_forged_gain_is_rejected_on_its_screening_pair():
     rng = random.Random(7)
     results = [verify_claim(rng, 0.0, Claimed(10 * SIGMA)) for _ in range(200)]
     assert all(a == "reject" for a, _ in results) and sum(n == 1 for _, n in results) >= 0.9 * 200
+
+
+def test_an_honest_claim_rarely_falls_through_the_cheap_check_to_the_full_test():
+    """A reputable worker's 3σ claim whose first verifier pair came out low (or whose own runs fell
+    short of the combined bar) gets another pair, not the full test at once: the full test (4-5
+    pairs) was the price of 10% of honest cheap checks with one look at 0.5 se, 1.45 pairs a claim."""
+    rng = random.Random(8)
+    results = [verify_traced(rng, 3 * SIGMA, local_runs(rng, 3 * SIGMA), cheap=True) for _ in range(2000)]
+    assert sum(full for _, _, full in results) <= 0.03 * 2000
+    assert sum(a == "accept" for a, _, _ in results) >= 0.98 * 2000
+    assert sum(n for _, n, _ in results) / 2000 < 1.3  # pairs per claim (1.45 with one look)
+
+
+def test_a_second_cheap_pair_lets_no_more_lies_through():
+    """The three looks split the risk of one: a lying worker's no-op (claimed as a 3σ gain with made-up
+    runs) passes the cheap check no more often than P(z > 0.5) = 31%, the one-look design's rate."""
+    rng = random.Random(9)
+    lies = Claimed(gain=3 * SIGMA, pairs=8)
+    results = [verify_traced(rng, 0.0, lies, cheap=True) for _ in range(3000)]
+    slipped = sum(a == "accept" for a, _, _ in results) / 3000
+    assert slipped < 0.33
+    assert not any(a == "accept" and full for a, _, full in results)  # the full test lets none through
+
+
+def test_a_negative_first_pair_gets_no_second_cheap_look():
+    """Below -SCREEN_SLACK standard errors the first pair rejects, cheap check or not."""
+    noise = calibration(random.Random(10), 10)
+    v = judge(POLICY, [(10.0, 13.0)], noise, claimed=Claimed(3 * SIGMA, 8), cheap=True)
+    assert v.action == "reject" and not v.cheap
+
+
+def test_a_bare_claimed_number_fails_the_cheap_check_at_once():
+    """Without measured runs there is nothing to agree with: the full test, no further cheap look."""
+    noise = calibration(random.Random(11), 10)
+    v = judge(POLICY, [(10.0, 9.0)], noise, claimed=Claimed(1.0), cheap=True)
+    assert not v.cheap and "no measured runs" in v.reason
+
+
+def test_a_claim_judged_before_any_noise_estimate_is_neither_flagged_nor_rejected():
+    """Found by benchmarks/hub_swarm.py: with two verifiers, a claim's first pair can be reported
+    before the calibration job's; without σ_d an honest claim was taken for a forged one (its
+    claimed gain above 1.5 x the one pair's) and its worker flagged for good."""
+    v = judge(POLICY, [(10.0, 9.9)], [], claimed=Claimed(0.18, 4))
+    assert v.action == "more" and not v.mismatch and v.more_pairs == POLICY.looks[1] - 1, v
+    v = judge(POLICY, [(10.0, 10.1)], [], claimed=Claimed(0.18, 4), cheap=True)
+    assert v.action == "more" and not v.mismatch, v

@@ -89,9 +89,9 @@ MAX_OPEN_COMMITMENTS = 8  # commitments not yet revealed, per worker
 MAX_JUNK = 5  # rejected claims, none accepted: the worker is blocked from claiming
 REPUTABLE_AFTER = 2  # accepted claims in a row verified in full: a record (each one a real, verified gain)
 # 1 in this many claims of a reputable worker gets the full test anyway (an audit). What ends a
-# liar's record is mostly the cheap check itself (a no-op fails it 69% of the time, and that reset
-# costs two real gains): a record's expected noise accepts are 0.42 at 1 in 20, 0.44 at 1 in 50,
-# 0.45 with none (docs/hub.md), while each audit costs an honest worker ~4 more pairs: 0.2 runs a
+# liar's record is mostly the cheap check itself (a no-op fails it 70% of the time, and that reset
+# costs two real gains): a record's expected noise accepts are 0.40 at 1 in 20, 0.42 at 1 in 50,
+# 0.43 with none (docs/hub.md), while each audit costs an honest worker ~4 more pairs: 0.2 runs a
 # claim at 1 in 20, 0.08 at 1 in 50. Audits stay as an unpredictable sample of full verdicts.
 AUDIT_RATE = 50
 # A claim's further pairs go before new screenings: a verification under way finishes before the
@@ -407,7 +407,7 @@ class Hub:
 
     def _speculative_base(self, s: Session, head: ChainEntry, claim: Claim) -> str | None:
         """The candidate of another claim whose cheap check on the head is on a verifier now, if any.
-        95% of honest cheap checks are accepted, and then pairs measured on top of that candidate are
+        Most honest cheap checks are accepted, and then pairs measured on top of that candidate are
         pairs on the new head already, instead of being run again there once it moves (with several
         verifiers, that was most of what rebases cost). Should it not be accepted, the next lease
         moves this claim back onto the head, keeping the pairs of its unchanged edit, as any rebase."""

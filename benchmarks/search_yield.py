@@ -14,7 +14,7 @@ The previous default is today's `search` agent of another git revision (`--previ
 `main`), run from a temporary worktree of it; `tpe` and `cmaes` are run when named in `--agents`.
 
     python benchmarks/search_yield.py [--seeds 5] [--first-seed 0] [--experiments 20] [--previous main]
-                                      [--agents previous,search] [--json]
+                                      [--agents previous,search,search@0] [--json]
 """
 from __future__ import annotations
 
@@ -95,13 +95,15 @@ def make_task(folder: Path) -> Path:
     return folder
 
 
-def research(src: Path, agent: str, seed: int, experiments: int, work: Path) -> dict:
-    """One research run through the CLI of the code in `src`; the kept best scored without noise."""
+def research(src: Path, agent: str, seed: int, experiments: int, work: Path, ahead: int | None = None) -> dict:
+    """One research run through the CLI of the code in `src`; the kept best scored without noise.
+    `ahead`: the CLI's --ahead (proposals made ahead per slot), else the default."""
     task = make_task(work / f"{agent}-{seed}")
     env = {**os.environ, "PYTHONPATH": str(src), "AUTORESEARCH_HOME": str(work / "home")}
     started = time.time()
     subprocess.run([sys.executable, "-m", "autoresearch", "run", str(task), "--agent", agent, "--seed", str(seed),
-                    "--max-experiments", str(experiments + 1), "--json"], env=env, check=True,
+                    "--max-experiments", str(experiments + 1), "--json",
+                    *(["--ahead", str(ahead)] if ahead is not None else [])], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=task)
     db = sqlite3.connect(task / ".autoresearch" / "ledger.db")
     rows = db.execute("SELECT status, params FROM experiments ORDER BY id").fetchall()
@@ -127,7 +129,8 @@ def main() -> None:
                         help="seeds first-seed .. first-seed+seeds-1 (tune on one range, report another)")
     parser.add_argument("--experiments", type=int, default=20)
     parser.add_argument("--previous", default="main", help="git revision whose `search` agent is the previous default")
-    parser.add_argument("--agents", default="previous,search", help="comma-separated: previous, search, tpe, cmaes")
+    parser.add_argument("--agents", default="previous,search",
+                        help="comma-separated: previous, search, tpe, cmaes; NAME@K runs it with --ahead K")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results: dict[str, list[dict]] = {}
@@ -136,10 +139,12 @@ def main() -> None:
         previous = None
         try:
             for name in args.agents.split(","):
-                if name == "previous":
+                base, _, ahead = name.partition("@")
+                if base == "previous":
                     previous = previous or previous_checkout(args.previous, work)
-                src, agent = (previous / "src", "search") if name == "previous" else (ROOT / "src", name)
-                results[name] = [research(src, agent, seed, args.experiments, work / name) for seed in range(args.first_seed, args.first_seed + args.seeds)]
+                src, agent = (previous / "src", "search") if base == "previous" else (ROOT / "src", base)
+                results[name] = [research(src, agent, seed, args.experiments, work / name, int(ahead) if ahead else None)
+                                 for seed in range(args.first_seed, args.first_seed + args.seeds)]
         finally:
             if previous is not None:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(previous)], check=False)

@@ -331,8 +331,11 @@ def test_a_cheap_check_with_one_low_pair_gets_a_second_pair_not_the_full_test(tm
         w.accepted = w.clean_streak = w.full_streak = service.REPUTABLE_AFTER
     monkeypatch.setattr(service.secrets, "randbelow", lambda n: 1)  # no audit drawn
     claim = claim_of(hub, alice, "X = 5.0", "X = 4.9", {"base_runs": [9.0] * 4, "candidate_runs": [8.85] * 4})
-    exact = lambda job, gain: [{"status": "ok", "metric": 9.0 - gain * (kind == "candidate"), "metrics": {},  # noqa: E731
-                                "wall_s": 0.1} for kind in interleaved_order(job["pairs"])]
+
+    def exact(job: dict, gain: float) -> list[dict]:  # runs without noise: the candidate `gain` below its base
+        return [{"status": "ok", "metric": 9.0 - gain * (kind == "candidate"), "metrics": {}, "wall_s": 0.1}
+                for kind in interleaved_order(job["pairs"])]
+
     job = hub.lease(verifier)
     outcome = hub.report(verifier, job["job_id"], job["lease_token"], exact(job, 0.02))["outcome"]
     assert "one more pair" in outcome, outcome

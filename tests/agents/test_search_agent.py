@@ -151,6 +151,16 @@ def test_a_constant_that_lost_one_way_is_tried_the_other_way(tmp_path):
     assert finer.value(-1.0) < 0.004 < finer.value(1.0) < step.value(1.0)
 
 
+def test_a_value_at_the_radius_is_a_coordinate_inside_the_sampler_s_range():
+    """Found by benchmarks/search_yield.py: WARMUP_FRAC 0.1215 -> 0.2715 (the full step up, in a
+    [0, 0.3] range) came back as the coordinate 1.0000000000000002, which Optuna's distribution
+    refuses: the agent raised and the research run stopped."""
+    param = default_param("WARMUP_FRAC", 0.05, "float")
+    st = region.step("WARMUP_FRAC", param, 0.1215, 0.5, (-1,))
+    assert st is not None and st.value(1.0) == pytest.approx(0.2715)
+    assert st.coordinate(st.value(1.0)) == 1.0 and st.coordinate(st.value(-1.0)) == 1.0  # one side only
+
+
 def test_the_region_widens_with_experience():
     assert region.schedule(0, 10) == (3, region.RADIUS_START)
     most, radius = region.schedule(200, 10)

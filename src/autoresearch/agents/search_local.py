@@ -120,7 +120,11 @@ class Step:
         if abs(dz) > self.longest + 1e-9:
             return None
         span = self.longest - self.shortest
-        return 0.0 if span <= 0 else math.copysign(max(0.0, abs(dz) - self.shortest) / span, dz)
+        if span <= 0:
+            return 0.0
+        # clamped: a value at the radius can come back a rounding error outside [-1, 1], which the
+        # sampler's distribution refuses (it stopped a research run)
+        return math.copysign(min(1.0, max(0.0, abs(dz) - self.shortest) / span), dz)
 
 
 def step(name: str, param: SearchParam, current: Number, radius: float, lost: tuple[int, ...] = ()) -> Step | None:

@@ -412,16 +412,3 @@ def test_no_noise_re_measurement_starts_while_paused(tmp_path: Path):
         counts.append(sum(run.kind == "noise" for run in r.ledger.runs(kept.id)))
         r.close()
     assert counts[0] >= 1 and counts[1] == 0
-
-
-def test_offline_agents_propose_when_a_slot_is_free_unless_told_otherwise(toy_task):
-    """Found by benchmarks/search_yield.py: the offline search proposing 2 ahead of the runs (each
-    proposal blind to the last two results) closed 6 points less of the gap on 80 seeds."""
-    from autoresearch.agents.search import SearchAgent
-    from autoresearch.core.config import DEFAULT_AHEAD
-    from autoresearch.research.scheduler import proposals_ahead
-    config = load_config(toy_task)
-    search, scripted = SearchAgent(config), ScriptedAgent([])
-    assert proposals_ahead(ParallelConfig(), [search]) == 0
-    assert proposals_ahead(ParallelConfig(), [search, scripted]) == DEFAULT_AHEAD  # an LLM-like agent thinks long
-    assert proposals_ahead(ParallelConfig(ahead=3), [search]) == 3  # [parallel] ahead / --ahead decide when set

@@ -54,10 +54,6 @@ class Idle:
 
 @runtime_checkable
 class Agent(Protocol):
-    """`name` and `propose`. An agent that proposes in milliseconds from what is measured (the
-    offline search) may also say `instant = True`: the loop then asks it only when a slot is free
-    (research/scheduler.proposals_ahead), so that each proposal knows every result before it."""
-
     name: str
 
     def propose(self, ctx: Context) -> Proposal: ...

@@ -21,7 +21,6 @@ MAX_TRIES = 200  # attempts at a setting that is neither the current one nor one
 
 class RandomAgent:
     name = "random"
-    instant = True  # proposes in milliseconds: the loop asks when a slot is free (scheduler.proposals_ahead)
 
     def __init__(self, config: TaskConfig, seed: int | None = None):
         self.config = config

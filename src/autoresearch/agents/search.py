@@ -145,7 +145,6 @@ class _CmaStudy:
 class SearchAgent:
     name = "search"
     sampler = "auto"  # tpe | cmaes | auto (choose_sampler)
-    instant = True  # proposes in milliseconds: the loop asks when a slot is free (scheduler.proposals_ahead)
 
     def __init__(self, config: TaskConfig, seed: int | None = None, n_startup_trials: int = 5):
         self.config = config

@@ -166,8 +166,7 @@ def _add_run(sub) -> None:
     c.add_argument("--slots", type=_whole(1),
                    help="experiments at once (default: one per GPU, else 1; Ray: the cluster's)")
     c.add_argument("--ahead", type=_whole(0), help="proposals per slot kept ready or in thought while experiments run "
-                   "(default 2, or 0 for offline agents, which propose in milliseconds; "
-                   "0 = serial: agents think only while no experiment runs)")
+                   "(default 2; 0 = serial: the agent thinks only while no experiment runs)")
     c.add_argument("--backend", choices=BACKENDS, help="where experiments run (default: local)")
     c.add_argument("--address", help="Ray cluster address (e.g. auto, ray://head:10001; default: a local cluster)")
     c.add_argument("--json", action="store_true", help="one JSON event per line instead of the live view")

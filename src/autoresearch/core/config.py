@@ -174,19 +174,13 @@ class LimitsConfig:
         return self.memory_mb or None
 
 
-# With 2 proposals per slot in stock, one is ready when a slot frees even when an agent thinks as
-# long as a run takes (benchmarks/parallel.py: 98.9% busy, against 53.7% serial).
-DEFAULT_AHEAD = 2
-
-
 @dataclass(frozen=True)
 class ParallelConfig:
     """How many experiments run at once, where, and how far the agents think ahead (scheduler.py)."""
 
     slots: int | None = None  # None: one per visible GPU, else one CPU slot (Ray: from the cluster)
-    # Proposals per slot kept ready or in thought while experiments run (0: serial). None: automatic
-    # (scheduler.proposals_ahead): DEFAULT_AHEAD, or 0 when every agent proposes in milliseconds.
-    ahead: int | None = None
+    ahead: int = 2  # proposals per slot kept ready or in thought while experiments run (0: serial): with 2,
+    #                 one is ready when a slot frees even when an agent thinks as long as a run takes
     rerun_rebased: bool = True  # a keep whose best moved meanwhile is rebased and re-run on the new best
     backend: str = "local"  # local | ray
     address: str | None = None  # the Ray cluster ("auto", "ray://host:10001"); none: a local one

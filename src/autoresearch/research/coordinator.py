@@ -46,7 +46,7 @@ from autoresearch.research.admission import (
     validate,
 )
 from autoresearch.research.measure import Measurer, mean
-from autoresearch.research.scheduler import Limits, Scheduler, proposals_ahead
+from autoresearch.research.scheduler import Limits, Scheduler
 from autoresearch.run import cgroups
 from autoresearch.run.backends import Backend
 from autoresearch.run.execution import STOPPED_BY_USER, FrozenFileError
@@ -124,7 +124,7 @@ class Research:
         self._opened = _Opened(base, measurer, shop.policy)
         slots = self.backend.slots
         self.observer.message(f"{len(slots)} slot{'s' * (len(slots) != 1)} on {self.backend.name}: "
-                              f"{', '.join(s.name for s in slots)}; {proposals_ahead(self.parallel, self.agents)} proposal(s) ahead per slot")
+                              f"{', '.join(s.name for s in slots)}; {self.parallel.ahead} proposal(s) ahead per slot")
 
     @property
     def _session(self) -> _Opened:

@@ -5,8 +5,7 @@ is queued (rebase if the best moved, run, judge, record). Agents think while exp
 keep `ahead` proposals per slot in stock (ready, or being thought), so a slot that finishes takes
 its next experiment at once: with `ahead = 2`, one is ready even when an agent thinks as long as an
 experiment runs. With `ahead = 0` an agent proposes only for an idle slot (the serial loop of the
-original autoresearch): the default for agents that propose in milliseconds (`proposals_ahead`).
-Agents also think while the baseline runs.
+original autoresearch). Agents also think while the baseline runs.
 
 The threads share one condition variable; the Research object's lock keeps the ledger and the
 branch consistent. The first error in any thread stops the others and is raised by `run()`.
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from autoresearch.agents.base import Agent
-from autoresearch.core.config import DEFAULT_AHEAD, ParallelConfig
+from autoresearch.core.config import ParallelConfig
 from autoresearch.core.errors import ResearchError
 from autoresearch.core.events import Observer
 from autoresearch.core.records import Experiment, Pause, Status
@@ -61,21 +60,11 @@ class Coordinator(Protocol):
     def process(self, exp_id: int, slot: Slot) -> Experiment: ...
 
 
-def proposals_ahead(parallel: ParallelConfig, agents: list[Agent]) -> int:
-    """Proposals per slot the agents keep in stock: `[parallel] ahead` when set; else none when
-    every agent is `instant` (proposes in milliseconds from what is measured, like the offline
-    search: a proposal made ahead would only miss the latest results, and on the synthetic task of
-    benchmarks/search_yield.py closed 6 points less of the gap), DEFAULT_AHEAD otherwise."""
-    if parallel.ahead is not None:
-        return parallel.ahead
-    return 0 if agents and all(getattr(a, "instant", False) for a in agents) else DEFAULT_AHEAD
-
-
 class Scheduler:
     def __init__(self, research: Coordinator, limits: Limits):
         self.r, self.limits = research, limits
         self.slots = research.slots
-        self.ahead = proposals_ahead(research.parallel, research.agents) * len(self.slots)
+        self.ahead = research.parallel.ahead * len(self.slots)
         self.deadline = time.time() + limits.max_hours * 3600 if limits.max_hours else None
         self.cv = threading.Condition()
         self.ready: deque[int] = deque()  # queued experiment ids, oldest first

@@ -101,10 +101,10 @@ def research(src: Path, agent: str, seed: int, experiments: int, work: Path, ahe
     task = make_task(work / f"{agent}-{seed}")
     env = {**os.environ, "PYTHONPATH": str(src), "AUTORESEARCH_HOME": str(work / "home")}
     started = time.time()
-    proc = subprocess.run([sys.executable, "-m", "autoresearch", "run", str(task), "--agent", agent, "--seed", str(seed),
-                    "--max-experiments", str(experiments + 1), "--json",
-                    *(["--ahead", str(ahead)] if ahead is not None else [])], env=env, check=False,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=task)
+    command = [sys.executable, "-m", "autoresearch", "run", str(task), "--agent", agent, "--seed", str(seed),
+               "--max-experiments", str(experiments + 1), "--json", *(["--ahead", str(ahead)] if ahead is not None else [])]
+    proc = subprocess.run(command, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          cwd=task)
     if proc.returncode:
         raise SystemExit(f"{agent} seed {seed} failed (exit {proc.returncode}) in {task}:\n{proc.stderr[-3000:]}")
     db = sqlite3.connect(task / ".autoresearch" / "ledger.db")

@@ -33,7 +33,7 @@ def db_rows(task: Path, sql: str) -> list[tuple]:
 
 
 def test_kill9_of_the_hub_mid_verification(tmp_path: Path):
-    task = hub_task(tmp_path / "task")
+    task = hub_task(tmp_path / "task", sleep_s=0.3)  # runs long enough that 2 s fall inside the verification
     hub = RunningHub(task, free_port(), None, lease_s=LEASE_S).start()
     verifier = VerifierThread(hub, tmp_path / "verifier")
     try:
@@ -44,9 +44,13 @@ def test_kill9_of_the_hub_mid_verification(tmp_path: Path):
         # Kill at a random moment while a job is leased (the calibration or the claim's own runs).
         wait_for(lambda: db_rows(task, "select id from jobs where state = 'leased'"), what="a leased job")
         time.sleep(random.uniform(0.0, 2.0))
-        leased = db_rows(task, "select id from jobs where state = 'leased'")
+        # The random moment may fall between two jobs (a verifier reports one, then leases the next):
+        # the kill lands at the next moment a job is leased.
+        leased = wait_for(lambda: db_rows(task, "select id from jobs where state = 'leased'"), poll_s=0.01,
+                          what="a leased job after the random delay")
         hub.kill9()
-        assert leased, "the kill should land while a job is leased"
+        state = db_rows(task, f"select state from claims where id = {first['claim_id']}")[0][0]
+        assert state in ("queued", "verifying"), "the kill should land before the claim is decided"
         hub.start()
         # The claim gets its verdict: a job leased at the kill is finished either under its lease (the
         # verifier lived on and reported to the restarted hub in time) or, once the lease expired, re-queued

@@ -14,7 +14,7 @@ The previous default is today's `search` agent of another git revision (`--previ
 `main`), run from a temporary worktree of it; `tpe` and `cmaes` are run when named in `--agents`.
 
     python benchmarks/search_yield.py [--seeds 5] [--first-seed 0] [--experiments 20] [--previous main]
-                                      [--agents previous,search,search@0] [--json]
+                                      [--agents previous,search,search@0] [--jobs 2] [--json]
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("--previous", default="main", help="git revision whose `search` agent is the previous default")
     parser.add_argument("--agents", default="previous,search",
                         help="comma-separated: previous, search, tpe, cmaes; NAME@K runs it with --ahead K")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds researched at once (each run is one process)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results: dict[str, list[dict]] = {}
@@ -145,12 +147,16 @@ def main() -> None:
                 if base == "previous":
                     previous = previous or previous_checkout(args.previous, work)
                 src, agent = (previous / "src", "search") if base == "previous" else (ROOT / "src", base)
-                results[name] = [research(src, agent, seed, args.experiments, work / name, int(ahead) if ahead else None)
-                                 for seed in range(args.first_seed, args.first_seed + args.seeds)]
+                seeds = range(args.first_seed, args.first_seed + args.seeds)
+                with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+                    results[name] = list(pool.map(lambda seed: research(
+                        src, agent, seed, args.experiments, work / name, int(ahead) if ahead else None), seeds))
         finally:
             if previous is not None:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(previous)], check=False)
     summary = {name: {"median_gap_closed": statistics.median(r["gap_closed"] for r in rs),
+                      "mean_gap_closed": statistics.fmean(r["gap_closed"] for r in rs),
+                      "mean_se": statistics.stdev(r["gap_closed"] for r in rs) / math.sqrt(len(rs)) if len(rs) > 1 else 0.0,
                       "gap_closed": [round(r["gap_closed"], 3) for r in rs],
                       "experiments": [r["experiments"] for r in rs], "crashed": sum(r["crashed"] for r in rs),
                       "wall_s": round(sum(r["wall_s"] for r in rs), 1)} for name, rs in results.items()}
@@ -160,7 +166,8 @@ def main() -> None:
     print(f"gap closed after {args.experiments} experiments, {args.seeds} seeds (previous = {args.previous}):")
     for name, s in summary.items():
         label = f"previous ({args.previous})" if name == "previous" else name
-        print(f"  {label:16} median {100 * s['median_gap_closed']:5.1f}%   per seed "
+        print(f"  {label:16} median {100 * s['median_gap_closed']:5.1f}%   mean {100 * s['mean_gap_closed']:5.1f} "
+              f"± {100 * s['mean_se']:.1f}%   per seed "
               f"{' '.join(f'{100 * g:5.1f}' for g in s['gap_closed'])}   experiments run {s['experiments']}   "
               f"crashes {s['crashed']}   {s['wall_s']:.0f} s")
 

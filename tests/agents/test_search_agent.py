@@ -151,6 +151,35 @@ def test_a_constant_that_lost_one_way_is_tried_the_other_way(tmp_path):
     assert finer.value(-1.0) < 0.004 < finer.value(1.0) < step.value(1.0)
 
 
+def test_a_side_that_only_lost_in_joint_changes_is_not_tried_again_first(tmp_path):
+    """Found by benchmarks/search_yield.py: DEPTH=1 (catastrophic there) came back in three joint
+    changes of the first twelve, since only a constant's single changes marked a side as lost."""
+    cfg = config(tmp_path)
+    base = baseline(cfg).params
+    history = [baseline(cfg),
+               experiment(2, {**base, "DEPTH": 1, "LEARNING_RATE": 0.0033}, 3.0),
+               experiment(3, {**base, "DEPTH": 1, "N_EMBD": 128}, 2.7),
+               experiment(4, {**base, "DROPOUT": 0.05, "N_EMBD": 64}, 2.6),
+               experiment(5, {**base, "DROPOUT": 0.05}, 2.4, status="keep")]
+    current = history[-1].params
+    blamed = region.blamed_sides(history, current, list(current))
+    # DEPTH lost down, LEARNING_RATE down, in joint changes only; N_EMBD moved both ways (no blame);
+    # DROPOUT's move up (to the current value) was kept: the others differ from it by moving it down
+    assert blamed == {"DEPTH": -1, "LEARNING_RATE": -1}
+    space = search_space(cfg, {"train.py": GPT})
+    depth = region.step("DEPTH", space["DEPTH"][1], 2, region.RADIUS_START, (), blamed["DEPTH"])
+    assert depth.side == 1 and all(depth.value(s) > 2 for s in (-1.0, 0.0, 1.0))
+    # a single change from here is better evidence than blame: it decides the side
+    single = region.step("DEPTH", space["DEPTH"][1], 2, region.RADIUS_START, (1,), blamed["DEPTH"])
+    assert single.side == -1
+    # through the agent: no proposal moves DEPTH down again, nor the learning rate, until they are
+    # measured the other way
+    agent = SearchAgent(cfg, seed=1)
+    for _ in range(10):
+        p = agent.propose(context(cfg, history))
+        assert p.params["DEPTH"] >= 2 and p.params["LEARNING_RATE"] >= 0.004, p.description
+
+
 def test_a_value_at_the_radius_is_a_coordinate_inside_the_sampler_s_range():
     """Found by benchmarks/search_yield.py: WARMUP_FRAC 0.1215 -> 0.2715 (the full step up, in a
     [0, 0.3] range) came back as the coordinate 1.0000000000000002, which Optuna's distribution

@@ -199,9 +199,12 @@ class SearchAgent:
         d = len(state.names)
         most, radius = region.schedule(n, d)
         # queued or running single changes count as lost sides too: proposals made ahead spread out
-        lost = region.lost_sides([*ctx.history, *ctx.pending], state.current, state.names)
+        tried = [*ctx.history, *ctx.pending]
+        lost = region.lost_sides(tried, state.current, state.names)
+        blamed = region.blamed_sides(tried, state.current, state.names)
         steps = {name: st for name in state.names if (st := region.step(
-            name, state.space[name][1], state.current[name], radius, lost.get(name, ()))) is not None}
+            name, state.space[name][1], state.current[name], radius, lost.get(name, ()),
+            blamed.get(name, 0))) is not None}
         if not steps:
             return None
         recent = region.recent_changes([*ctx.history, *ctx.pending], d)

@@ -20,10 +20,10 @@ from autoresearch.core.config import SearchParam
 Number = int | float
 
 LOCAL_MIN_TRIALS = 12  # the local start lasts at least this many experiments...
-LOCAL_TRIALS_PER_DIM = 1  # ...and one per searched constant (each gets tried at least once)
+LOCAL_TRIALS_PER_DIM = 2  # ...and two per searched constant (each gets tried on both sides)
 LOCAL_SIZES = (1, 2, 3)  # how many constants one local proposal changes...
 LOCAL_SIZE_WEIGHTS = (0.5, 0.3, 0.2)  # ...mostly one: its effect is measured alone
-RADIUS_START = 0.12  # an eighth of the range: a 10x log range moves by up to 1.3x, a [0, 0.3] one by 0.036
+RADIUS_START = 0.16  # a sixth of the range: a 10x log range moves by up to 1.45x, a [0, 0.3] one by 0.048
 RADIUS_MAX = 0.5  # after the local start the region widens to half of every range
 EXHAUSTED_WEIGHT = 0.3  # per round lost both ways from the best: a constant is picked this much less often...
 SHRINK = 0.57  # ...and its radius shrinks by this factor (a finer step around the same best)
@@ -127,10 +127,12 @@ class Step:
         return math.copysign(min(1.0, max(0.0, abs(dz) - self.shortest) / span), dz)
 
 
-def step(name: str, param: SearchParam, current: Number, radius: float, lost: tuple[int, ...] = ()) -> Step | None:
+def step(name: str, param: SearchParam, current: Number, radius: float, lost: tuple[int, ...] = (),
+         blamed: int = 0) -> Step | None:
     """The moves of `name` within `radius` of `current` (None: it cannot move), given the sides of its
     lost single changes from there, in order (`lost`): after a loss the other side is tried, and each
-    round lost on both sides shrinks the radius by SHRINK (pattern search: a finer step)."""
+    round lost on both sides shrinks the radius by SHRINK (pattern search: a finer step). Without a
+    single change to go by, a side only ever lost in joint changes (`blamed`) is not tried again."""
     radius *= SHRINK ** (len(lost) // 2)
     cap = current * MAX_MEMORY_GROWTH if is_memory_heavy(name) and current > 0 else math.inf
     if param.choices is not None:
@@ -143,7 +145,7 @@ def step(name: str, param: SearchParam, current: Number, radius: float, lost: tu
     if param.choices is not None and len(param.choices) < 2 or param.low == param.high and param.choices is None:
         return None
     shortest = max(grain * 0.51, radius / 4)  # a quarter of the radius: a change worth measuring
-    side = -lost[-1] if len(lost) % 2 else 0
+    side = -lost[-1] if len(lost) % 2 else (-blamed if not lost else 0)
     return Step(name, param, current, shortest, max(radius, shortest + grain), cap, side)
 
 
@@ -169,3 +171,20 @@ def recent_changes(experiments: list[Any], d: int) -> dict[str, int]:
         for name in exp.info.get("changed", []) if isinstance(exp.info, dict) else []:
             counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def blamed_sides(history: list[Any], current: dict[str, Number], names: list[str]) -> dict[str, int]:
+    """For each constant, the one direction (+1 up, -1 down) in which it moved in joint changes from
+    about the current values (two or more constants differ) that all lost, while it never moved the
+    other way: most joint losses come from one bad move (a depth of 1 among three changes), and its
+    constants are tried the other way next rather than the same bad move again with others."""
+    sides: dict[str, set[int]] = {}
+    for exp in history:
+        if not all(isinstance(exp.params.get(n), (int, float)) for n in names):
+            continue
+        differ = [n for n in names if exp.params[n] != current[n]]
+        for name in differ:
+            side = 1 if exp.params[name] > current[name] else -1
+            # a keep, or a move the other way, leaves the constant without blame
+            sides.setdefault(name, set()).add(2 * side if exp.status == "keep" or len(differ) < 2 else side)
+    return {n: next(iter(s)) for n, s in sides.items() if len(s) == 1 and abs(next(iter(s))) == 1}

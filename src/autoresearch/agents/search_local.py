@@ -20,10 +20,10 @@ from autoresearch.core.config import SearchParam
 Number = int | float
 
 LOCAL_MIN_TRIALS = 12  # the local start lasts at least this many experiments...
-LOCAL_TRIALS_PER_DIM = 2  # ...and two per searched constant (each gets tried on both sides)
+LOCAL_TRIALS_PER_DIM = 1  # ...and one per searched constant (each gets tried at least once)
 LOCAL_SIZES = (1, 2, 3)  # how many constants one local proposal changes...
 LOCAL_SIZE_WEIGHTS = (0.5, 0.3, 0.2)  # ...mostly one: its effect is measured alone
-RADIUS_START = 0.16  # a sixth of the range: a 10x log range moves by up to 1.45x, a [0, 0.3] one by 0.048
+RADIUS_START = 0.12  # an eighth of the range: a 10x log range moves by up to 1.3x, a [0, 0.3] one by 0.036
 RADIUS_MAX = 0.5  # after the local start the region widens to half of every range
 EXHAUSTED_WEIGHT = 0.3  # per round lost both ways from the best: a constant is picked this much less often...
 SHRINK = 0.57  # ...and its radius shrinks by this factor (a finer step around the same best)

@@ -14,7 +14,12 @@ from autoresearch.agents import CmaEsAgent, SearchAgent, TpeAgent, make_agent
 from autoresearch.agents import search_local as region
 from autoresearch.agents.base import Context
 from autoresearch.agents.search import choose_sampler
-from autoresearch.agents.search_defaults import default_param, dominates, violation
+from autoresearch.agents.search_defaults import (
+    coupled_learning_rates,
+    default_param,
+    dominates,
+    violation,
+)
 from autoresearch.agents.source_constants import (
     current_params,
     reapply_constants,
@@ -101,6 +106,29 @@ def test_settings_the_task_would_reject():
     failed = {**current, "BATCH_SIZE": 16}
     assert dominates({**current, "BATCH_SIZE": 16, "DEPTH": 3}, failed)
     assert not dominates({**current, "BATCH_SIZE": 16, "DEPTH": 1}, failed)
+
+
+def test_a_batch_size_changed_alone_takes_the_learning_rates_with_it(tmp_path):
+    """The square-root rule: a larger batch measured at the old learning rate mostly loses (on
+    benchmarks/search_yield.py's task doubling the batch alone was worse, with the rate x1.41 better)."""
+    current = {"BATCH_SIZE": 8, "LEARNING_RATE": 0.004, "EMBEDDING_LR": 0.2, "MIN_LR_FRAC": 0.1,
+               "EVAL_BATCH_SIZE": 32, "DEPTH": 2}
+    coupled = coupled_learning_rates({**current, "BATCH_SIZE": 16, "DEPTH": 3}, current)
+    assert coupled == pytest.approx({"LEARNING_RATE": 0.004 * 2 ** 0.5, "EMBEDDING_LR": 0.2 * 2 ** 0.5})
+    assert coupled_learning_rates({**current, "BATCH_SIZE": 4, "LEARNING_RATE": 0.005}, current) == {}  # chosen
+    assert coupled_learning_rates({**current, "EVAL_BATCH_SIZE": 64}, current) == {}  # speed only
+    assert coupled_learning_rates({**current, "DEVICE_BATCH_SIZE": 4}, {**current, "DEVICE_BATCH_SIZE": 8}) == {}
+    # through the agent: no proposal moves the batch size without the learning rate
+    cfg = config(tmp_path)
+    history, moved = [baseline(cfg)], 0
+    agent = SearchAgent(cfg, seed=3)
+    for i in range(30):
+        p = agent.propose(context(cfg, history))
+        if p.params["BATCH_SIZE"] != 8:
+            assert p.params["LEARNING_RATE"] != 0.004, p.description
+            moved += 1
+        history.append(experiment(i + 2, p.params, 3.0))
+    assert moved >= 2
 
 
 def test_reapply_constants_sets_the_values_on_other_files():

@@ -27,7 +27,9 @@ How results inform the samplers:
 Settings the task would surely reject (search_defaults.violation: a head count that does not
 divide the width, memory-heavy constants growing more than 2x at once, a setting needing at least
 the memory of one that broke a memory guard) are never proposed. Open ideas that are concrete
-settings (`LR=0.01, DEPTH=6`) are tried first, as written. A setting already in the history (or
+settings (`LR=0.01, DEPTH=6`) are tried first, as written. A proposal that changes the batch size
+without a learning rate takes the learning rates with it (the square-root rule,
+search_defaults.coupled_learning_rates): a larger batch alone mostly loses for want of them. A setting already in the history (or
 the current one) is never proposed again; when the sampler keeps repeating itself an untried
 setting is drawn at random, and when there is none left the agent raises NoProposal. Each
 proposal records its sampler: the experiment's agent is e.g. `search:tpe`, its info has `sampler`,
@@ -56,7 +58,11 @@ from optuna.trial import TrialState, create_trial
 
 from autoresearch.agents import search_local as region
 from autoresearch.agents.base import Context, NoProposal, Proposal
-from autoresearch.agents.search_defaults import dominates, violation
+from autoresearch.agents.search_defaults import (
+    coupled_learning_rates,
+    dominates,
+    violation,
+)
 from autoresearch.agents.search_space import SearchState, sample_value
 from autoresearch.agents.source_constants import (
     Number,
@@ -220,6 +226,9 @@ class SearchAgent:
             for name in names:
                 param, c = state.space[name][1], state.consts[name][1]
                 new[name] = written_value(normalize(steps[name].value(trial.params[name]), param), c)
+            for name, value in coupled_learning_rates(new, state.current).items():
+                if name in state.space:
+                    new[name] = written_value(normalize(value, state.space[name][1]), state.consts[name][1])
             if self._acceptable(state, new, failures):
                 return new, {"trial": trial.number, "radius": radius}
         return None

@@ -5,7 +5,8 @@ Invariant: `default_param` gives every constant a range that holds its own value
 the constant can mean (a beta stays in (0, 1), a dropout in [0, 1), a weight decay >= 0, an int
 stays an int and a power of two stays a power of two), and `violation` refuses a setting that
 breaks a shape rule (a head count must divide the width it splits) or grows the memory-heavy
-constants more than MAX_MEMORY_GROWTH x at once. Names are matched as words of the constant
+constants more than MAX_MEMORY_GROWTH x at once; `coupled_learning_rates` moves the learning rates
+with a batch size changed without them (the square-root rule). Names are matched as words of the constant
 (`N_HEAD` has the words N and HEAD), so `LR` matches `MIN_LR` but not `CLR_X`.
 """
 from __future__ import annotations
@@ -26,6 +27,8 @@ WEIGHT_DECAY_WORDS = (("WEIGHT", "DECAY"), ("WD",))
 FRACTION_WORDS = frozenset({"FRAC", "FRACTION", "RATIO", "WARMUP", "PCT", "SMOOTHING", "PROB"})
 LR_WORDS = (("LR",), ("LEARNING", "RATE"))
 HEAD_WORDS = frozenset({"HEAD", "HEADS"})
+BATCH_WORDS = frozenset({"BATCH", "BATCH_SIZE", "BSZ"})
+MICRO_BATCH_WORDS = frozenset({"EVAL", "DEVICE", "MICRO", "PER"})  # under gradient accumulation: not the step's batch
 KV_WORDS = frozenset({"KV", "KEY", "GROUPS", "GROUP"})
 WIDTH_WORDS = frozenset({"EMBD", "EMBED", "EMBEDDING", "WIDTH", "DIM", "D_MODEL", "MODEL", "HIDDEN"})
 # Constants whose growth multiplies the memory a run needs (activations, parameters, batch).
@@ -127,3 +130,19 @@ def dominates(new: dict[str, Number], failed: dict[str, Any]) -> bool:
     memory-heavy constant at least as large as there (and some memory-heavy constant present)."""
     names = [n for n in new if is_memory_heavy(n) and isinstance(failed.get(n), (int, float))]
     return bool(names) and all(new[n] >= failed[n] for n in names)
+
+
+def coupled_learning_rates(new: dict[str, Number], current: dict[str, Number]) -> dict[str, float]:
+    """The learning rates that move with a change of the batch size made without them: each scaled
+    by the square root of the batch's ratio (the scaling rule of Adam-type optimizers), so that a
+    larger batch is measured with the learning rate it needs rather than lost for want of it. Empty
+    unless exactly one batch size changes and no learning rate does."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+    batches = [n for n in new if words(n) & BATCH_WORDS and not words(n) & MICRO_BATCH_WORDS
+               and number(new[n]) and number(current.get(n)) and new[n] != current[n]]
+    rates = [n for n in new if _has(n, *LR_WORDS) and not words(n) & FRACTION_WORDS and number(current.get(n))]
+    if len(batches) != 1 or not rates or any(new[n] != current[n] for n in rates):
+        return {}
+    ratio = new[batches[0]] / current[batches[0]]
+    return {n: current[n] * math.sqrt(ratio) for n in rates}

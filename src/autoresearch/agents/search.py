@@ -29,10 +29,10 @@ divide the width, memory-heavy constants growing more than 2x at once, a setting
 the memory of one that broke a memory guard) are never proposed. Open ideas that are concrete
 settings (`LR=0.01, DEPTH=6`) are tried first, as written. A proposal that changes the batch size
 without a learning rate takes the learning rates with it (the square-root rule,
-search_defaults.coupled_learning_rates): a larger batch alone mostly loses for want of them. A setting already in the history (or
-the current one) is never proposed again; when the sampler keeps repeating itself an untried
-setting is drawn at random, and when there is none left the agent raises NoProposal. Each
-proposal records its sampler: the experiment's agent is e.g. `search:tpe`, its info has `sampler`,
+search_defaults.coupled_learning_rates): a larger batch alone mostly loses for want of them. A
+setting already in the history (or the current one) is never proposed again; when the sampler
+keeps repeating itself an untried setting is drawn at random, and when there is none left the
+agent raises NoProposal. Each proposal records its sampler: the experiment's agent is e.g. `search:tpe`, its info has `sampler`,
 `phase` (local or wide) and `changed`.
 """
 from __future__ import annotations
@@ -213,7 +213,7 @@ class SearchAgent:
             blamed.get(name, 0))) is not None}
         if not steps:
             return None
-        recent = region.recent_changes([*ctx.history, *ctx.pending], d)
+        recent = region.recent_changes(tried, d)
         rounds = {n: len(sides) // 2 for n, sides in lost.items()}
         failures = self._memory_failures(ctx)
         for _ in range(MAX_ASKS):

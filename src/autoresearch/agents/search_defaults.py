@@ -6,8 +6,8 @@ the constant can mean (a beta stays in (0, 1), a dropout in [0, 1), a weight dec
 stays an int and a power of two stays a power of two), and `violation` refuses a setting that
 breaks a shape rule (a head count must divide the width it splits) or grows the memory-heavy
 constants more than MAX_MEMORY_GROWTH x at once; `coupled_learning_rates` moves the learning rates
-with a batch size changed without them (the square-root rule). Names are matched as words of the constant
-(`N_HEAD` has the words N and HEAD), so `LR` matches `MIN_LR` but not `CLR_X`.
+with a batch size changed without them (the square-root rule). Names are matched as words of the
+constant (`N_HEAD` has the words N and HEAD), so `LR` matches `MIN_LR` but not `CLR_X`.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,18 +150,23 @@ def step(name: str, param: SearchParam, current: Number, radius: float, lost: tu
     return Step(name, param, current, shortest, max(radius, shortest + grain), cap, side)
 
 
+def moves(history: list[Any], current: dict[str, Number], names: list[str]) -> Iterator[tuple[Any, dict[str, int]]]:
+    """Each experiment with the direction (+1 up, -1 down) each constant it changed moved from the
+    current values (experiments without a numeric value for every constant are left out)."""
+    for exp in history:
+        if all(isinstance(exp.params.get(n), (int, float)) for n in names):
+            yield exp, {n: 1 if exp.params[n] > current[n] else -1 for n in names if exp.params[n] != current[n]}
+
+
 def lost_sides(history: list[Any], current: dict[str, Number], names: list[str]) -> dict[str, tuple[int, ...]]:
     """For each constant, the directions (+1 up, -1 down) in which a change of it alone, made from
     the current values, was run and not kept: the search tries the other side next, and a constant
     that lost on both sides is picked less often until the best moves."""
     lost: dict[str, tuple[int, ...]] = {}
-    for exp in history:
-        if exp.status == "keep" or not all(isinstance(exp.params.get(n), (int, float)) for n in names):
-            continue
-        differ = [n for n in names if exp.params[n] != current[n]]
-        if len(differ) == 1:
-            name = differ[0]
-            lost[name] = (*lost.get(name, ()), 1 if exp.params[name] > current[name] else -1)
+    for exp, sides in moves(history, current, names):
+        if exp.status != "keep" and len(sides) == 1:
+            (name, side), = sides.items()
+            lost[name] = (*lost.get(name, ()), side)
     return lost
 
 
@@ -178,13 +184,12 @@ def blamed_sides(history: list[Any], current: dict[str, Number], names: list[str
     about the current values (two or more constants differ) that all lost, while it never moved the
     other way: most joint losses come from one bad move (a depth of 1 among three changes), and its
     constants are tried the other way next rather than the same bad move again with others."""
-    sides: dict[str, set[int]] = {}
-    for exp in history:
-        if not all(isinstance(exp.params.get(n), (int, float)) for n in names):
-            continue
-        differ = [n for n in names if exp.params[n] != current[n]]
-        for name in differ:
-            side = 1 if exp.params[name] > current[name] else -1
-            # a keep, or a move the other way, leaves the constant without blame
-            sides.setdefault(name, set()).add(2 * side if exp.status == "keep" or len(differ) < 2 else side)
-    return {n: next(iter(s)) for n, s in sides.items() if len(s) == 1 and abs(next(iter(s))) == 1}
+    joint_lost: dict[str, set[int]] = {}
+    cleared: set[str] = set()  # a keep, or a single change, leaves the constant without blame
+    for exp, sides in moves(history, current, names):
+        for name, side in sides.items():
+            if exp.status == "keep" or len(sides) < 2:
+                cleared.add(name)
+            else:
+                joint_lost.setdefault(name, set()).add(side)
+    return {n: next(iter(s)) for n, s in joint_lost.items() if len(s) == 1 and n not in cleared}

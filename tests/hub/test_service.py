@@ -345,3 +345,21 @@ def test_a_cheap_check_with_one_low_pair_gets_a_second_pair_not_the_full_test(tm
     with hub.sessions() as s:
         c = s.get(Claim, claim.id)
         assert (c.state, c.check, c.verifier_runs) == ("accepted", "cheap", 4), (c.state, c.check, outcome)
+
+
+def test_a_claim_s_pairs_over_several_jobs_count_as_one_group_of_replicates(tmp_path: Path):
+    """σ_d's degrees of freedom decide how wide Student's t makes the bar: a claim verified in a
+    one-pair screening job and then further jobs gives n - 1 of them, not the sum over its jobs."""
+    from autoresearch.hub.verify import CALIBRATION_PAIRS, pooled_sigma
+    hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
+    hub.start()
+    rng = random.Random(4)
+    verifier = hub.authenticate(hub.register("v", kind=VERIFIER)[1], VERIFIER)
+    report(hub, verifier, 9.0, 9.0, rng)  # the calibration
+    claim = claim_of(hub, hub.authenticate(hub.register("w")[1]), "X = 5.0", "X = 4.0")
+    row = verify_until_decided(hub, verifier, claim.id, 9.0, 8.8, rng)
+    with hub.sessions() as s:
+        jobs = len(s.scalars(select(Job).where(Job.claim_id == claim.id)).all())
+        _, dof = pooled_sigma(hub._noise(s))
+    assert row["state"] == "accepted" and jobs >= 2
+    assert dof == CALIBRATION_PAIRS - 1 + row["runs"] // 2 - 1

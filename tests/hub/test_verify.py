@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 from autoresearch.hub.verify import (
+    CALIBRATION_PAIRS,
+    FUTILITY,
+    SCREEN_SLACK,
     Claimed,
     Policy,
     claimed_evidence,
+    full_test_bar,
+    full_test_operating,
     interleaved_order,
     judge,
 )
@@ -17,9 +24,9 @@ POLICY = Policy(direction="minimize")
 
 
 def calibration(rng: random.Random, jobs: int = 1) -> list[list[float]]:
-    """Base-against-base differences of six pairs per job, as a calibration job measures them (a
+    """Base-against-base differences of one calibration job's pairs per job, as the hub measures them (a
     worker with a record has had several claims verified in full: more jobs, more dof)."""
-    return [[rng.gauss(0, SIGMA) - rng.gauss(0, SIGMA) for _ in range(6)] for _ in range(jobs)]
+    return [[rng.gauss(0, SIGMA) - rng.gauss(0, SIGMA) for _ in range(CALIBRATION_PAIRS)] for _ in range(jobs)]
 
 
 def local_runs(rng: random.Random, true_gain: float, k: int = 4) -> Claimed:
@@ -53,7 +60,7 @@ def verify_traced(rng: random.Random, true_gain: float, claimed: Claimed | None 
 def test_no_op_claims_are_not_accepted_and_mostly_cost_one_pair():
     rng = random.Random(1)
     results = [verify_claim(rng, 0.0) for _ in range(400)]
-    assert sum(a == "accept" for a, _ in results) <= 2  # p = 0.001 per claim: 0.4 expected in 400
+    assert sum(a == "accept" for a, _ in results) <= 2  # p = 0.00025 per claim: 0.1 expected in 400
     assert sum(n == 1 for _, n in results) >= 0.25 * len(results)  # 31% stop at the screening pair
     assert sum(n for _, n in results) / len(results) < 3.5  # the rest mostly stop at the next look (futility)
 
@@ -164,3 +171,44 @@ def test_a_claim_judged_before_any_noise_estimate_is_neither_flagged_nor_rejecte
     assert v.action == "more" and not v.mismatch and v.more_pairs == POLICY.looks[1] - 1, v
     v = judge(POLICY, [(10.0, 10.1)], [], claimed=Claimed(0.18, 4), cheap=True)
     assert v.action == "more" and not v.mismatch, v
+
+
+def simulated_full_test(bar: float, looks: tuple[int, ...], gain: float, claims: int, seed: int) -> tuple[float, float]:
+    """The full test's design played on `claims` simulated claims (σ_d known = 1): (accept rate, pairs)."""
+    d = np.random.default_rng(seed).standard_normal((claims, looks[-1])) + gain
+    z = np.cumsum(d, axis=1) / np.sqrt(np.arange(1, looks[-1] + 1))
+    open_, accepted, pairs = z[:, 0] > -SCREEN_SLACK, np.zeros(claims, bool), np.where(z[:, 0] > -SCREEN_SLACK, 0, 1)
+    for n in looks[1:]:
+        accept, stop = open_ & (z[:, n - 1] > bar), open_ & ((z[:, n - 1] < FUTILITY) | (n == looks[-1]))
+        accepted |= accept
+        pairs = np.where(accept | stop, n, pairs)
+        open_ &= ~(accept | stop)
+    return accepted.mean(), pairs.mean()
+
+
+def test_the_full_test_s_risk_and_cost_are_computed_as_a_simulation_finds_them():
+    looks = Policy().looks
+    bar = full_test_bar(0.02, looks, Policy().min_pairs_new)
+    for gain, seed in ((0.0, 5), (3 / np.sqrt(2), 6)):  # a no-op; a 3σ gain (σ_d = √2 σ)
+        computed = full_test_operating(bar, looks, Policy().min_pairs_new, gain)
+        simulated = simulated_full_test(bar, looks, gain, 400_000, seed)
+        assert abs(computed[0] - simulated[0]) < 0.03 * max(computed[0], 1 - computed[0]) + 0.0006, (computed, simulated)
+        assert abs(computed[1] - simulated[1]) < 0.02, (computed, simulated)
+    assert abs(full_test_operating(bar, looks, Policy().min_pairs_new)[0] - 0.02) < 1e-4
+
+
+def test_the_judge_accepts_no_ops_at_its_p_value_in_all_not_a_fraction_of_it():
+    """The bar is exact for the sequential test: a Bonferroni split over the six accept looks
+    accepted about half as many no-ops as p allows, for more pairs on every real gain."""
+    policy, rng = Policy(direction="minimize", p_value=0.02), random.Random(7)
+    noise, accepted = calibration(rng, 40), 0  # a long-running hub: σ_d nearly known
+    for _ in range(3000):
+        pairs, more = [], policy.looks[0]
+        while True:
+            pairs += [(10 + rng.gauss(0, SIGMA), 10 + rng.gauss(0, SIGMA)) for _ in range(more)]
+            v = judge(policy, pairs, noise)
+            if v.action != "more":
+                break
+            more = v.more_pairs
+        accepted += v.action == "accept"
+    assert 0.7 * 60 <= accepted <= 1.3 * 60  # 3000 claims × 0.02

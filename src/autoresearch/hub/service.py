@@ -346,10 +346,14 @@ class Hub:
             self._queue(s, None, CALIBRATE, verify.CALIBRATION_PAIRS, None)
 
     def _noise(self, s: Session, exclude_claim: int | None = None) -> list[list[float]]:
-        groups: dict[int, list[tuple[float, float]]] = {}
+        """The paired differences of all verifications so far, one group per set of replicates: the
+        same claim's same edit on the same base and verifier, over all its jobs (a claim verified
+        in four one-pair jobs gives σ_d 3 degrees of freedom, not 0), or one calibration job."""
+        groups: dict[tuple, list[tuple[float, float]]] = {}
         for p in s.scalars(select(Pair)):
             if exclude_claim is None or p.claim_id != exclude_claim:
-                groups.setdefault(p.job_id, []).append((p.base_value, p.candidate_value))
+                key = ("job", p.job_id) if p.claim_id is None else (p.claim_id, p.edit_hash, p.base_commit, p.verifier_id)
+                groups.setdefault(key, []).append((p.base_value, p.candidate_value))
         return [verify.differences(self.policy.direction, g) for g in groups.values()]
 
     def _requeue_expired(self, s: Session) -> int:

@@ -9,8 +9,10 @@ freedom.
 
 The full test (every claim of a worker without a record, and audits): one screening pair, then
 looks at `looks` pairs. A claim is accepted at a look of at least `min_pairs_new` pairs when the
-mean difference beats `t · σ_d / sqrt(n)` (one-sided, level `p_value` split over those looks,
-Bonferroni) and `min_effect`. It is rejected at once when it is clearly not better: at the
+mean difference beats `t · σ_d / sqrt(n)` and `min_effect`, the bar `full_test_bar` found so that
+the whole sequential test (screening, futility, every look) accepts a no-op with probability
+`p_value` in all: exact for known σ_d, where a Bonferroni split over the looks would be twice as
+strict for nothing (the looks share their pairs), and `t` widens it while σ_d is young. It is rejected at once when it is clearly not better: at the
 screening pair, a mean below `-SCREEN_SLACK` standard errors (one unlucky pair does not sink a
 real gain); at each later look, a mean below `FUTILITY` standard errors (clearly short of the
 bar); at any look before the last, a claimed gain that the pairs contradict (a mismatch, below). No-op claims mostly cost one or three pairs, true 3σ gains almost never stop there
@@ -25,31 +27,41 @@ test: the same risk split over three looks, so that an honest claim rarely pays 
 a lying worker's no-op passes no more often than with one look),
 its gain is not below the claimed one by more than `AGREE_Z` standard errors of the two together,
 and the claimed runs (at most `MAX_CLAIMED_PAIRS` of them count) plus the verifier's pairs pass
-the same test at `p_value` with the verifier's σ_d. A claim that fails the cheap check is not
+the same test at `CHEAP_P` with the verifier's σ_d. A claim that fails the cheap check is not
 rejected: it goes on to the full test, whose final verdict flags a worker that claimed far more
 than the verifier measured.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any, Literal
 
+import numpy as np
+
 from autoresearch.core.judge import pooled_sigma, t_quantile
 from autoresearch.core.metrics import valid_metric
 
-P_VALUE = 0.001  # one-sided, per claim: 200 no-op claims expect 0.2 false accepts (p = 0.01 would expect 2)
-# Pairs after which the judge decides or asks for more. Five looks (against 1, 4, 8 before): a 3σ
-# gain is accepted 97.7% of the time instead of 91%, at about the same number of pairs
-# (tests/hub/test_verify.py; the swarm lost 1 in 16 to the Bonferroni bar at 8 pairs).
-LOOKS = (1, 3, 5, 8, 12)
-MIN_PAIRS_NEW = 3  # the full test accepts on at least this many pairs
+# A no-op claim's chance of acceptance by the full test, all its looks together. A swarm run sends
+# about 100 no-op and seed-only claims that pass the gate: at 0.00025 it accepts none in 97 runs of
+# 100 (at 0.001, Bonferroni-split, 92: the swarm of 2026-12-04 accepted one).
+P_VALUE = 0.00025
+# Pairs after which the judge decides or asks for more: the screening pair, then every pair from 3
+# to 6, where a 3σ gain mostly crosses the bar (4.2 pairs on average, 99% accepted, against 4.6
+# for looks at 3, 5, 8, 12 at the same risk; tests/hub/test_verify.py).
+LOOKS = (1, 3, 4, 5, 6, 8, 10)
+MIN_PAIRS_NEW = 3  # the full test accepts on at least this many pairs (fewer would let one outlier run decide)
 SCREEN_SLACK = 0.5  # the screening pair rejects below -0.5 se: 1 in 160 true 3σ gains lost there (1 in 60 at 0), 31% of no-ops
 FUTILITY = 1.0  # at each look after the first, a mean below this many standard errors is rejected: 84% of no-ops at 3 pairs, 0.4% of 3σ gains
 FLAG_SIGMAS = 4.0  # claimed gain above the verified one by more than this many standard errors ...
 FLAG_RELATIVE = 0.5  # ... plus this share of the verified gain (hardware differs): a mismatch
-AGREE_Z = NormalDist().inv_cdf(1 - P_VALUE)  # cheap check: an honest claim disagrees 1 time in 1000
+# The cheap check's own level: its risk is bounded by how often a lying worker's no-op passes
+# (CHEAP_MARGINS) and by what a record costs, not by this; 0.001 keeps an honest claim's
+# disagreement at 1 in 1000 and its combined bar where the record's costs were measured.
+CHEAP_P = 0.001
+AGREE_Z = NormalDist().inv_cdf(1 - CHEAP_P)  # an honest claim disagrees 1 time in 1000
 # Cheap check: after its 1st, 2nd and 3rd pair, the verifier's mean must show the candidate better
 # by this many of its standard errors. With one look (at 0.5), 10% of honest 3σ claims paid the
 # full test (4-5 pairs: a first pair low, or the worker's own runs short of the combined bar), 1.45
@@ -57,7 +69,10 @@ AGREE_Z = NormalDist().inv_cdf(1 - P_VALUE)  # cheap check: an honest claim disa
 # 30% of the time either way (simulated in tests/hub/test_verify.py).
 CHEAP_MARGINS = (0.7, 1.1, 1.3)
 MAX_CLAIMED_PAIRS = 8  # a worker's own runs count as at most this many pairs: the verifier's pair weighs ≥ 1/9
-CALIBRATION_PAIRS = 6  # base-against-base pairs of a calibration job
+# Base-against-base pairs of a calibration job. A young σ_d widens the bar by Student's t, and at
+# p = 0.00025 that is dear: a 3σ gain costs 7.3 pairs with the 5 dof of 6 pairs, 6.0 with the 11
+# of 12 (4.3 with 100; tests/hub/test_verify.py). A hub pays these runs once, its claims every time.
+CALIBRATION_PAIRS = 12
 MIN_NOISE_DOF = 4  # below this many degrees of freedom of σ_d, a calibration job is queued
 
 
@@ -135,8 +150,7 @@ def judge(policy: Policy, pairs: list[tuple[float, float]], noise: list[list[flo
         if another_look and not _disagrees(mean, n, sigma, claimed) and not _contradicted(claimed.gain, mean, se):
             return Verdict("more", f"cheap check: {why_not}; one more pair", mean, se, more_pairs=1, cheap=True)
         note = f"; cheap check failed ({why_not}): full test"
-    looks = [k for k in policy.looks if k >= policy.min_pairs_new] or [policy.looks[-1]]
-    z = NormalDist().inv_cdf(1 - policy.p_value / len(looks))
+    z = full_test_bar(policy.p_value, policy.looks, policy.min_pairs_new)
     threshold = max(t_quantile(z, dof) * se, policy.min_effect) if se else math.inf
     nxt = next((k for k in policy.looks if k > n), None)
     gained = claimed.gain if claimed is not None else None
@@ -157,6 +171,56 @@ def judge(policy: Policy, pairs: list[tuple[float, float]], noise: list[list[flo
     return Verdict("more", f"promising: {explain}; {nxt - n} more pair(s){note}", mean, se, more_pairs=nxt - n)
 
 
+# Grid of the running sum of paired differences (in σ_d) for `full_test_operating`: fine enough
+# that the computed risk is within 1% of a 2,000,000-claim simulation, coarse enough to take 0.1 s.
+GRID_STEP = 0.02
+GRID_SPAN = 9.0  # the normal step kernel is cut at ±GRID_SPAN σ: what lies beyond is below 1e-18
+
+
+def full_test_operating(bar: float, looks: tuple[int, ...], min_pairs: int, gain: float = 0.0) -> tuple[float, float]:
+    """(P(accept), expected pairs) of the full test with accept bar `bar` (in standard errors) for a
+    claim whose true gain is `gain` σ_d, σ_d known: the density of the running sum carried from pair
+    to pair on a grid, screening, futility and acceptance taking their share at each look
+    (the recursive integration of group-sequential designs)."""
+    last = looks[-1]
+    kernel_x = np.arange(-GRID_SPAN, GRID_SPAN + GRID_STEP / 2, GRID_STEP)
+    kernel = np.exp(-0.5 * kernel_x ** 2) * GRID_STEP / math.sqrt(2 * math.pi)
+    lo, hi = -GRID_SPAN - 2.0, gain * last + (bar + GRID_SPAN) * math.sqrt(last)
+    x = np.arange(lo, hi, GRID_STEP)
+    density = np.exp(-0.5 * (x - gain) ** 2) / math.sqrt(2 * math.pi)  # the sum after the first pair
+    accepted = pairs = 0.0
+    for n in range(1, last + 1):
+        if n > 1:  # one more pair: the sum moves by N(gain, 1)
+            density = np.convolve(density, kernel, mode="same")
+            density = np.interp(x - gain, x, density, left=0.0, right=0.0)
+        if n == 1:
+            stop = x <= -SCREEN_SLACK
+        elif n in looks:
+            stop = x < FUTILITY * math.sqrt(n)
+        else:
+            stop = np.zeros_like(x, dtype=bool)
+        if n >= min_pairs and n in looks:
+            accept = x > bar * math.sqrt(n)
+            accepted += float(density[accept].sum() * GRID_STEP)
+            stop = stop | accept
+        if n == last:
+            stop = np.ones_like(x, dtype=bool)
+        pairs += n * float(density[stop].sum() * GRID_STEP)
+        density = np.where(stop, 0.0, density)
+    return accepted, pairs
+
+
+@functools.lru_cache(maxsize=64)
+def full_test_bar(p_value: float, looks: tuple[int, ...], min_pairs: int) -> float:
+    """The accept bar, in standard errors, at which the full test accepts a no-op claim with
+    probability `p_value`, all looks together (σ_d known; `judge` widens it by Student's t)."""
+    lo, hi = NormalDist().inv_cdf(1 - p_value), NormalDist().inv_cdf(1 - p_value / len(looks))  # one look .. Bonferroni
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if full_test_operating(mid, looks, min_pairs)[0] > p_value else (lo, mid)
+    return hi
+
+
 def cheap_check(policy: Policy, mean: float, n: int, sigma: float, dof: int, claimed: Claimed) -> str | None:
     """None when the verifier's `n` pairs (mean `mean`) agree with the claimed evidence and both
     together pass the test; otherwise why not."""
@@ -168,7 +232,7 @@ def cheap_check(policy: Policy, mean: float, n: int, sigma: float, dof: int, cla
         return f"the verifier's {mean:+.4g} is far below the claimed {claimed.gain:+.4g}"
     total = claimed.pairs + n
     combined = (claimed.pairs * claimed.gain + n * mean) / total
-    bar = max(t_quantile(NormalDist().inv_cdf(1 - policy.p_value), dof) * sigma / math.sqrt(total), policy.min_effect)
+    bar = max(t_quantile(AGREE_Z, dof) * sigma / math.sqrt(total), policy.min_effect)
     if combined <= bar:
         return f"claimed and verified together {combined:+.4g}, needs > {bar:.2g}"
     return None

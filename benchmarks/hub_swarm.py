@@ -36,6 +36,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,6 +271,10 @@ def report(args, read_stats: dict, results: list[dict], wall: float, chain: list
         "honest_cost_by_check": {check: per_accepted([r for r in honest if r["check"] == check])
                                  for check in sorted({str(r["check"]) for r in honest})},
         "honest_cost_amortised_over_a_lifetime": per_accepted(honest),
+        # how many claims of each check took 1, 2, 3, ... runs of each side: where the cost lies
+        "honest_runs_of_each_histogram": {check: dict(sorted(Counter(r["runs"] // 2 for r in honest
+                                                                     if str(r["check"]) == check).items()))
+                                          for check in sorted({str(r["check"]) for r in honest})},
         # the n-th claim of a worker, and the first L claims together: what a lifetime of L costs
         "honest_cost_by_claim_number": [per_accepted([r for r in honest if r["number"] == n])["runs_of_each_per_accepted"]
                                         for n in range(args.lifetime)],

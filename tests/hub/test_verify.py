@@ -212,3 +212,34 @@ def test_the_judge_accepts_no_ops_at_its_p_value_in_all_not_a_fraction_of_it():
             more = v.more_pairs
         accepted += v.action == "accept"
     assert 0.7 * 60 <= accepted <= 1.3 * 60  # 3000 claims × 0.02
+
+
+def test_an_honest_worker_with_lucky_runs_and_unlucky_pairs_is_not_flagged():
+    """Found by benchmarks/hub_swarm.py: a true 3σ gain (σ = 0.05) whose own 4 + 4 runs said +0.20
+    and whose two verifier pairs said -0.003 was flagged as a forger, because the flag allowed for
+    the verifier's standard error only; a flagged worker loses the cheap check for good and has
+    every cheap accept tested again (19 claims, 109 pairs in that run). It is rejected, not flagged."""
+    rng = random.Random(8)
+    noise = [[rng.gauss(0, 0.05) - rng.gauss(0, 0.05) for _ in range(CALIBRATION_PAIRS)] for _ in range(10)]
+    claimed = claimed_evidence("minimize", {"base_runs": [20.028, 19.983, 19.967, 20.052],
+                                            "candidate_runs": [19.819, 19.767, 19.753, 19.846]})
+    pairs = [(118.591, 118.604), (118.656, 118.648)]
+    assert judge(POLICY, pairs[:1], noise, claimed=claimed, cheap=True).action == "more"
+    v = judge(POLICY, pairs, noise, claimed=claimed, cheap=True)
+    assert v.action == "reject" and not v.mismatch, v
+    assert judge(POLICY, pairs, noise, claimed=Claimed(1.0, claimed.pairs), cheap=True).mismatch  # a forger still is
+
+
+def test_honest_claims_are_almost_never_flagged():
+    rng, flagged = random.Random(9), 0
+    for _ in range(3000):
+        noise, pairs, more, cheap = calibration(rng, 10), [], POLICY.looks[0], True
+        claimed = local_runs(rng, 3 * SIGMA)
+        while True:
+            pairs += [(10 + rng.gauss(0, SIGMA), 10 - 3 * SIGMA + rng.gauss(0, SIGMA)) for _ in range(more)]
+            v = judge(POLICY, pairs, noise, claimed=claimed, cheap=cheap)
+            if v.action != "more":
+                break
+            cheap, more = cheap and v.cheap, v.more_pairs
+        flagged += v.mismatch
+    assert flagged == 0  # 4σ of both standard errors: about 1 in 30,000 honest verdicts

@@ -363,3 +363,30 @@ def test_a_claim_s_pairs_over_several_jobs_count_as_one_group_of_replicates(tmp_
         _, dof = pooled_sigma(hub._noise(s))
     assert row["state"] == "accepted" and jobs >= 2
     assert dof == CALIBRATION_PAIRS - 1 + row["runs"] // 2 - 1
+
+
+def test_a_claim_leased_beside_a_cheap_check_s_second_look_runs_on_top_of_it(tmp_path: Path, monkeypatch):
+    """A cheap check's further look is as likely to end in an accept as its first pair: a claim
+    leased meanwhile runs on top of it too, not on a head about to move (one more pair there)."""
+    from autoresearch.hub import service
+    from autoresearch.hub.models import Worker
+    hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
+    hub.start()
+    rng = random.Random(14)
+    one, two = (hub.authenticate(hub.register(n, kind=VERIFIER)[1], VERIFIER) for n in ("v1", "v2"))
+    report(hub, one, 9.0, 9.0, rng)  # the calibration
+    alice = hub.authenticate(hub.register("alice")[1])
+    with hub.sessions.begin() as s:
+        w = s.get(Worker, alice.id)
+        w.accepted = w.clean_streak = w.full_streak = service.REPUTABLE_AFTER
+    monkeypatch.setattr(service.secrets, "randbelow", lambda n: 1)  # no audit drawn
+    a = claim_of(hub, alice, "X = 5.0", "X = 4.9", {"base_runs": [9.0] * 4, "candidate_runs": [8.85] * 4})
+    job = hub.lease(one)
+    runs = [{"status": "ok", "metric": 9.0 - 0.02 * (kind == "candidate"), "metrics": {}, "wall_s": 0.1}
+            for kind in interleaved_order(job["pairs"])]
+    assert "one more pair" in hub.report(one, job["job_id"], job["lease_token"], runs)["outcome"]
+    second = hub.lease(one)
+    assert second["phase"] == "full" and second["pairs"] == 1
+    b = claim_of(hub, alice, "SEED = 1", "SEED = 2", runs_claimed(rng, 9.0, 8.0))
+    job_b = hub.lease(two)
+    assert job_b["base_commit"] == a.candidate_commit and b.id != a.id

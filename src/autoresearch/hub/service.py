@@ -410,12 +410,13 @@ class Hub:
             return False
 
     def _speculative_base(self, s: Session, head: ChainEntry, claim: Claim) -> str | None:
-        """The candidate of another claim whose cheap check on the head is on a verifier now, if any.
+        """The candidate of another claim whose cheap check on the head is on a verifier now (its
+        first pair or a further look: a claim stays CHEAP only while the cheap check may accept it), if any.
         Most honest cheap checks are accepted, and then pairs measured on top of that candidate are
         pairs on the new head already, instead of being run again there once it moves (with several
         verifiers, that was most of what rebases cost). Should it not be accepted, the next lease
         moves this claim back onto the head, keeping the pairs of its unchanged edit, as any rebase."""
-        for job in s.scalars(select(Job).where(Job.state == JOB_LEASED, Job.phase == SCREEN,
+        for job in s.scalars(select(Job).where(Job.state == JOB_LEASED, Job.phase.in_((SCREEN, FULL)),
                                                Job.base_commit == head.commit, Job.claim_id != claim.id)
                              .order_by(Job.lease_expires, Job.id)):
             other = s.get(Claim, job.claim_id)

@@ -47,7 +47,7 @@ from autoresearch.hub.client import HubClient, HubRefused
 from tests.hub.conftest import RunningHub, VerifierThread, free_port
 
 MIN_CONSTANTS, SIGMA = 64, 0.05  # constants A_i: at least this many, one per honest improvement
-LOCAL_RUNS = 4  # an honest worker's own runs of base and of candidate, sent with the claim
+LOCAL_RUNS = 4  # an honest worker's own runs of base and of candidate, sent with the claim (--local-runs)
 READ_PROCESSES = 4  # load-generating processes (each with its share of the client connections)
 THREE_SIGMA = math.sqrt(1.0 - 3 * SIGMA)  # A_i = 1 -> this value gains exactly 3 sigma
 PREPARE = textwrap.dedent(f'''\
@@ -157,13 +157,13 @@ def plan(clients: int, junk: int, honest: int, lifetime: int, rng: random.Random
     return work
 
 
-def patch(kind: str, index: int, text: str, rng: random.Random) -> tuple[dict, str, dict]:
+def patch(kind: str, index: int, text: str, rng: random.Random, local_runs: int = LOCAL_RUNS) -> tuple[dict, str, dict]:
     if kind == "honest":
         name = f"A{index}"
-        base = [20.0 + rng.gauss(0, SIGMA) for _ in range(LOCAL_RUNS)]
-        cand = [20.0 - 3 * SIGMA + rng.gauss(0, SIGMA) for _ in range(LOCAL_RUNS)]
+        base = [20.0 + rng.gauss(0, SIGMA) for _ in range(local_runs)]
+        cand = [20.0 - 3 * SIGMA + rng.gauss(0, SIGMA) for _ in range(local_runs)]
         return ({"train.py": text.replace(f"{name} = 1.0\n", f"{name} = {THREE_SIGMA!r}\n")}, f"{name}: 3 sigma",
-                {"gain": sum(base) / LOCAL_RUNS - sum(cand) / LOCAL_RUNS, "base_runs": base, "candidate_runs": cand})
+                {"gain": sum(base) / local_runs - sum(cand) / local_runs, "base_runs": base, "candidate_runs": cand})
     if kind == "noop":
         return {"train.py": text + f"# tweak {index}\n"}, f"noop {index}", {"gain": SIGMA}
     if kind == "forged":
@@ -174,7 +174,8 @@ def patch(kind: str, index: int, text: str, rng: random.Random) -> tuple[dict, s
             {"gain": 20.0})
 
 
-def client_loop(url: str, name: str, claims: list[tuple[str, int]], results: list, lock: threading.Lock) -> None:
+def client_loop(url: str, name: str, claims: list[tuple[str, int]], results: list, lock: threading.Lock,
+                local_runs: int = LOCAL_RUNS) -> None:
     c, rng = HubClient(url, timeout_s=60), random.Random(name)
     for _ in range(100):
         try:
@@ -186,7 +187,7 @@ def client_loop(url: str, name: str, claims: list[tuple[str, int]], results: lis
             time.sleep(1.0)
     for number, (kind, index) in enumerate(claims):
         best = c.get("/best")
-        files, description, claimed = patch(kind, index, best["files"]["train.py"], rng)
+        files, description, claimed = patch(kind, index, best["files"]["train.py"], rng, local_runs)
         try:
             reply = c.claim(best["commit"], files, description, claimed=claimed)
         except HubRefused as e:
@@ -214,6 +215,8 @@ def main() -> None:
     p.add_argument("--lifetime", type=int, default=8, help="true improvements each honest client claims")
     p.add_argument("--verifiers", type=int, default=2)
     p.add_argument("--reads", type=int, default=200, help="requests per client in the read phase")
+    p.add_argument("--local-runs", type=int, default=LOCAL_RUNS,
+                   help="an honest worker's own runs of base and of candidate sent with each claim")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hub-swarm-"))
     constants = max(MIN_CONSTANTS, args.honest * args.lifetime)
@@ -224,7 +227,7 @@ def main() -> None:
         lock = threading.Lock()
         work = plan(args.clients, args.junk, args.honest, args.lifetime, random.Random(0))
         t0 = time.time()
-        threads = [threading.Thread(target=client_loop, args=(hub.url, f"c{i}", w, results, lock))
+        threads = [threading.Thread(target=client_loop, args=(hub.url, f"c{i}", w, results, lock, args.local_runs))
                    for i, w in enumerate(work)]
         for t in threads:
             t.start()
@@ -261,7 +264,7 @@ def report(args, read_stats: dict, results: list[dict], wall: float, chain: list
         lifetimes.setdefault(r["client"], []).append(r)
     out = {
         "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "clients": args.clients, "verifiers": args.verifiers, "reads": read_stats,
+        "clients": args.clients, "verifiers": args.verifiers, "local_runs": args.local_runs, "reads": read_stats,
         "junk_claims": len(junk), "junk_accepted": sum(r["state"] == "accepted" for r in junk),
         "junk_refused_at_the_gate": sum(r["state"] == "refused" for r in junk),
         "by_kind": {k: {s: sum(r["state"] == s for r in v) for s in ("accepted", "rejected", "refused")}

@@ -243,3 +243,15 @@ def test_honest_claims_are_almost_never_flagged():
             cheap, more = cheap and v.cheap, v.more_pairs
         flagged += v.mismatch
     assert flagged == 0  # 4σ of both standard errors: about 1 in 30,000 honest verdicts
+
+
+def test_a_noise_estimate_of_a_few_pairs_neither_flags_nor_rejects():
+    """Found by benchmarks/hub_swarm.py: a claim's screening pair judged while the calibration job
+    was still running, with σ_d from another claim's three pairs (0.003 where the truth is 0.07):
+    its honest worker was flagged, "contradicted at 20σ", on its first claim. Below MIN_NOISE_DOF
+    the judge asks for more pairs instead."""
+    noise = [[0.1200, 0.1206, 0.1151]]  # one claim's pairs so far: 2 degrees of freedom
+    v = judge(POLICY, [(63.785884, 63.724431)], noise, claimed=Claimed(0.1818, 4.0))
+    assert v.action == "more" and not v.mismatch, v
+    v = judge(POLICY, [(63.785884, 63.724431)], noise, claimed=Claimed(0.1818, 4.0), cheap=True)
+    assert v.action == "more" and v.cheap, v  # and a reputable worker's claim keeps its cheap check

@@ -138,6 +138,8 @@ def judge(policy: Policy, pairs: list[tuple[float, float]], noise: list[list[flo
         return Verdict("more", "no pairs yet", more_pairs=policy.looks[0])
     mean = math.fsum(d) / n
     sigma, dof = pooled_sigma([*noise, d])
+    if dof < MIN_NOISE_DOF:  # a σ_d from a pair or two can be a tenth of the truth: judged by it, an honest
+        sigma = None         # first claim was flagged as a forger at "20σ" (benchmarks/hub_swarm.py)
     se = sigma / math.sqrt(n) if sigma else None
     runs = f"{n} pair{'s' * (n != 1)}"
     explain = f"gain {mean:+.4g} ± {se:.2g} ({mean / se:.1f}σ, {runs})" if se else f"gain {mean:+.4g} ({runs})"
@@ -159,7 +161,7 @@ def judge(policy: Policy, pairs: list[tuple[float, float]], noise: list[list[flo
     spread = _spread(se, sigma, claimed)  # how far an honest claim's gain may lie from the verified one
     if se is None and nxt is not None:  # no σ_d yet (the calibration job has not reported): nothing to judge by
         return Verdict("more", f"no noise estimate yet: {explain}; {nxt - n} more pair(s)", mean, None,
-                       more_pairs=nxt - n)
+                       more_pairs=nxt - n, cheap=cheap)
     if mean <= (-SCREEN_SLACK * se if n == 1 and se else 0.0):
         return _final("reject", f"not better on the verifier: {explain}{note}", mean, se, gained, spread)
     if n > 1 and n in policy.looks and se and mean < FUTILITY * se:
@@ -175,7 +177,8 @@ def judge(policy: Policy, pairs: list[tuple[float, float]], noise: list[list[flo
 
 
 # Grid of the running sum of paired differences (in σ_d) for `full_test_operating`: fine enough
-# that the computed risk is within 1% of a 2,000,000-claim simulation, coarse enough to take 0.1 s.
+# that the computed risk is within 1% of a 2,000,000-claim simulation, coarse enough that one
+# evaluation takes about 4 ms (the bar, 40 of them, is computed once per policy).
 GRID_STEP = 0.02
 GRID_SPAN = 9.0  # the normal step kernel is cut at ±GRID_SPAN σ: what lies beyond is below 1e-18
 
@@ -257,7 +260,7 @@ def _spread(se: float | None, sigma: float | None, claimed: Claimed | None) -> f
 
 def _contradicted(claimed: float | None, gain: float, spread: float) -> bool:
     """A mismatch: the claimed gain far above the verified one, even allowing for other hardware."""
-    return claimed is not None and math.isfinite(claimed) and \
+    return claimed is not None and math.isfinite(claimed) and spread > 0 and \
         claimed > gain + FLAG_SIGMAS * spread + FLAG_RELATIVE * abs(gain)
 
 

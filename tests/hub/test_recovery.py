@@ -57,7 +57,7 @@ def test_kill9_of_the_hub_mid_verification(tmp_path: Path):
         # and run again; nothing leased is left undone.
         assert decided(alice, first["claim_id"], timeout=150)["state"] == "accepted"
         for (job_id,) in leased:  # e.g. the calibration job, which the claim's verdict need not wait for
-            wait_for(lambda: db_rows(task, f"select state from jobs where id = {job_id}")[0][0] == "done",
+            wait_for(lambda job_id=job_id: db_rows(task, f"select state from jobs where id = {job_id}")[0][0] == "done",
                      timeout=60, what=f"job {job_id} leased at the kill to be done")
             assert db_rows(task, f"select attempts from jobs where id = {job_id}")[0][0] >= 1
         # Kill again right after an accept, then check the database and git tell the same story.

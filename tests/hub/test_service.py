@@ -390,3 +390,38 @@ def test_a_claim_leased_beside_a_cheap_check_s_second_look_runs_on_top_of_it(tmp
     b = claim_of(hub, alice, "SEED = 1", "SEED = 2", runs_claimed(rng, 9.0, 8.0))
     job_b = hub.lease(two)
     assert job_b["base_commit"] == a.candidate_commit and b.id != a.id
+
+
+def test_a_claim_the_cheap_check_gave_up_on_is_judged_in_full_on_new_pairs(tmp_path: Path, monkeypatch):
+    """Found by benchmarks/hub_swarm.py: the pairs drawn until the cheap check gave up are the low
+    ones, and judged on them in the full test an honest claim was rejected (its worker's record
+    reset). They are set aside: the full test runs on new pairs, and σ_d still has them."""
+    from autoresearch.hub import service
+    from autoresearch.hub.models import Claim, Pair, Worker
+    hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
+    hub.start()
+    rng = random.Random(16)
+    verifier = hub.authenticate(hub.register("v", kind=VERIFIER)[1], VERIFIER)
+    report(hub, verifier, 9.0, 9.0, rng)  # the calibration
+    alice = hub.authenticate(hub.register("alice")[1])
+    with hub.sessions.begin() as s:
+        w = s.get(Worker, alice.id)
+        w.accepted = w.clean_streak = w.full_streak = service.REPUTABLE_AFTER
+    monkeypatch.setattr(service.secrets, "randbelow", lambda n: 1)  # no audit drawn
+    claim = claim_of(hub, alice, "X = 5.0", "X = 4.9", {"base_runs": [9.0] * 4, "candidate_runs": [8.85] * 4})
+    gains = iter([0.0, 0.0, 0.0] + [0.3] * 20)  # three unlucky pairs, then what the edit really gains
+    outcomes = []
+    while True:
+        with hub.sessions() as s:
+            if s.get(Claim, claim.id).state in ("accepted", "rejected"):
+                break
+        job = hub.lease(verifier)
+        gain = next(gains)
+        runs = [{"status": "ok", "metric": 9.0 - gain * (kind == "candidate") + rng.gauss(0, 0.01), "metrics": {},
+                 "wall_s": 0.1} for kind in interleaved_order(job["pairs"])]
+        outcomes.append(hub.report(verifier, job["job_id"], job["lease_token"], runs)["outcome"])
+    assert any("on new pairs" in o for o in outcomes), outcomes
+    with hub.sessions() as s:
+        c = s.get(Claim, claim.id)
+        set_aside = s.scalars(select(Pair).where(Pair.claim_id == claim.id, Pair.edit_hash == service.SET_ASIDE)).all()
+        assert c.state == "accepted" and c.check == "full" and len(set_aside) == 3, (c.state, c.reason, outcomes)

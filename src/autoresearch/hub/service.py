@@ -97,6 +97,7 @@ AUDIT_RATE = 50
 # A claim's further pairs go before new screenings: a verification under way finishes before the
 # chain moves under it (each move means a rebase and its runs again).
 CONTINUE_FIRST = 1e6
+SET_ASIDE = "set-aside"  # the edit tag of a claim's pairs once the cheap check has given up on them
 LEASE_MARGIN_S = 30.0  # a lease lasts the job's runs at their hard timeout, plus this
 
 
@@ -542,6 +543,9 @@ class Hub:
         claim.verified_gain, claim.verified_se = v.gain, v.se
         if claim.check == CHEAP and not v.cheap:  # the cheap check failed (or the record is gone): the full test
             claim.check = WHOLE
+        if v.fresh:  # ... on new pairs: those the cheap check drew stay for σ_d, not as this claim's evidence
+            for p in s.scalars(select(Pair).where(Pair.claim_id == claim.id, Pair.edit_hash == claim.edit_hash)):
+                p.edit_hash = SET_ASIDE
         if v.mismatch:
             if worker.flagged == 0:
                 self._queue_reverify(s, worker)

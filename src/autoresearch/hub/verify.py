@@ -29,8 +29,9 @@ a lying worker's no-op passes no more often than with one look),
 its gain is not below the claimed one by more than `AGREE_Z` standard errors of the two together,
 and the claimed runs (at most `MAX_CLAIMED_PAIRS` of them count) plus the verifier's pairs pass
 the same test at `CHEAP_P` with the verifier's σ_d. A claim that fails the cheap check is not
-rejected: it goes on to the full test, whose final verdict flags a worker that claimed far more
-than the verifier measured.
+rejected: it goes on to the full test, on new pairs (`Verdict.fresh`: the ones drawn until the
+cheap check gave up are selected low), whose final verdict flags a worker that claimed far more
+than the verifier measured; one the pairs so far contradict is rejected and flagged at once.
 """
 from __future__ import annotations
 
@@ -103,6 +104,7 @@ class Verdict:
     more_pairs: int = 0
     mismatch: bool = False
     cheap: bool = False  # accepted by the cheap check (or, with "more", still under it), not the full test
+    fresh: bool = False  # the cheap check gave up: the full test starts on new pairs (the hub sets these aside)
 
 
 def differences(direction: str, pairs: list[tuple[float, float]]) -> list[float]:
@@ -153,6 +155,11 @@ def judge(policy: Policy, pairs: list[tuple[float, float]], noise: list[list[flo
         if another_look and not _disagrees(mean, n, sigma, claimed) and \
                 not _contradicted(claimed.gain, mean, _spread(se, sigma, claimed)):
             return Verdict("more", f"cheap check: {why_not}; one more pair", mean, se, more_pairs=1, cheap=True)
+        if not _contradicted(claimed.gain, mean, _spread(se, sigma, claimed)):
+            # The pairs drawn until the cheap check gave up are selected low; judged on them, an honest
+            # claim met the full test's futility bound about 1 time in 60 (its worker's record reset).
+            return Verdict("more", f"cheap check failed ({why_not}: {explain}): the full test, on new pairs",
+                           mean, se, more_pairs=policy.looks[0], fresh=True)
         note = f"; cheap check failed ({why_not}): full test"
     z = full_test_bar(policy.p_value, policy.looks, policy.min_pairs_new)
     threshold = max(t_quantile(z, dof) * se, policy.min_effect) if se else math.inf

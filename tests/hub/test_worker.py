@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 from autoresearch.hub.client import HubClient
-from autoresearch.hub.worker import HubWorker
+from autoresearch.hub.worker import EVIDENCE_RUNS, HubWorker
 from autoresearch.research.scheduler import Limits
 from tests.hub.conftest import (
     RunningHub,
@@ -42,6 +43,9 @@ def test_a_worker_round_submits_keeps_and_publishes_discards(tmp_path: Path):
         assert len(worker.claims) == 1
         claim = decided(HubClient(hub.url), worker.claims[0]["claim_id"])
         assert claim["state"] == "accepted" and claim["worker"] == "dana" and claim["claimed_gain"] > 3
+        with sqlite3.connect(hub.task / ".autoresearch" / "hub" / "hub.db") as conn:  # the evidence it carried
+            claimed = json.loads(conn.execute("select claimed from claims where id = ?", (claim["id"],)).fetchone()[0])
+        assert min(len(claimed["base_runs"]), len(claimed["candidate_runs"])) >= EVIDENCE_RUNS, claimed
         tried = HubClient(hub.url).get("/tried")
         assert [t["description"] for t in tried if not t["verified"]] == ["worse: X=9"]
         # The next round researches on the accepted best.

@@ -35,6 +35,9 @@ def add_parsers(sub) -> None:
     j.add_argument("--max-experiments", type=int, help="per round (a round ends when the chain advances)")
     j.add_argument("--rounds", type=int, help="stop after this many rounds")
     j.add_argument("--budget", type=float, help="seconds per experiment (default: the task's)")
+    j.add_argument("--evidence-runs", type=int, default=None, metavar="N",
+                   help="runs of each kept commit sent with its claim: more of your runs, fewer of the "
+                        "verifier's (default 4)")
     j.add_argument("--json", action="store_true", help="one JSON event per line")
     j.set_defaults(func=cmd_worker_join)
 
@@ -129,7 +132,8 @@ def cmd_worker_join(args) -> int:
     names = args.agent or ["search"]
     worker = HubWorker(args.url, Path(args.dir) if args.dir else research_home() / "hub-worker",
                        lambda config: [make_agent(n, config) for n in names], name=args.name,
-                       observer=PlainView(as_json=args.json), budget_s=args.budget)
+                       observer=PlainView(as_json=args.json), budget_s=args.budget,
+                       **({} if args.evidence_runs is None else {"evidence_runs": args.evidence_runs}))
     worker.open()
     rounds = 0
     try:

@@ -103,6 +103,10 @@ class JudgeConfig:
     # the experiment this many places before the candidate (0: only runs since the candidate started).
     drift_window: int = 8
     recheck: bool = True  # a best kept on a single run is run once more at once (the winner's curse)
+    # Every kept commit, the baseline included, is run until it has this many runs (0: as many as the
+    # judge needed). A hub worker sets it (`worker join --evidence-runs`): its claims carry these runs,
+    # and the hub's cheap check needs fewer verifier runs the more a claim carries (docs/hub.md).
+    keep_runs: int = 0
 
 
 @dataclass(frozen=True)

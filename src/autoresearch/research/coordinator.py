@@ -338,10 +338,11 @@ class Research:
                     self.ledger.supersede_runs(exp_id)  # measured on the old base: set aside, run again
                     self.ledger.update(exp_id, status=Status.QUEUED)
                     continue
-            self._publish(*decided)
             exp = decided[0]
-            if not refusal:
-                self.measurer.reestimate(exp, slot)  # outside the lock: other slots go on deciding meanwhile
+            if not refusal:  # outside the lock: other slots go on deciding meanwhile
+                self.measurer.reestimate(exp, slot)  # before the keep is told: with all its runs (a hub claim)
+                exp = self.ledger.get(exp.id)
+            self._publish(exp, self.ledger.best(self.tag))
             return exp
         return self._finish(exp_id, Status.DISCARD, f"discard: the best moved {MAX_REBASES + 1} times while it ran",
                             self.ledger.best(self.tag))

@@ -82,7 +82,8 @@ class Measurer:
         if first.status != "ok":
             status, reason = first.failure
         elif best is None or best.metric is None:
-            values += self.repeat(exp.id, exp.commit, "noise", self.config.judge.noise_runs - 1, slot)
+            runs = max(self.config.judge.noise_runs, self.config.judge.keep_runs)
+            values += self.repeat(exp.id, exp.commit, "noise", runs - 1, slot)
             status, reason = Status.KEEP, f"baseline: {self.config.metric.name} {mean(values):.6g}" + _spread(values)
         else:
             status, reason, values = self._decide(exp, best, first, slot)
@@ -112,7 +113,8 @@ class Measurer:
     def reestimate(self, exp: Experiment, slot: Slot) -> None:
         """After a keep: a best kept on a single run is run once more (`[judge] recheck`): the run that
         won is the luckiest of many, a fresh one is not (the winner's curse), and it is the recent
-        run of the best the next candidates' drift check needs. Every `reestimate_every` keeps, the
+        run of the best the next candidates' drift check needs. Then it is run until it has
+        `keep_runs` runs (evidence a hub worker's claim carries). Every `reestimate_every` keeps, the
         noise is re-measured on the new best too (on its slot). Neither while the research is paused
         (new runs of the best: scheduler.py)."""
         if exp.status != Status.KEEP:
@@ -125,6 +127,11 @@ class Measurer:
         if keeps > 1 and cfg.recheck and len(self.ledger.run_values(exp.id)) == 1:
             self.observer.message(f"re-measuring the new best (#{exp.id}) once")
             if self.repeat(exp.id, exp.commit, "confirm", 1, slot):
+                self.ledger.update(exp.id, metric=self.best_estimate(exp.id))
+        missing = cfg.keep_runs - len(self.ledger.run_values(exp.id))
+        if missing > 0:
+            self.observer.message(f"measuring the new best (#{exp.id}) {missing} more time(s) (keep_runs)")
+            if self.repeat(exp.id, exp.commit, "confirm", missing, slot):
                 self.ledger.update(exp.id, metric=self.best_estimate(exp.id))
         if cfg.reestimate_every and keeps > 1 and (keeps - 1) % cfg.reestimate_every == 0:
             self.observer.message(f"re-measuring the noise on the best (#{exp.id})")

@@ -126,14 +126,14 @@ def cmd_worker_join(args) -> int:
     from autoresearch.agents import make_agent
     from autoresearch.apps.live_view import PlainView
     from autoresearch.apps.tasks import research_home
-    from autoresearch.hub.worker import HubWorker
+    from autoresearch.hub.worker import EVIDENCE_RUNS, HubWorker
     from autoresearch.research.scheduler import Limits
 
     names = args.agent or ["search"]
     worker = HubWorker(args.url, Path(args.dir) if args.dir else research_home() / "hub-worker",
                        lambda config: [make_agent(n, config) for n in names], name=args.name,
                        observer=PlainView(as_json=args.json), budget_s=args.budget,
-                       **({} if args.evidence_runs is None else {"evidence_runs": args.evidence_runs}))
+                       evidence_runs=EVIDENCE_RUNS if args.evidence_runs is None else args.evidence_runs)
     worker.open()
     rounds = 0
     try:

@@ -95,6 +95,19 @@ def runs_claimed(rng, base: float, cand: float, k: int = 4) -> dict:
             "candidate_runs": [cand + rng.gauss(0, 0.05) for _ in range(k)]}
 
 
+def with_a_record(hub: Hub, name: str, monkeypatch, audit: bool = False):
+    """A new worker with a record, as two accepted claims verified in full leave it (its claims get
+    the cheap check); `audit`: every claim of it is drawn for an audit, else none is."""
+    from autoresearch.hub import service
+    from autoresearch.hub.models import Worker
+    worker = hub.authenticate(hub.register(name)[1])
+    with hub.sessions.begin() as s:
+        w = s.get(Worker, worker.id)
+        w.accepted = w.clean_streak = w.full_streak = service.REPUTABLE_AFTER
+    monkeypatch.setattr(service.secrets, "randbelow", lambda n: 0 if audit else 1)
+    return worker
+
+
 def test_a_clean_record_earns_the_cheap_check_and_a_mismatch_takes_it_away(tmp_path: Path, monkeypatch):
     from autoresearch.hub import service
     hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
@@ -126,17 +139,12 @@ def test_a_clean_record_earns_the_cheap_check_and_a_mismatch_takes_it_away(tmp_p
 
 def test_an_audit_is_the_full_test(tmp_path: Path, monkeypatch):
     from autoresearch.hub import service
-    from autoresearch.hub.models import Worker
     hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
     hub.start()
     rng = random.Random(3)
     verifier = hub.authenticate(hub.register("v", kind=VERIFIER)[1], VERIFIER)
     report(hub, verifier, 9.0, 9.0, rng)
-    alice = hub.authenticate(hub.register("alice")[1])
-    with hub.sessions.begin() as s:  # a record, as two accepted claims verified in full leave it
-        w = s.get(Worker, alice.id)
-        w.accepted = w.clean_streak = w.full_streak = service.REPUTABLE_AFTER
-    monkeypatch.setattr(service.secrets, "randbelow", lambda n: 0)  # the audit is drawn
+    alice = with_a_record(hub, "alice", monkeypatch, audit=True)
     claim = claim_of(hub, alice, "X = 5.0", "X = 4.0", runs_claimed(rng, 9.0, 4.0))
     verdict = verify_until_decided(hub, verifier, claim.id, 9.0, 4.0, rng)
     assert verdict["check"] == "audit" and verdict["runs"] >= 2 * service.verify.MIN_PAIRS_NEW, verdict
@@ -146,7 +154,7 @@ def test_a_rebased_claim_keeps_the_pairs_of_its_unchanged_edit(tmp_path: Path, m
     """Found by benchmarks/hub_swarm.py: a claim lost its pairs each time the chain moved under it
     (elsewhere in the file) and was returned after four moves, though its edit never changed."""
     from autoresearch.hub import service
-    from autoresearch.hub.models import Claim, Worker
+    from autoresearch.hub.models import Claim
     hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
     hub.start()
     rng = random.Random(4)
@@ -154,11 +162,7 @@ def test_a_rebased_claim_keeps_the_pairs_of_its_unchanged_edit(tmp_path: Path, m
     report(hub, verifier, 9.0, 9.0, rng)
     slow = claim_of(hub, hub.authenticate(hub.register("slow")[1]), "X = 5.0", "X = 4.0")
     assert "promising" in report(hub, verifier, 9.0, 4.0, rng)["outcome"]  # its screening pair
-    fast = hub.authenticate(hub.register("fast")[1])
-    with hub.sessions.begin() as s:  # a reputable worker: its claim passes on one pair
-        w = s.get(Worker, fast.id)
-        w.accepted = w.clean_streak = w.full_streak = service.REPUTABLE_AFTER
-    monkeypatch.setattr(service.secrets, "randbelow", lambda n: 1)  # no audit drawn
+    fast = with_a_record(hub, "fast", monkeypatch)
     quick = claim_of(hub, fast, "SEED = 1", "SEED = 2", runs_claimed(rng, 9.0, 8.0))
     with hub.sessions.begin() as s:  # its pair goes first
         for job in s.scalars(select(Job).where(Job.claim_id == quick.id)):
@@ -258,18 +262,12 @@ def test_a_flagged_worker_s_cheaply_accepted_claims_are_tested_again(tmp_path: P
 
 def _two_cheap_claims_in_flight(tmp_path: Path, monkeypatch, seed: int):
     """A reputable worker's two claims (X and SEED), each leased to its own verifier at once."""
-    from autoresearch.hub import service
-    from autoresearch.hub.models import Worker
     hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
     hub.start()
     rng = random.Random(seed)
     one, two = (hub.authenticate(hub.register(n, kind=VERIFIER)[1], VERIFIER) for n in ("v1", "v2"))
     report(hub, one, 9.0, 9.0, rng)  # the calibration
-    alice = hub.authenticate(hub.register("alice")[1])
-    with hub.sessions.begin() as s:  # a record, as two accepted claims verified in full leave it
-        w = s.get(Worker, alice.id)
-        w.accepted = w.clean_streak = w.full_streak = service.REPUTABLE_AFTER
-    monkeypatch.setattr(service.secrets, "randbelow", lambda n: 1)  # no audit drawn
+    alice = with_a_record(hub, "alice", monkeypatch)
     a = claim_of(hub, alice, "X = 5.0", "X = 4.0", runs_claimed(rng, 9.0, 4.0))
     b = claim_of(hub, alice, "SEED = 1", "SEED = 2", runs_claimed(rng, 9.0, 8.0))
     jobs = hub.lease(one), hub.lease(two)
@@ -318,18 +316,13 @@ def test_a_claim_on_top_of_a_rejected_one_moves_back_onto_the_head(tmp_path: Pat
 def test_a_cheap_check_with_one_low_pair_gets_a_second_pair_not_the_full_test(tmp_path: Path, monkeypatch):
     """Found by benchmarks/hub_swarm.py: one honest cheap check in ten paid the full test (4-5 pairs)
     when its first pair came out low. It now gets one more pair under the cheap check."""
-    from autoresearch.hub import service
-    from autoresearch.hub.models import Claim, Worker
+    from autoresearch.hub.models import Claim
     hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
     hub.start()
     rng = random.Random(13)
     verifier = hub.authenticate(hub.register("v", kind=VERIFIER)[1], VERIFIER)
     report(hub, verifier, 9.0, 9.0, rng)  # the calibration: σ_d ≈ 0.04 here
-    alice = hub.authenticate(hub.register("alice")[1])
-    with hub.sessions.begin() as s:  # a record, as two accepted claims verified in full leave it
-        w = s.get(Worker, alice.id)
-        w.accepted = w.clean_streak = w.full_streak = service.REPUTABLE_AFTER
-    monkeypatch.setattr(service.secrets, "randbelow", lambda n: 1)  # no audit drawn
+    alice = with_a_record(hub, "alice", monkeypatch)
     claim = claim_of(hub, alice, "X = 5.0", "X = 4.9", {"base_runs": [9.0] * 4, "candidate_runs": [8.85] * 4})
 
     def exact(job: dict, gain: float) -> list[dict]:  # runs without noise: the candidate `gain` below its base
@@ -368,18 +361,12 @@ def test_a_claim_s_pairs_over_several_jobs_count_as_one_group_of_replicates(tmp_
 def test_a_claim_leased_beside_a_cheap_check_s_second_look_runs_on_top_of_it(tmp_path: Path, monkeypatch):
     """A cheap check's further look is as likely to end in an accept as its first pair: a claim
     leased meanwhile runs on top of it too, not on a head about to move (one more pair there)."""
-    from autoresearch.hub import service
-    from autoresearch.hub.models import Worker
     hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
     hub.start()
     rng = random.Random(14)
     one, two = (hub.authenticate(hub.register(n, kind=VERIFIER)[1], VERIFIER) for n in ("v1", "v2"))
     report(hub, one, 9.0, 9.0, rng)  # the calibration
-    alice = hub.authenticate(hub.register("alice")[1])
-    with hub.sessions.begin() as s:
-        w = s.get(Worker, alice.id)
-        w.accepted = w.clean_streak = w.full_streak = service.REPUTABLE_AFTER
-    monkeypatch.setattr(service.secrets, "randbelow", lambda n: 1)  # no audit drawn
+    alice = with_a_record(hub, "alice", monkeypatch)
     a = claim_of(hub, alice, "X = 5.0", "X = 4.9", {"base_runs": [9.0] * 4, "candidate_runs": [8.85] * 4})
     job = hub.lease(one)
     runs = [{"status": "ok", "metric": 9.0 - 0.02 * (kind == "candidate"), "metrics": {}, "wall_s": 0.1}
@@ -397,17 +384,13 @@ def test_a_claim_the_cheap_check_gave_up_on_is_judged_in_full_on_new_pairs(tmp_p
     ones, and judged on them in the full test an honest claim was rejected (its worker's record
     reset). They are set aside: the full test runs on new pairs, and σ_d still has them."""
     from autoresearch.hub import service
-    from autoresearch.hub.models import Claim, Pair, Worker
+    from autoresearch.hub.models import Claim, Pair
     hub = Hub(load_config(hub_task(tmp_path / "task")), open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
     hub.start()
     rng = random.Random(16)
     verifier = hub.authenticate(hub.register("v", kind=VERIFIER)[1], VERIFIER)
     report(hub, verifier, 9.0, 9.0, rng)  # the calibration
-    alice = hub.authenticate(hub.register("alice")[1])
-    with hub.sessions.begin() as s:
-        w = s.get(Worker, alice.id)
-        w.accepted = w.clean_streak = w.full_streak = service.REPUTABLE_AFTER
-    monkeypatch.setattr(service.secrets, "randbelow", lambda n: 1)  # no audit drawn
+    alice = with_a_record(hub, "alice", monkeypatch)
     claim = claim_of(hub, alice, "X = 5.0", "X = 4.9", {"base_runs": [9.0] * 4, "candidate_runs": [8.85] * 4})
     gains = iter([0.0, 0.0, 0.0] + [0.3] * 20)  # three unlucky pairs, then what the edit really gains
     outcomes = []
